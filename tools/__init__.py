@@ -1,0 +1,1 @@
+"""Tooling around the job: data generator, model trainer, contract generation."""
