@@ -35,6 +35,7 @@ VALIDATE_PROTO = "buf/validate/validate.proto"
 RELEASED = CONTRACTS / "released" / "riskpipe.v1.binpb"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi")
 _IMPORT_FIX = re.compile(r"^from (riskpipe\.v1|buf\.validate) import ", re.MULTILINE)
+_MODULE_NAME_FIX = re.compile(r"'((?:riskpipe\.v1|buf\.validate)\.\w+_pb2)'")
 
 
 def _validate_descriptor_bytes() -> bytes:
@@ -90,6 +91,8 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
     written = sorted(p for p in out_dir.rglob("*") if p.name.endswith(GENERATED_SUFFIXES))
     for path in written:
         text = _IMPORT_FIX.sub(lambda m: f"from contracts.{m.group(1)} import ", path.read_text())
+        # The module name the message classes are built under: pickling finds classes by it.
+        text = _MODULE_NAME_FIX.sub(lambda m: f"'contracts.{m.group(1)}'", text)
         path.write_text(text)
     return written
 

@@ -30,7 +30,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1driskpipe/v1/de
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'riskpipe.v1.dead_letter_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contracts.riskpipe.v1.dead_letter_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DEADLETTER_ATTRIBUTESENTRY']._loaded_options = None

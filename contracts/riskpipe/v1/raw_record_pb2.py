@@ -29,7 +29,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1criskpipe/v1/ra
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'riskpipe.v1.raw_record_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contracts.riskpipe.v1.raw_record_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RAWRECORD_ATTRIBUTESENTRY']._loaded_options = None

@@ -31,7 +31,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1driskpipe/v1/tr
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'riskpipe.v1.transaction_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contracts.riskpipe.v1.transaction_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MONEY'].fields_by_name['minor_units']._loaded_options = None

@@ -1,0 +1,233 @@
+"""The job's configuration: config.yaml, validated before anything runs, every key overridable.
+
+Each setting has a dotted key in the file (predict.model) and a pipeline option on the command
+line (--model), so Flex Template parameters and Flink submissions need no file edits. Validation
+stops the job with a message that names the key: an unknown key, a wrong type, a file that does
+not exist, an impossible threshold order.
+
+Paths in the file are relative to the file's folder; paths on the command line are relative to
+the working directory. Remote paths (gs://, s3://, ...) are passed through unchecked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import glob
+import os
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from pipeline.shared.clock import parse_rfc3339
+
+
+class ConfigError(ValueError):
+    """The configuration cannot run; the message names the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    key: str
+    option: str
+    kind: str  # str | int | float | bool | path | glob | choice | timestamp
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    required: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("input.transactions", "input", "glob", None,
+            "Transactions to score: JSONL files, plain or .gz; a glob pattern.", required=True),
+    Setting("reference.customers", "customers", "path", None,
+            "Customer profiles (JSONL, one per card_id).", required=True),
+    Setting("reference.merchants", "merchants", "path", None,
+            "Merchant profiles (JSONL, one per merchant_id).", required=True),
+    Setting("output.dir", "output_dir", "str", "output",
+            "Where scored/, dead_letters/ and summary.json are written."),
+    Setting("output.parquet", "parquet", "bool", False,
+            "Also write scored records as Parquet under scored_parquet/."),
+    Setting("output.num_shards", "num_shards", "int", 0,
+            "Output files per sink; 0 lets the runner decide."),
+    Setting("validate.max_future_skew_seconds", "max_future_skew_seconds", "int", 300,
+            "How far event_time may lie ahead of the run's clock."),
+    Setting("enrich.missing_profile_policy", "missing_profile_policy", "choice", "default",
+            "default: use a default profile and flag it; dead_letter: PROFILE_NOT_FOUND.",
+            choices=("default", "dead_letter")),
+    Setting("predict.model", "model", "path", None, "ONNX model file.", required=True),
+    Setting("predict.model_version", "model_version", "str", "",
+            "Model version stamped on every score; default: the model card's model_version."),
+    Setting("predict.min_batch_size", "min_batch_size", "int", 64, "Smallest inference batch."),
+    Setting("predict.max_batch_size", "max_batch_size", "int", 1024, "Largest inference batch."),
+    Setting("thresholds.version", "thresholds_version", "str", "v1",
+            "Version of the decision thresholds, stamped on every score."),
+    Setting("thresholds.review", "review_threshold", "float", 0.5,
+            "Scores at or above this are REVIEW."),
+    Setting("thresholds.decline", "decline_threshold", "float", 0.9,
+            "Scores at or above this are DECLINE."),
+    Setting("run.as_of", "as_of", "timestamp", None,
+            "Pin the run's clock (RFC 3339) for reproducible batch runs; default: wall clock."),
+)
+BY_KEY = {s.key: s for s in SETTINGS}
+BY_OPTION = {s.option: s for s in SETTINGS}
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+    transactions: str
+    customers: str
+    merchants: str
+    output_dir: str
+    parquet: bool
+    num_shards: int
+    max_future_skew_seconds: int
+    missing_profile_policy: str
+    model: str
+    model_version: str
+    min_batch_size: int
+    max_batch_size: int
+    thresholds_version: str
+    review_threshold: float
+    decline_threshold: float
+    as_of: dt.datetime | None
+
+    @property
+    def transaction_files(self) -> list[str]:
+        return sorted(glob.glob(self.transactions)) if not _is_remote(self.transactions) else [self.transactions]
+
+
+_FIELD_OF = {s.key: s.option if s.option != "input" else "transactions" for s in SETTINGS}
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _coerce(setting: Setting, value: Any, base: pathlib.Path | None) -> Any:
+    where = f"{setting.key} (--{setting.option})"
+    kind = setting.kind
+    if value is None:
+        if setting.required:
+            raise ConfigError(f"{where}: a value is required")
+        return setting.default
+    if kind in ("str", "path", "glob", "choice"):
+        if not isinstance(value, str) or (not value and kind != "str"):
+            raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
+        if kind in ("path", "glob") and base is not None and not _is_remote(value) and not os.path.isabs(value):
+            value = str(base / value)
+        if kind == "choice" and value not in setting.choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(setting.choices)}")
+        return value
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if kind == "timestamp":
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                raise ConfigError(f"{where}: {value.isoformat()} has no time zone offset")
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected an RFC 3339 timestamp, got {value!r}")
+        try:
+            return parse_rfc3339(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    raise AssertionError(kind)
+
+
+def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read config.yaml into flat dotted keys; unknown keys and bad YAML are ConfigErrors."""
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--config: no such file {str(file)!r}")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections")
+    flat = _flatten(data)
+    for key in flat:
+        if key not in BY_KEY:
+            raise ConfigError(f"{key}: unknown key in {file.name} (known keys: {', '.join(BY_KEY)})")
+    return flat
+
+
+def load(config_path: str | os.PathLike[str] | None, overrides: Mapping[str, Any] | None = None,
+         check_files: bool = True) -> JobConfig:
+    """Merge the file and command-line overrides (by option name) and validate the result."""
+    values: dict[str, tuple[Any, pathlib.Path | None]] = {}
+    if config_path is not None:
+        base = pathlib.Path(config_path).resolve().parent
+        for key, value in read_file(config_path).items():
+            values[key] = (value, base)
+    for option, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if option not in BY_OPTION:
+            raise ConfigError(f"--{option}: unknown option")
+        values[BY_OPTION[option].key] = (value, None)
+    resolved = {}
+    for setting in SETTINGS:
+        value, base = values.get(setting.key, (None, None))
+        resolved[_FIELD_OF[setting.key]] = _coerce(setting, value, base)
+    config = JobConfig(**resolved)
+    _check(config, check_files)
+    return config
+
+
+def _check(config: JobConfig, check_files: bool) -> None:
+    if not 0.0 < config.review_threshold <= config.decline_threshold <= 1.0:
+        raise ConfigError(
+            f"thresholds.review / thresholds.decline: need 0 < review <= decline <= 1, got "
+            f"review={config.review_threshold}, decline={config.decline_threshold}")
+    if config.min_batch_size < 1:
+        raise ConfigError(f"predict.min_batch_size: must be at least 1, got {config.min_batch_size}")
+    if config.max_batch_size < config.min_batch_size:
+        raise ConfigError(
+            f"predict.max_batch_size: must be at least predict.min_batch_size "
+            f"({config.min_batch_size}), got {config.max_batch_size}")
+    if config.max_future_skew_seconds < 0:
+        raise ConfigError(
+            f"validate.max_future_skew_seconds: must not be negative, got {config.max_future_skew_seconds}")
+    if config.num_shards < 0:
+        raise ConfigError(f"output.num_shards: must not be negative, got {config.num_shards}")
+    if not check_files:
+        return
+    if not _is_remote(config.transactions) and not glob.glob(config.transactions):
+        raise ConfigError(f"input.transactions: no file matches {config.transactions!r}")
+    for key, path in (("reference.customers", config.customers), ("reference.merchants", config.merchants),
+                      ("predict.model", config.model)):
+        if not _is_remote(path) and not os.path.isfile(path):
+            raise ConfigError(f"{key}: no such file {path!r}")

@@ -1,0 +1,153 @@
+"""Dead letters: building the DeadLetter contract message and the guarded DoFn every stage uses.
+
+A stage's DoFn yields its main output, or a DeadLetter on the DEAD_LETTER tag. An exception that
+the stage did not expect becomes an INTERNAL_ERROR dead letter with its stack trace as text: no
+Python type or traceback object ever reaches a sink, and the job goes on.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import apache_beam as beam
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from contracts import CONTRACT_VERSION
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
+from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
+from contracts.riskpipe.v1.raw_record_pb2 import RawRecord
+from contracts.riskpipe.v1.transaction_pb2 import Transaction
+from pipeline.shared.version import PIPELINE_VERSION
+from pipeline.shared import metrics
+
+DEAD_LETTER = "dead_letter"
+MAIN = "main"
+_MAX_MESSAGE = 500
+
+
+def origin_of(element: Any) -> RawRecord | None:
+    """The RawRecord an in-flight element was parsed from, if it carries one."""
+    if isinstance(element, RawRecord):
+        return element
+    if isinstance(element, Transaction):
+        return element.origin
+    if isinstance(element, EnrichedTransaction):
+        return element.transaction.origin
+    if isinstance(element, tuple) and element:
+        return origin_of(element[0])
+    return None
+
+
+def transaction_id_of(element: Any) -> str:
+    if isinstance(element, Transaction):
+        return element.transaction_id
+    if isinstance(element, EnrichedTransaction):
+        return element.transaction.transaction_id
+    if isinstance(element, tuple) and element:
+        return transaction_id_of(element[0])
+    return ""
+
+
+def make_dead_letter(
+    stage: str,
+    code: int,
+    message: str,
+    origin: RawRecord | None,
+    failed_at: Timestamp,
+    violations: Sequence[FieldViolation] = (),
+    transaction_id: str = "",
+    exception: BaseException | None = None,
+) -> DeadLetter:
+    letter = DeadLetter(
+        stage=stage,
+        error_code=code,
+        message=message[:_MAX_MESSAGE],
+        violations=violations,
+        pipeline_version=PIPELINE_VERSION,
+        contract_version=CONTRACT_VERSION,
+        attempt=1,
+        transaction_id=transaction_id,
+    )
+    letter.failed_at.CopyFrom(failed_at)
+    if origin is not None:
+        letter.payload = origin.payload
+        try:
+            letter.payload_text = origin.payload.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        letter.source.CopyFrom(origin.source)
+        letter.attributes.update(origin.attributes)
+        if origin.attributes.get("attempt", "").isdigit():
+            letter.attempt = int(origin.attributes["attempt"]) + 1
+    if exception is not None:
+        letter.exception_type = f"{type(exception).__module__}.{type(exception).__qualname__}"
+        letter.stacktrace = "".join(traceback.format_exception(exception))
+    return letter
+
+
+def error_code_name(code: int) -> str:
+    return ErrorCode.Name(code)
+
+
+class StageFn(beam.DoFn):
+    """Runs one stage's per-record function with dead-letter routing and an exception guard.
+
+    `make_fn` is called once per DoFn instance in setup(), so heavy resources (a compiled
+    validator, a model) are built once per worker, never per element. The function it returns
+    takes one element plus any side inputs and returns either the stage's output message, a
+    DeadLetter, or None when the stage consumed the record without output (counted by the stage).
+    """
+
+    def __init__(self, stage: str, make_fn: Callable[[], Callable[..., Any]], failed_at: Callable[[], Timestamp]):
+        self._stage = stage
+        self._make_fn = make_fn
+        self._failed_at = failed_at
+        self._fn: Callable[..., Any] | None = None
+
+    def setup(self) -> None:
+        self._fn = self._make_fn()
+        self._internal_errors = metrics.counter(f"{self._stage}.internal_errors")
+
+    def process(self, element, *side_inputs):  # no annotations: Beam would read them as type hints
+        assert self._fn is not None
+        try:
+            result = self._fn(element, *side_inputs)
+        except Exception as exc:  # noqa: BLE001 - every unexpected failure becomes a dead letter
+            self._internal_errors.inc()
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER,
+                make_dead_letter(
+                    self._stage,
+                    ErrorCode.ERROR_CODE_INTERNAL_ERROR,
+                    f"{type(exc).__name__}: {exc}",
+                    origin_of(element),
+                    self._failed_at(),
+                    transaction_id=transaction_id_of(element),
+                    exception=exc,
+                ),
+            )
+            return
+        if result is None:
+            return
+        if isinstance(result, DeadLetter):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, result)
+        else:
+            yield result
+
+
+def apply_stage(
+    pcoll: beam.PCollection,
+    label: str,
+    fn: StageFn,
+    output_type: type,
+    side_inputs: Iterable[Any] = (),
+) -> tuple[beam.PCollection, beam.PCollection]:
+    """Apply a StageFn and return (main output, dead letters)."""
+    outputs = pcoll | label >> beam.ParDo(fn, *side_inputs).with_outputs(DEAD_LETTER, main=MAIN)
+    main = outputs[MAIN]
+    main.element_type = output_type
+    dead = outputs[DEAD_LETTER]
+    dead.element_type = DeadLetter
+    return main, dead

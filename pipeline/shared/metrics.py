@@ -1,0 +1,20 @@
+"""Metric names shared by the stages and the run summary."""
+
+from __future__ import annotations
+
+from apache_beam.metrics import Metrics
+
+NAMESPACE = "riskpipe"
+
+RECORDS_READ = "records_read"
+DUPLICATES_DROPPED = "duplicates_dropped"
+SCORED_WRITTEN = "scored_written"
+DEAD_LETTERS_WRITTEN = "dead_letters_written"
+DEAD_LETTER_CODE_PREFIX = "dead_letters."
+DEFAULT_PROFILE_USED_PREFIX = "default_profile_used."
+REFERENCE_ROWS_REJECTED = "reference_rows_rejected"
+
+
+def counter(name: str):
+    """A Beam counter in the job's namespace; declare it once per DoFn, not per element."""
+    return Metrics.counter(NAMESPACE, name)

@@ -1,0 +1,66 @@
+"""40_features: EnrichedTransaction -> EnrichedTransaction with its FeatureVector.
+
+In:  EnrichedTransaction (profiles joined).
+Out: the same record with `features` set: FEATURE_NAMES of FEATURE_SET_VERSION, computed by the
+     plain functions of pipeline/shared/features.py that the model trainer imports too.
+Dead letters (stage 40_features):
+  FEATURE_ERROR   a feature came out non-finite (NaN or infinite); the violation names it
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import apache_beam as beam
+
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
+from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, FeatureVector, ProfileKind
+from pipeline.shared import features
+from pipeline.shared.clock import RunClock
+from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
+
+STAGE = "40_features"
+
+
+class FeatureComputer:
+    def __init__(self, clock: RunClock):
+        self._clock = clock
+
+    def __call__(self, enriched: EnrichedTransaction) -> EnrichedTransaction | DeadLetter:
+        missing = enriched.missing_profiles
+        values = features.compute(
+            enriched.transaction,
+            enriched.customer,
+            enriched.merchant,
+            ProfileKind.PROFILE_KIND_CUSTOMER in missing,
+            ProfileKind.PROFILE_KIND_MERCHANT in missing,
+        )
+        bad = [(name, value) for name, value in zip(features.FEATURE_NAMES, values) if not math.isfinite(value)]
+        if bad:
+            violations = [FieldViolation(field_path=f"features.{name}", rule_id="riskpipe.feature_finite",
+                                         message="must be a finite number", value=repr(value)) for name, value in bad]
+            return make_dead_letter(
+                STAGE, ErrorCode.ERROR_CODE_FEATURE_ERROR,
+                "non-finite features: " + ", ".join(name for name, _ in bad),
+                enriched.transaction.origin, self._clock.timestamp(), violations,
+                enriched.transaction.transaction_id)
+        # Elements are immutable in Beam: the output is a new message.
+        out = EnrichedTransaction()
+        out.CopyFrom(enriched)
+        out.features.CopyFrom(FeatureVector(
+            feature_set_version=features.FEATURE_SET_VERSION, names=features.FEATURE_NAMES, values=values))
+        return out
+
+
+class ComputeFeatures(beam.PTransform):
+    """EnrichedTransactions -> (EnrichedTransactions with features, DeadLetters)."""
+
+    def __init__(self, clock: RunClock):
+        super().__init__()
+        self._clock = clock
+
+    def expand(self, enriched: beam.PCollection):
+        clock = self._clock
+        return apply_stage(enriched, "Compute", StageFn(STAGE, functools.partial(FeatureComputer, clock), clock),
+                           EnrichedTransaction)

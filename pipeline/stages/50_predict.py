@@ -1,0 +1,148 @@
+"""50_predict: EnrichedTransaction (with features) -> ScoredTransaction, with Beam RunInference.
+
+In:  EnrichedTransaction whose FeatureVector matches the model's feature set.
+Out: ScoredTransaction: score (probability of fraud), decision from the configured thresholds
+     (APPROVE < review <= REVIEW < decline <= DECLINE), model, thresholds and feature-set versions.
+The model is ONNX, run by onnxruntime on the CPU through Beam's OnnxModelHandlerNumpy, keyed so
+each score finds its record, in batches of predict.min_batch_size..predict.max_batch_size.
+A batch that fails is split in halves until the failing records are alone; only they become
+dead letters, the rest of the batch is scored.
+Dead letters (stage 50_predict):
+  INFERENCE_FAILED   the model could not score this record on its own
+"""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
+
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
+from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
+from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
+from pipeline.shared.clock import RunClock
+from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
+
+STAGE = "50_predict"
+PROBABILITIES = "probabilities"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    version: str
+    review: float
+    decline: float
+
+    def decide(self, score: float) -> int:
+        if score >= self.decline:
+            return Decision.DECISION_DECLINE
+        if score >= self.review:
+            return Decision.DECISION_REVIEW
+        return Decision.DECISION_APPROVE
+
+
+@dataclass(frozen=True)
+class InferenceFailure:
+    """Stands in for a score the model could not give; plain strings, so it pickles anywhere."""
+
+    exception_type: str
+    message: str
+    stacktrace: str
+
+
+def _fraud_probabilities(session, batch: Sequence[np.ndarray]) -> list[float]:
+    inputs = np.stack(batch).astype(np.float32, copy=False)
+    output = next((o.name for o in session.get_outputs() if o.name == PROBABILITIES), session.get_outputs()[-1].name)
+    probabilities = session.run([output], {session.get_inputs()[0].name: inputs})[0]
+    return [float(p) for p in np.asarray(probabilities)[:, 1]]
+
+
+def score_batch(session, batch: Sequence[np.ndarray], inference_args: Any = None) -> list[float | InferenceFailure]:
+    """P(fraud) per example; a failing batch is bisected so that only failing examples fail."""
+    try:
+        return _fraud_probabilities(session, batch)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types; all mean "split"
+        if len(batch) == 1:
+            return [InferenceFailure(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc)[:500],
+                                     "".join(traceback.format_exception(exc)))]
+        middle = len(batch) // 2
+        return score_batch(session, batch[:middle]) + score_batch(session, batch[middle:])
+
+
+def model_handler(model_path: str, min_batch_size: int, max_batch_size: int) -> KeyedModelHandler:
+    return KeyedModelHandler(OnnxModelHandlerNumpy(
+        model_path,
+        providers=["CPUExecutionProvider"],
+        inference_fn=score_batch,
+        min_batch_size=min_batch_size,
+        max_batch_size=max_batch_size,
+    ))
+
+
+def model_input(enriched: EnrichedTransaction) -> tuple[EnrichedTransaction, np.ndarray]:
+    return enriched, np.asarray(enriched.features.values, dtype=np.float32)
+
+
+class Decider:
+    """(EnrichedTransaction, PredictionResult) -> ScoredTransaction or DeadLetter."""
+
+    def __init__(self, model_version: str, thresholds: Thresholds, clock: RunClock):
+        self._model_version = model_version
+        self._thresholds = thresholds
+        self._clock = clock
+
+    def __call__(self, keyed: tuple[EnrichedTransaction, PredictionResult]) -> ScoredTransaction | DeadLetter:
+        enriched, result = keyed
+        return self.decide(enriched, result.inference)
+
+    def decide(self, enriched: EnrichedTransaction, score: float | InferenceFailure) -> ScoredTransaction | DeadLetter:
+        txn = enriched.transaction
+        if isinstance(score, InferenceFailure):
+            letter = make_dead_letter(
+                STAGE, ErrorCode.ERROR_CODE_INFERENCE_FAILED, f"model {self._model_version}: {score.message}",
+                txn.origin, self._clock.timestamp(), transaction_id=txn.transaction_id)
+            letter.exception_type = score.exception_type
+            letter.stacktrace = score.stacktrace
+            return letter
+        scored = ScoredTransaction(
+            transaction_id=txn.transaction_id,
+            card_id=txn.card_id,
+            merchant_id=txn.merchant_id,
+            amount=txn.amount,
+            event_time=txn.event_time,
+            score=score,
+            decision=self._thresholds.decide(score),
+            model_version=self._model_version,
+            thresholds_version=self._thresholds.version,
+            feature_set_version=enriched.features.feature_set_version,
+            scored_at=self._clock.timestamp(),
+            missing_profiles=enriched.missing_profiles,
+            source=txn.origin.source,
+        )
+        return scored
+
+
+class Predict(beam.PTransform):
+    """EnrichedTransactions with features -> (ScoredTransactions, DeadLetters)."""
+
+    def __init__(self, model_path: str, model_version: str, thresholds: Thresholds, min_batch_size: int,
+                 max_batch_size: int, clock: RunClock):
+        super().__init__()
+        self._handler = model_handler(model_path, min_batch_size, max_batch_size)
+        self._decider = functools.partial(Decider, model_version, thresholds, clock)
+        self._clock = clock
+
+    def expand(self, enriched: beam.PCollection):
+        predictions = (
+            enriched
+            | "ToModelInput" >> beam.Map(model_input)
+            | "RunInference" >> RunInference(self._handler)
+        )
+        return apply_stage(predictions, "Decide", StageFn(STAGE, self._decider, self._clock), ScoredTransaction)

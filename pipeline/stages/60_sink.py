@@ -1,0 +1,94 @@
+"""60_sink: ScoredTransaction -> files under <output.dir>/.
+
+In:  ScoredTransaction.
+Out: scored/part-*.jsonl, one proto3-JSON object per line (proto field names); with
+     output.parquet, also scored_parquet/part-*.parquet with flat columns (see PARQUET_SCHEMA).
+Dead letters: none; an encoding failure is an INTERNAL_ERROR from the stage guard.
+A given input gives the same lines (their order inside and across files is the runner's).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import apache_beam as beam
+import pyarrow as pa
+
+from contracts.riskpipe.v1.enriched_transaction_pb2 import ProfileKind
+from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
+from pipeline.shared import metrics
+from pipeline.shared.clock import RunClock
+from pipeline.shared.dead_letter import StageFn, apply_stage
+from pipeline.shared.json_codec import scored_json
+
+STAGE = "60_sink"
+
+PARQUET_SCHEMA = pa.schema([
+    ("transaction_id", pa.string()),
+    ("card_id", pa.string()),
+    ("merchant_id", pa.string()),
+    ("amount_minor_units", pa.int64()),
+    ("currency", pa.string()),
+    ("event_time", pa.timestamp("us", tz="UTC")),
+    ("score", pa.float64()),
+    ("decision", pa.string()),
+    ("model_version", pa.string()),
+    ("thresholds_version", pa.string()),
+    ("feature_set_version", pa.string()),
+    ("scored_at", pa.timestamp("us", tz="UTC")),
+    ("missing_profiles", pa.list_(pa.string())),
+    ("source_uri", pa.string()),
+    ("source_line", pa.int64()),
+])
+
+
+def parquet_row(s: ScoredTransaction) -> dict:
+    return {
+        "transaction_id": s.transaction_id,
+        "card_id": s.card_id,
+        "merchant_id": s.merchant_id,
+        "amount_minor_units": s.amount.minor_units,
+        "currency": s.amount.currency,
+        "event_time": s.event_time.seconds * 1_000_000 + s.event_time.nanos // 1000,
+        "score": s.score,
+        "decision": Decision.Name(s.decision),
+        "model_version": s.model_version,
+        "thresholds_version": s.thresholds_version,
+        "feature_set_version": s.feature_set_version,
+        "scored_at": s.scored_at.seconds * 1_000_000 + s.scored_at.nanos // 1000,
+        "missing_profiles": [ProfileKind.Name(k) for k in s.missing_profiles],
+        "source_uri": s.source.uri,
+        "source_line": s.source.line,
+    }
+
+
+class ScoredEncoder:
+    def __init__(self):
+        self._written = metrics.counter(metrics.SCORED_WRITTEN)
+
+    def __call__(self, scored: ScoredTransaction) -> str:
+        self._written.inc()
+        return scored_json(scored)
+
+
+class WriteScored(beam.PTransform):
+    """ScoredTransactions -> JSONL (and Parquet) files; returns the encoding dead letters."""
+
+    def __init__(self, output_dir: str, num_shards: int, parquet: bool, clock: RunClock):
+        super().__init__()
+        self._dir = output_dir.rstrip("/")
+        self._num_shards = num_shards
+        self._parquet = parquet
+        self._clock = clock
+
+    def expand(self, scored: beam.PCollection):
+        lines, dead = apply_stage(scored, "ToJson", StageFn(STAGE, functools.partial(ScoredEncoder), self._clock), str)
+        lines | "WriteJsonl" >> beam.io.WriteToText(
+            f"{self._dir}/scored/part", file_name_suffix=".jsonl", num_shards=self._num_shards)
+        if self._parquet:
+            (scored
+             | "ToParquetRow" >> beam.Map(parquet_row)
+             | "WriteParquet" >> beam.io.WriteToParquet(
+                 f"{self._dir}/scored_parquet/part", PARQUET_SCHEMA, file_name_suffix=".parquet",
+                 num_shards=self._num_shards))
+        return dead

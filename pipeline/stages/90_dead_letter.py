@@ -1,0 +1,45 @@
+"""90_dead_letter: DeadLetter, from every stage -> files under <output.dir>/dead_letters/.
+
+In:  DeadLetter (one PCollection: the runner flattens the dead letters of all stages).
+Out: dead_letters/part-*.jsonl, one proto3-JSON DeadLetter per line (proto field names; payload
+     base64 as the JSON mapping says, payload_text beside it when the bytes are UTF-8).
+Counts every letter (dead_letters_written) and every error code (dead_letters.<ERROR_CODE_...>).
+This is the last stop: it has no dead-letter output of its own.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
+from pipeline.shared import metrics
+from pipeline.shared.json_codec import dead_letter_json
+
+STAGE = "90_dead_letter"
+
+
+class EncodeDeadLetterFn(beam.DoFn):
+    def setup(self) -> None:
+        self._written = metrics.counter(metrics.DEAD_LETTERS_WRITTEN)
+        self._by_code = {number: metrics.counter(metrics.DEAD_LETTER_CODE_PREFIX + name)
+                         for name, number in ErrorCode.items()}
+
+    def process(self, letter: DeadLetter):
+        self._written.inc()
+        self._by_code[letter.error_code].inc()
+        yield dead_letter_json(letter)
+
+
+class WriteDeadLetters(beam.PTransform):
+    def __init__(self, output_dir: str, num_shards: int):
+        super().__init__()
+        self._dir = output_dir.rstrip("/")
+        self._num_shards = num_shards
+
+    def expand(self, dead_letters: beam.PCollection):
+        return (
+            dead_letters
+            | "ToJson" >> beam.ParDo(EncodeDeadLetterFn()).with_output_types(str)
+            | "WriteJsonl" >> beam.io.WriteToText(
+                f"{self._dir}/dead_letters/part", file_name_suffix=".jsonl", num_shards=self._num_shards)
+        )

@@ -1,0 +1,1 @@
+"""The job's stages, one transformation per numbered file, loaded by pipeline.stage_loader."""
