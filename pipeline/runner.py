@@ -1,4 +1,4 @@
-"""The job's entry point: composes the stages into one PCollection graph and runs it.
+r"""The job's entry point: composes the stages into one PCollection graph and runs it.
 
     python -m pipeline.runner --config config.yaml [--input GLOB] [--output_dir DIR] [Beam options]
 
@@ -26,12 +26,12 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from contracts.riskpipe.v1.dead_letter_pb2 import ErrorCode
-from pipeline.shared.version import PIPELINE_VERSION
 from pipeline.shared import config as job_config
 from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock
 from pipeline.shared.features import FEATURE_NAMES, FEATURE_SET_VERSION
 from pipeline.shared.model_card import file_digest, read_card
+from pipeline.shared.version import PIPELINE_VERSION
 from pipeline.stage_loader import load_stage
 
 source = load_stage("00_source")
@@ -56,11 +56,13 @@ class JobOptions(PipelineOptions):
 def resolve_model_version(config: job_config.JobConfig) -> str:
     """The version to stamp on scores; fails when the model's feature set is not the job's."""
     card = read_card(config.model)
-    if card is not None:
-        if card.get("feature_set_version") != FEATURE_SET_VERSION or tuple(card.get("features", ())) != FEATURE_NAMES:
-            raise job_config.ConfigError(
-                f"predict.model: {config.model} was trained on feature set "
-                f"{card.get('feature_set_version')!r}, the job computes {FEATURE_SET_VERSION!r}")
+    if card is not None and (
+        card.get("feature_set_version") != FEATURE_SET_VERSION or tuple(card.get("features", ())) != FEATURE_NAMES
+    ):
+        raise job_config.ConfigError(
+            f"predict.model: {config.model} was trained on feature set "
+            f"{card.get('feature_set_version')!r}, the job computes {FEATURE_SET_VERSION!r}"
+        )
     if config.model_version:
         return config.model_version
     if card is not None and card.get("model_version"):
@@ -75,15 +77,22 @@ def build_pipeline(p: beam.Pipeline, config: job_config.JobConfig, model_version
     raw = p | "00_source" >> source.ReadTransactions(config.transactions, clock)
     transactions, refused_10 = raw | "10_validate" >> validate.Validate(clock, config.max_future_skew_seconds)
     enriched, refused_30 = transactions | "30_enrich" >> enrich.Enrich(
-        config.customers, config.merchants, config.missing_profile_policy, clock)
+        config.customers, config.merchants, config.missing_profile_policy, clock
+    )
     featured, refused_40 = enriched | "40_features" >> featurize.ComputeFeatures(clock)
     scored, refused_50 = featured | "50_predict" >> predict.Predict(
-        config.model, model_version, thresholds, config.min_batch_size, config.max_batch_size, clock)
+        config.model, model_version, thresholds, config.min_batch_size, config.max_batch_size, clock
+    )
     refused_60 = scored | "60_sink" >> sink.WriteScored(config.output_dir, config.num_shards, config.parquet, clock)
     dead_letters = (refused_10, refused_30, refused_40, refused_50, refused_60) | "AllDeadLetters" >> beam.Flatten()
     dead_letters | "90_dead_letter" >> dead_letter_sink.WriteDeadLetters(config.output_dir, config.num_shards)
-    return {"raw": raw, "transactions": transactions, "enriched": featured, "scored": scored,
-            "dead_letters": dead_letters}
+    return {
+        "raw": raw,
+        "transactions": transactions,
+        "enriched": featured,
+        "scored": scored,
+        "dead_letters": dead_letters,
+    }
 
 
 def summarize(result: Any) -> dict[str, Any]:
@@ -91,8 +100,11 @@ def summarize(result: Any) -> dict[str, Any]:
         r.key.metric.name: r.committed
         for r in result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))["counters"]
     }
-    by_code = {name: counters.get(metrics.DEAD_LETTER_CODE_PREFIX + name, 0)
-               for name in ErrorCode.keys() if counters.get(metrics.DEAD_LETTER_CODE_PREFIX + name, 0)}
+    by_code = {
+        name: counters.get(metrics.DEAD_LETTER_CODE_PREFIX + name, 0)
+        for name in ErrorCode.keys()  # noqa: SIM118 - protobuf enum wrapper
+        if counters.get(metrics.DEAD_LETTER_CODE_PREFIX + name, 0)
+    }
     read = counters.get(metrics.RECORDS_READ, 0)
     scored = counters.get(metrics.SCORED_WRITTEN, 0)
     dead = counters.get(metrics.DEAD_LETTERS_WRITTEN, 0)
@@ -105,20 +117,22 @@ def summarize(result: Any) -> dict[str, Any]:
         "dead_letters_by_code": by_code,
         "duplicates": duplicates,
         "balanced": read == scored + dead + duplicates,
-        "default_profiles_used": {kind: counters.get(metrics.DEFAULT_PROFILE_USED_PREFIX + kind, 0)
-                                  for kind in ("customer", "merchant")},
+        "default_profiles_used": {
+            kind: counters.get(metrics.DEFAULT_PROFILE_USED_PREFIX + kind, 0) for kind in ("customer", "merchant")
+        },
         "reference_rows_rejected": counters.get(metrics.REFERENCE_ROWS_REJECTED, 0),
     }
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    rows = [("records read", summary["read"]), ("scored", summary["scored"]),
-            ("dead letters", summary["dead_letters"])]
+    rows = [("records read", summary["read"]), ("scored", summary["scored"]), ("dead letters", summary["dead_letters"])]
     rows += [(f"  {code}", n) for code, n in sorted(summary["dead_letters_by_code"].items())]
-    rows += [("duplicates dropped", summary["duplicates"]),
-             ("default customer profiles", summary["default_profiles_used"]["customer"]),
-             ("default merchant profiles", summary["default_profiles_used"]["merchant"]),
-             ("reference rows rejected", summary["reference_rows_rejected"])]
+    rows += [
+        ("duplicates dropped", summary["duplicates"]),
+        ("default customer profiles", summary["default_profiles_used"]["customer"]),
+        ("default merchant profiles", summary["default_profiles_used"]["merchant"]),
+        ("reference rows rejected", summary["reference_rows_rejected"]),
+    ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value:>10,}" for name, value in rows]
     verdict = "yes" if summary["balanced"] else "NO"

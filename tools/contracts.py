@@ -22,7 +22,6 @@ import filecmp
 import importlib.util
 import pathlib
 import re
-import subprocess
 import sys
 import tempfile
 
@@ -128,8 +127,12 @@ def check() -> int:
             if committed.name.endswith(GENERATED_SUFFIXES) and committed not in expected:
                 drift.append(committed.relative_to(ROOT).as_posix() + " (no .proto generates it)")
     if drift:
-        print("generated contract code differs from the .proto files; run "
-              "`python -m tools.contracts generate` and commit:", *drift, sep="\n  ")
+        print(
+            "generated contract code differs from the .proto files; run "
+            "`python -m tools.contracts generate` and commit:",
+            *drift,
+            sep="\n  ",
+        )
         return 1
     print(f"contracts: {len(fresh)} generated files match {len(PROTO_FILES)} .proto files")
     return 0

@@ -52,14 +52,42 @@ COUNTRIES = (
     ("KW", "KWD", 3, "Asia/Kuwait", 29.3, 47.9, 1),
     ("TH", "THB", 2, "Asia/Bangkok", 13.7, 100.5, 2),
 )
-EUR_PER_UNIT = {"EUR": 1.0, "GBP": 1.17, "USD": 0.92, "SEK": 0.087, "CHF": 1.05, "JPY": 0.0061, "PLN": 0.23,
-                "CAD": 0.68, "AUD": 0.61, "BRL": 0.17, "KWD": 3.0, "THB": 0.026}
+EUR_PER_UNIT = {
+    "EUR": 1.0,
+    "GBP": 1.17,
+    "USD": 0.92,
+    "SEK": 0.087,
+    "CHF": 1.05,
+    "JPY": 0.0061,
+    "PLN": 0.23,
+    "CAD": 0.68,
+    "AUD": 0.61,
+    "BRL": 0.17,
+    "KWD": 3.0,
+    "THB": 0.026,
+}
 # mcc, weight, share of e-commerce
 MCCS = (
-    ("5411", 22, 0.05), ("5812", 14, 0.02), ("5541", 9, 0.0), ("5311", 7, 0.2), ("5999", 6, 0.4),
-    ("5732", 4, 0.5), ("5651", 5, 0.3), ("4111", 5, 0.2), ("4121", 3, 0.6), ("7011", 3, 0.5),
-    ("4511", 2, 0.8), ("5816", 2, 1.0), ("5967", 1, 1.0), ("6051", 1, 0.9), ("7995", 1, 0.9),
-    ("5944", 1, 0.3), ("4829", 1, 0.8), ("6011", 6, 0.0), ("5912", 4, 0.1), ("4814", 2, 0.7),
+    ("5411", 22, 0.05),
+    ("5812", 14, 0.02),
+    ("5541", 9, 0.0),
+    ("5311", 7, 0.2),
+    ("5999", 6, 0.4),
+    ("5732", 4, 0.5),
+    ("5651", 5, 0.3),
+    ("4111", 5, 0.2),
+    ("4121", 3, 0.6),
+    ("7011", 3, 0.5),
+    ("4511", 2, 0.8),
+    ("5816", 2, 1.0),
+    ("5967", 1, 1.0),
+    ("6051", 1, 0.9),
+    ("7995", 1, 0.9),
+    ("5944", 1, 0.3),
+    ("4829", 1, 0.8),
+    ("6011", 6, 0.0),
+    ("5912", 4, 0.1),
+    ("4814", 2, 0.7),
 )
 RISKY_CNP = ("5816", "5967", "6051", "7995", "4829")
 TAKEOVER = ("5732", "5944")
@@ -67,8 +95,9 @@ PATTERNS = ("cnp_spree", "atm_night_abroad", "account_takeover", "skimmed_card")
 START = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
 DAYS = 30
 # Local time-of-day profile of card use: quiet at night, peak in the afternoon.
-HOUR_WEIGHTS = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1.2, 2.5, 4, 5, 5.5, 6, 6.5, 6, 5.8, 5.8, 6, 6.5, 6.5,
-                         6, 5, 4, 3, 1.8])
+HOUR_WEIGHTS = np.array(
+    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1.2, 2.5, 4, 5, 5.5, 6, 6.5, 6, 5.8, 5.8, 6, 6.5, 6.5, 6, 5, 4, 3, 1.8]
+)
 INVALID_KINDS = (
     ("broken_json", "ERROR_CODE_MALFORMED_JSON"),
     ("not_utf8", "ERROR_CODE_NOT_UTF8"),
@@ -116,13 +145,20 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
         for i in range(n_cust):
             c = COUNTRIES[cust_country[i]]
             usual_minor = max(1, int(round(usual_eur[i] / EUR_PER_UNIT[c[1]] * 10 ** c[2])))
-            f.write(orjson.dumps({
-                "card_id": f"c{i:07d}", "home_country": c[0],
-                "home_lat": round(float(np.clip(cust_lat[i], -90, 90)), 4),
-                "home_lon": round(float(np.clip(cust_lon[i], -180, 180)), 4),
-                "usual_amount": {"minor_units": str(usual_minor), "currency": c[1]},
-                "timezone": c[3], "account_age_days": int(age_days[i]),
-            }) + b"\n")
+            f.write(
+                orjson.dumps(
+                    {
+                        "card_id": f"c{i:07d}",
+                        "home_country": c[0],
+                        "home_lat": round(float(np.clip(cust_lat[i], -90, 90)), 4),
+                        "home_lon": round(float(np.clip(cust_lon[i], -180, 180)), 4),
+                        "usual_amount": {"minor_units": str(usual_minor), "currency": c[1]},
+                        "timezone": c[3],
+                        "account_age_days": int(age_days[i]),
+                    }
+                )
+                + b"\n"
+            )
 
     # Merchants.
     n_merch = max(100, records // 100)
@@ -137,12 +173,21 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     with open(out / "merchants.jsonl", "wb") as f:
         for j in range(n_merch):
             c = COUNTRIES[merch_country[j]]
-            f.write(orjson.dumps({
-                "merchant_id": f"m{j:06d}", "name": f"Merchant {j}", "mcc": MCCS[merch_mcc[j]][0],
-                "country": c[0], "lat": round(float(np.clip(merch_lat[j], -90, 90)), 4),
-                "lon": round(float(np.clip(merch_lon[j], -180, 180)), 4),
-                "risk_score": round(float(merch_risk[j]), 4), "timezone": c[3],
-            }) + b"\n")
+            f.write(
+                orjson.dumps(
+                    {
+                        "merchant_id": f"m{j:06d}",
+                        "name": f"Merchant {j}",
+                        "mcc": MCCS[merch_mcc[j]][0],
+                        "country": c[0],
+                        "lat": round(float(np.clip(merch_lat[j], -90, 90)), 4),
+                        "lon": round(float(np.clip(merch_lon[j], -180, 180)), 4),
+                        "risk_score": round(float(merch_risk[j]), 4),
+                        "timezone": c[3],
+                    }
+                )
+                + b"\n"
+            )
     merchants_by_country = [np.flatnonzero(merch_country == k) for k in range(n_countries)]
     merchants_by_mcc = {m[0]: np.flatnonzero(merch_mcc == i) for i, m in enumerate(MCCS)}
     risky_cnp = np.flatnonzero(np.isin(merch_mcc, [i for i, m in enumerate(MCCS) if m[0] in RISKY_CNP]) & risky)
@@ -172,7 +217,7 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     is_fraud = rng.random(records) < 0.015
     fraud_rows = np.flatnonzero(is_fraud)
     fraud_kind = rng.integers(0, len(PATTERNS), len(fraud_rows))
-    for row, kind in zip(fraud_rows, fraud_kind):
+    for row, kind in zip(fraud_rows, fraud_kind, strict=True):
         fraud[row], pattern[row] = 1, kind
         if kind == 0:  # card-not-present spree at a risky merchant
             merchant[row] = risky_cnp[rng.integers(len(risky_cnp))]
@@ -197,11 +242,16 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
                 hour[row] = rng.choice([0, 1, 2, 3, 21, 22, 23])
     m_country = merch_country[merchant]
     m_mcc = merch_mcc[merchant]
-    event_seconds = (START.timestamp() + day * 86400 + hour * 3600 + second_of_hour - offsets[m_country]).astype(np.int64)
+    event_seconds = (START.timestamp() + day * 86400 + hour * 3600 + second_of_hour - offsets[m_country]).astype(
+        np.int64
+    )
     ecommerce_share = np.array([MCCS[i][2] for i in m_mcc])
     channel_roll = rng.random(records)
-    channel = np.where(np.array([MCCS[i][0] == "6011" for i in m_mcc]), 2,
-                       np.where(channel_roll < ecommerce_share, 1, np.where(rng.random(records) < 0.45, 3, 0)))
+    channel = np.where(
+        np.array([MCCS[i][0] == "6011" for i in m_mcc]),
+        2,
+        np.where(channel_roll < ecommerce_share, 1, np.where(rng.random(records) < 0.45, 3, 0)),
+    )
     channel = np.where((fraud == 1) & (pattern == 0), 1, channel)
     channel = np.where((channel == 1) & (rng.random(records) < 0.03), 4, channel)
     no_profile = rng.random(records) < 0.002
@@ -210,8 +260,14 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     invalid_rows = set(rng.choice(records, size=n_invalid, replace=False).tolist()) if n_invalid else set()
     invalid_kind = {row: i % len(INVALID_KINDS) for i, row in enumerate(sorted(invalid_rows))}
 
-    counts = {"records": records, "fraud": 0, "invalid": n_invalid, "missing_profile": 0,
-              "customers": n_cust, "merchants": n_merch}
+    counts = {
+        "records": records,
+        "fraud": 0,
+        "invalid": n_invalid,
+        "missing_profile": 0,
+        "customers": n_cust,
+        "merchants": n_merch,
+    }
     with open(out / "transactions.jsonl", "wb") as tf, open(out / "labels.jsonl", "wb") as lf:
         for i in range(records):
             c = COUNTRIES[m_country[i]]
@@ -230,9 +286,14 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
             }
             if channel[i] in (1, 3):
                 txn["device_id"] = f"d{(card[i] * 7919) % 1000003:07d}"
-            label = {"line": i + 1, "transaction_id": txn["transaction_id"], "is_fraud": bool(fraud[i]),
-                     "pattern": PATTERNS[pattern[i]] if fraud[i] else None, "missing_profile": bool(no_profile[i]),
-                     "expected_error_code": None}
+            label = {
+                "line": i + 1,
+                "transaction_id": txn["transaction_id"],
+                "is_fraud": bool(fraud[i]),
+                "pattern": PATTERNS[pattern[i]] if fraud[i] else None,
+                "missing_profile": bool(no_profile[i]),
+                "expected_error_code": None,
+            }
             if i in invalid_rows:
                 kind, code = INVALID_KINDS[invalid_kind[i]]
                 line = _corrupt(kind, txn)

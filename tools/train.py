@@ -59,8 +59,15 @@ def feature_matrix(data: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
             if not isinstance(txn, Transaction):
                 continue
             customer, merchant = customers.get(txn.card_id), merchants.get(txn.merchant_id)
-            rows.append(features.compute(
-                txn, customer or CustomerProfile(), merchant or MerchantProfile(), customer is None, merchant is None))
+            rows.append(
+                features.compute(
+                    txn,
+                    customer or CustomerProfile(),
+                    merchant or MerchantProfile(),
+                    customer is None,
+                    merchant is None,
+                )
+            )
             ys.append(int(labels[number]))
     return np.asarray(rows, dtype=np.float32), np.asarray(ys, dtype=np.int64)
 
@@ -76,10 +83,16 @@ def main(argv: list[str] | None = None) -> int:
 
     x, y = feature_matrix(args.data)
     x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=args.test_size, random_state=args.seed, stratify=y)
+        x, y, test_size=args.test_size, random_state=args.seed, stratify=y
+    )
     model = HistGradientBoostingClassifier(
-        max_iter=args.max_iter, learning_rate=0.08, max_leaf_nodes=31, l2_regularization=1.0,
-        early_stopping=False, random_state=args.seed)
+        max_iter=args.max_iter,
+        learning_rate=0.08,
+        max_leaf_nodes=31,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=args.seed,
+    )
     model.fit(x_train, y_train)
     sk_scores = model.predict_proba(x_test)[:, 1]
 
@@ -98,15 +111,26 @@ def main(argv: list[str] | None = None) -> int:
         "sha256": digest,
         "feature_set_version": features.FEATURE_SET_VERSION,
         "features": list(features.FEATURE_NAMES),
-        "inputs": {session.get_inputs()[0].name: "float32[batch, %d]" % len(features.FEATURE_NAMES)},
+        "inputs": {session.get_inputs()[0].name: f"float32[batch, {len(features.FEATURE_NAMES)}]"},
         "outputs": {"probabilities": "float32[batch, 2]; column 1 is P(fraud)"},
         "seed": args.seed,
-        "hyperparameters": {"max_iter": args.max_iter, "learning_rate": 0.08, "max_leaf_nodes": 31,
-                            "l2_regularization": 1.0},
-        "training_data": {"folder": args.data.name, "records_used": int(len(y)), "fraud_rate": round(float(y.mean()), 5),
-                          "train_records": int(len(y_train)), "held_out_records": int(len(y_test))},
-        "held_out": {"roc_auc": round(float(roc_auc_score(y_test, onnx_scores)), 4),
-                     "pr_auc": round(float(average_precision_score(y_test, onnx_scores)), 4)},
+        "hyperparameters": {
+            "max_iter": args.max_iter,
+            "learning_rate": 0.08,
+            "max_leaf_nodes": 31,
+            "l2_regularization": 1.0,
+        },
+        "training_data": {
+            "folder": args.data.name,
+            "records_used": len(y),
+            "fraud_rate": round(float(y.mean()), 5),
+            "train_records": len(y_train),
+            "held_out_records": len(y_test),
+        },
+        "held_out": {
+            "roc_auc": round(float(roc_auc_score(y_test, onnx_scores)), 4),
+            "pr_auc": round(float(average_precision_score(y_test, onnx_scores)), 4),
+        },
         "onnx_vs_sklearn_max_abs_diff": max_diff,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -125,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         f"| records | {len(y_test):,} |\n\n"
         f"ONNX and scikit-learn probabilities agree within {max_diff:.1e}.\n\n"
         f"Limits: the data is synthetic and its fraud patterns are the generator's; re-train on real labels "
-        f"before relying on the scores.\n")
+        f"before relying on the scores.\n"
+    )
     print(json.dumps({"model_version": version, **card["held_out"], "out": str(args.out)}))
     return 0
 

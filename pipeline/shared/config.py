@@ -40,36 +40,69 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("input.transactions", "input", "glob", None,
-            "Transactions to score: JSONL files, plain or .gz; a glob pattern.", required=True),
-    Setting("reference.customers", "customers", "path", None,
-            "Customer profiles (JSONL, one per card_id).", required=True),
-    Setting("reference.merchants", "merchants", "path", None,
-            "Merchant profiles (JSONL, one per merchant_id).", required=True),
-    Setting("output.dir", "output_dir", "str", "output",
-            "Where scored/, dead_letters/ and summary.json are written."),
-    Setting("output.parquet", "parquet", "bool", False,
-            "Also write scored records as Parquet under scored_parquet/."),
-    Setting("output.num_shards", "num_shards", "int", 0,
-            "Output files per sink; 0 lets the runner decide."),
-    Setting("validate.max_future_skew_seconds", "max_future_skew_seconds", "int", 300,
-            "How far event_time may lie ahead of the run's clock."),
-    Setting("enrich.missing_profile_policy", "missing_profile_policy", "choice", "default",
-            "default: use a default profile and flag it; dead_letter: PROFILE_NOT_FOUND.",
-            choices=("default", "dead_letter")),
+    Setting(
+        "input.transactions",
+        "input",
+        "glob",
+        None,
+        "Transactions to score: JSONL files, plain or .gz; a glob pattern.",
+        required=True,
+    ),
+    Setting(
+        "reference.customers", "customers", "path", None, "Customer profiles (JSONL, one per card_id).", required=True
+    ),
+    Setting(
+        "reference.merchants",
+        "merchants",
+        "path",
+        None,
+        "Merchant profiles (JSONL, one per merchant_id).",
+        required=True,
+    ),
+    Setting("output.dir", "output_dir", "str", "output", "Where scored/, dead_letters/ and summary.json are written."),
+    Setting("output.parquet", "parquet", "bool", False, "Also write scored records as Parquet under scored_parquet/."),
+    Setting("output.num_shards", "num_shards", "int", 0, "Output files per sink; 0 lets the runner decide."),
+    Setting(
+        "validate.max_future_skew_seconds",
+        "max_future_skew_seconds",
+        "int",
+        300,
+        "How far event_time may lie ahead of the run's clock.",
+    ),
+    Setting(
+        "enrich.missing_profile_policy",
+        "missing_profile_policy",
+        "choice",
+        "default",
+        "default: use a default profile and flag it; dead_letter: PROFILE_NOT_FOUND.",
+        choices=("default", "dead_letter"),
+    ),
     Setting("predict.model", "model", "path", None, "ONNX model file.", required=True),
-    Setting("predict.model_version", "model_version", "str", "",
-            "Model version stamped on every score; default: the model card's model_version."),
+    Setting(
+        "predict.model_version",
+        "model_version",
+        "str",
+        "",
+        "Model version stamped on every score; default: the model card's model_version.",
+    ),
     Setting("predict.min_batch_size", "min_batch_size", "int", 64, "Smallest inference batch."),
     Setting("predict.max_batch_size", "max_batch_size", "int", 1024, "Largest inference batch."),
-    Setting("thresholds.version", "thresholds_version", "str", "v1",
-            "Version of the decision thresholds, stamped on every score."),
-    Setting("thresholds.review", "review_threshold", "float", 0.5,
-            "Scores at or above this are REVIEW."),
-    Setting("thresholds.decline", "decline_threshold", "float", 0.9,
-            "Scores at or above this are DECLINE."),
-    Setting("run.as_of", "as_of", "timestamp", None,
-            "Pin the run's clock (RFC 3339) for reproducible batch runs; default: wall clock."),
+    Setting(
+        "thresholds.version",
+        "thresholds_version",
+        "str",
+        "v1",
+        "Version of the decision thresholds, stamped on every score.",
+    ),
+    Setting("thresholds.review", "review_threshold", "float", 0.5, "Scores at or above this are REVIEW."),
+    Setting("thresholds.decline", "decline_threshold", "float", 0.9, "Scores at or above this are DECLINE."),
+    Setting(
+        "run.as_of",
+        "as_of",
+        "timestamp",
+        None,
+        "Pin the run's clock (RFC 3339) for reproducible batch runs; default: wall clock.",
+    ),
 )
 BY_KEY = {s.key: s for s in SETTINGS}
 BY_OPTION = {s.option: s for s in SETTINGS}
@@ -184,8 +217,9 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return flat
 
 
-def load(config_path: str | os.PathLike[str] | None, overrides: Mapping[str, Any] | None = None,
-         check_files: bool = True) -> JobConfig:
+def load(
+    config_path: str | os.PathLike[str] | None, overrides: Mapping[str, Any] | None = None, check_files: bool = True
+) -> JobConfig:
     """Merge the file and command-line overrides (by option name) and validate the result."""
     values: dict[str, tuple[Any, pathlib.Path | None]] = {}
     if config_path is not None:
@@ -211,23 +245,29 @@ def _check(config: JobConfig, check_files: bool) -> None:
     if not 0.0 < config.review_threshold <= config.decline_threshold <= 1.0:
         raise ConfigError(
             f"thresholds.review / thresholds.decline: need 0 < review <= decline <= 1, got "
-            f"review={config.review_threshold}, decline={config.decline_threshold}")
+            f"review={config.review_threshold}, decline={config.decline_threshold}"
+        )
     if config.min_batch_size < 1:
         raise ConfigError(f"predict.min_batch_size: must be at least 1, got {config.min_batch_size}")
     if config.max_batch_size < config.min_batch_size:
         raise ConfigError(
             f"predict.max_batch_size: must be at least predict.min_batch_size "
-            f"({config.min_batch_size}), got {config.max_batch_size}")
+            f"({config.min_batch_size}), got {config.max_batch_size}"
+        )
     if config.max_future_skew_seconds < 0:
         raise ConfigError(
-            f"validate.max_future_skew_seconds: must not be negative, got {config.max_future_skew_seconds}")
+            f"validate.max_future_skew_seconds: must not be negative, got {config.max_future_skew_seconds}"
+        )
     if config.num_shards < 0:
         raise ConfigError(f"output.num_shards: must not be negative, got {config.num_shards}")
     if not check_files:
         return
     if not _is_remote(config.transactions) and not glob.glob(config.transactions):
         raise ConfigError(f"input.transactions: no file matches {config.transactions!r}")
-    for key, path in (("reference.customers", config.customers), ("reference.merchants", config.merchants),
-                      ("predict.model", config.model)):
+    for key, path in (
+        ("reference.customers", config.customers),
+        ("reference.merchants", config.merchants),
+        ("predict.model", config.model),
+    ):
         if not _is_remote(path) and not os.path.isfile(path):
             raise ConfigError(f"{key}: no such file {path!r}")

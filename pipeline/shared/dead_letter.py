@@ -7,8 +7,9 @@ Python type or traceback object ever reaches a sink, and the job goes on.
 
 from __future__ import annotations
 
+import contextlib
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -19,8 +20,8 @@ from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldVi
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
-from pipeline.shared.version import PIPELINE_VERSION
 from pipeline.shared import metrics
+from pipeline.shared.version import PIPELINE_VERSION
 
 DEAD_LETTER = "dead_letter"
 MAIN = "main"
@@ -73,10 +74,8 @@ def make_dead_letter(
     letter.failed_at.CopyFrom(failed_at)
     if origin is not None:
         letter.payload = origin.payload
-        try:
+        with contextlib.suppress(UnicodeDecodeError):
             letter.payload_text = origin.payload.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
         letter.source.CopyFrom(origin.source)
         letter.attributes.update(origin.attributes)
         if origin.attributes.get("attempt", "").isdigit():

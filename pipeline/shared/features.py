@@ -20,15 +20,15 @@ from pipeline.shared.reference import currency_minor_units, eur_per_unit
 
 FEATURE_SET_VERSION = "fs-v1"
 FEATURE_NAMES = (
-    "amount_eur_log",        # log(1 + amount in EUR)
-    "amount_to_usual",       # amount / the card holder's usual amount, both in EUR
-    "local_hour",            # hour of day where the card was used (merchant's time zone)
-    "is_foreign",            # 1 when the country differs from the card holder's home country
-    "home_distance_km",      # great-circle distance from the card holder's home to the merchant
-    "merchant_risk",         # the merchant's smoothed fraud rate
-    "channel",               # Channel enum number
-    "mcc_group",             # coarse merchant-category group, see MCC_GROUPS
-    "account_age_days",      # age of the card holder's account
+    "amount_eur_log",  # log(1 + amount in EUR)
+    "amount_to_usual",  # amount / the card holder's usual amount, both in EUR
+    "local_hour",  # hour of day where the card was used (merchant's time zone)
+    "is_foreign",  # 1 when the country differs from the card holder's home country
+    "home_distance_km",  # great-circle distance from the card holder's home to the merchant
+    "merchant_risk",  # the merchant's smoothed fraud rate
+    "channel",  # Channel enum number
+    "mcc_group",  # coarse merchant-category group, see MCC_GROUPS
+    "account_age_days",  # age of the card holder's account
     "customer_profile_missing",
     "merchant_profile_missing",
 )
@@ -46,15 +46,15 @@ MCC_GROUPS: tuple[tuple[int, int, int], ...] = (
     (6010, 6011, 15),  # cash disbursement, ATM
     (5732, 5732, 16),  # electronics
     (5944, 5944, 17),  # jewellery
-    (3000, 3999, 1),   # airlines, car rental, hotels (brand codes)
-    (4000, 4799, 2),   # transport
-    (4800, 4999, 3),   # telecom, utilities
-    (5000, 5499, 4),   # wholesale, grocery
-    (5500, 5599, 5),   # automotive, fuel
-    (5600, 5699, 6),   # clothing
-    (5700, 5999, 7),   # other retail
-    (7000, 7999, 8),   # lodging, services, entertainment
-    (8000, 9999, 9),   # professional, government
+    (3000, 3999, 1),  # airlines, car rental, hotels (brand codes)
+    (4000, 4799, 2),  # transport
+    (4800, 4999, 3),  # telecom, utilities
+    (5000, 5499, 4),  # wholesale, grocery
+    (5500, 5599, 5),  # automotive, fuel
+    (5600, 5699, 6),  # clothing
+    (5700, 5999, 7),  # other retail
+    (7000, 7999, 8),  # lodging, services, entertainment
+    (8000, 9999, 9),  # professional, government
 )
 
 
@@ -114,7 +114,8 @@ def compute(
         to_usual = eur / usual if eur >= 0 and usual > 0 else MISSING
         is_foreign = float(txn.country != customer.home_country)
         distance = (
-            MISSING if merchant_missing
+            MISSING
+            if merchant_missing
             else haversine_km(customer.home_lat, customer.home_lon, merchant.lat, merchant.lon)
         )
         age = float(customer.account_age_days)
@@ -137,4 +138,3 @@ def compute(
         float(customer_missing),
         float(merchant_missing),
     ]
-

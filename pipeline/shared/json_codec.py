@@ -70,8 +70,11 @@ def scored_dict(s: ScoredTransaction) -> dict:
     if s.missing_profiles:
         out["missing_profiles"] = [_PROFILE_KINDS.get(k, k) for k in s.missing_profiles]
     if s.HasField("source"):
-        out["source"] = json_format.MessageToDict(s.source, preserving_proto_field_name=True) if (
-            s.source.topic or s.source.message_id or s.source.partition or s.source.offset) else _file_source(s)
+        out["source"] = (
+            json_format.MessageToDict(s.source, preserving_proto_field_name=True)
+            if (s.source.topic or s.source.message_id or s.source.partition or s.source.offset)
+            else _file_source(s)
+        )
     return out
 
 

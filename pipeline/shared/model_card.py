@@ -18,8 +18,11 @@ CARD_NAME = "model_card.json"
 
 
 def card_path(model_path: str) -> str:
-    return FileSystems.join(os.path.dirname(model_path) or ".", CARD_NAME) if "://" in model_path else str(
-        pathlib.Path(model_path).with_name(CARD_NAME))
+    return (
+        FileSystems.join(os.path.dirname(model_path) or ".", CARD_NAME)
+        if "://" in model_path
+        else str(pathlib.Path(model_path).with_name(CARD_NAME))
+    )
 
 
 def read_card(model_path: str) -> dict[str, Any] | None:

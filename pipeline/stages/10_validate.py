@@ -57,13 +57,22 @@ _RULE_CODES = {
 
 
 def _type_name(value: Any) -> str:
-    return "null" if value is None else {dict: "object", list: "array", str: "string", bool: "boolean",
-                                         int: "integer", float: "number"}.get(type(value), type(value).__name__)
+    return (
+        "null"
+        if value is None
+        else {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}.get(
+            type(value), type(value).__name__
+        )
+    )
 
 
 def _wrong_type(path: str, expected: str, value: Any) -> FieldViolation:
-    return FieldViolation(field_path=path, rule_id="riskpipe.wrong_type",
-                          message=f"must be {expected}, got {_type_name(value)}", value=_text(value))
+    return FieldViolation(
+        field_path=path,
+        rule_id="riskpipe.wrong_type",
+        message=f"must be {expected}, got {_type_name(value)}",
+        value=_text(value),
+    )
 
 
 def _text(value: Any) -> str:
@@ -99,8 +108,9 @@ class TransactionParser:
                 return self._refuse(raw, ErrorCode.ERROR_CODE_NOT_UTF8, f"payload is not UTF-8: {utf8_error}")
             return self._refuse(raw, ErrorCode.ERROR_CODE_MALFORMED_JSON, f"payload is not JSON: {exc}")
         if not isinstance(obj, dict):
-            return self._refuse(raw, ErrorCode.ERROR_CODE_NOT_AN_OBJECT,
-                                f"payload is JSON {_type_name(obj)}, not an object")
+            return self._refuse(
+                raw, ErrorCode.ERROR_CODE_NOT_AN_OBJECT, f"payload is JSON {_type_name(obj)}, not an object"
+            )
 
         violations: list[FieldViolation] = []
         fields: dict[str, Any] = {}
@@ -121,8 +131,14 @@ class TransactionParser:
                 if -(2**63) <= minor < 2**63:
                     money.minor_units = minor
                 else:
-                    violations.append(FieldViolation(field_path="amount.minor_units", rule_id="int64.lte",
-                                                     message="must fit in 64 bits", value=str(minor)))
+                    violations.append(
+                        FieldViolation(
+                            field_path="amount.minor_units",
+                            rule_id="int64.lte",
+                            message="must fit in 64 bits",
+                            value=str(minor),
+                        )
+                    )
             elif minor is not None:
                 violations.append(_wrong_type("amount.minor_units", "an integer number of minor units", minor))
             currency = amount.get("currency")
@@ -139,9 +155,14 @@ class TransactionParser:
             try:
                 fields["event_time"] = parse_timestamp(event_time)
             except ValueError as exc:
-                violations.append(FieldViolation(field_path="event_time", rule_id="riskpipe.timestamp_format",
-                                                 message=f"must be an RFC 3339 timestamp with offset: {exc}",
-                                                 value=event_time[:200]))
+                violations.append(
+                    FieldViolation(
+                        field_path="event_time",
+                        rule_id="riskpipe.timestamp_format",
+                        message=f"must be an RFC 3339 timestamp with offset: {exc}",
+                        value=event_time[:200],
+                    )
+                )
         elif event_time is not None:
             violations.append(_wrong_type("event_time", "an RFC 3339 string", event_time))
 
@@ -149,9 +170,14 @@ class TransactionParser:
         if isinstance(channel, str):
             number = _CHANNELS.get(channel)
             if number is None:
-                violations.append(FieldViolation(field_path="channel", rule_id="riskpipe.enum_name",
-                                                 message=f"must be one of {', '.join(n for n in _CHANNELS if not n.startswith('CHANNEL_'))}",
-                                                 value=channel[:200]))
+                violations.append(
+                    FieldViolation(
+                        field_path="channel",
+                        rule_id="riskpipe.enum_name",
+                        message=f"must be one of {', '.join(n for n in _CHANNELS if not n.startswith('CHANNEL_'))}",
+                        value=channel[:200],
+                    )
+                )
             else:
                 fields["channel"] = number
         elif channel is not None:
@@ -165,19 +191,32 @@ class TransactionParser:
             if path in already:
                 continue  # the field could not be read; its parse violation says why
             value = violation.field_value
-            violations.append(FieldViolation(
-                field_path=path,
-                rule_id=proto.rule_id,
-                message=_SHORT_MESSAGES.get((path, proto.rule_id), proto.message[:200]),
-                value="" if proto.rule_id == "required" else _text(value) if isinstance(value, str | int | float) else str(value)[:200],
-            ))
+            violations.append(
+                FieldViolation(
+                    field_path=path,
+                    rule_id=proto.rule_id,
+                    message=_SHORT_MESSAGES.get((path, proto.rule_id), proto.message[:200]),
+                    value=""
+                    if proto.rule_id == "required"
+                    else _text(value)
+                    if isinstance(value, str | int | float)
+                    else str(value)[:200],
+                )
+            )
         if not violations and txn.event_time.seconds > self._clock.now_seconds() + self._max_skew:
-            violations.append(FieldViolation(
-                field_path="event_time", rule_id="riskpipe.event_time.max_future_skew",
-                message=f"lies more than {self._max_skew} s after the run's clock", value=event_time))
+            violations.append(
+                FieldViolation(
+                    field_path="event_time",
+                    rule_id="riskpipe.event_time.max_future_skew",
+                    message=f"lies more than {self._max_skew} s after the run's clock",
+                    value=event_time,
+                )
+            )
         if violations:
-            code = min((_RULE_CODES.get(v.rule_id, ErrorCode.ERROR_CODE_RULE_VIOLATION) for v in violations),
-                       key=_PRECEDENCE.index)
+            code = min(
+                (_RULE_CODES.get(v.rule_id, ErrorCode.ERROR_CODE_RULE_VIOLATION) for v in violations),
+                key=_PRECEDENCE.index,
+            )
             summary = "; ".join(f"{v.field_path}: {v.message}" for v in violations)
             return self._refuse(raw, code, summary, violations, txn.transaction_id)
         txn.origin.CopyFrom(raw)

@@ -57,8 +57,12 @@ class ProfileParser:
             return None
         violations = self._validator.collect_violations(profile)
         if violations:
-            _LOG.warning("%s: rejected reference row %.200r: %s", self._type.__name__, line,
-                         "; ".join(v.proto.message for v in violations))
+            _LOG.warning(
+                "%s: rejected reference row %.200r: %s",
+                self._type.__name__,
+                line,
+                "; ".join(v.proto.message for v in violations),
+            )
             return None
         return getattr(profile, self._key), profile
 
@@ -105,15 +109,32 @@ class ProfileJoiner:
         if self._policy == "dead_letter":
             violations = []
             if customer is None:
-                violations.append(FieldViolation(field_path="card_id", rule_id="riskpipe.customer_profile_exists",
-                                                 message="no customer profile for this card", value=txn.card_id))
+                violations.append(
+                    FieldViolation(
+                        field_path="card_id",
+                        rule_id="riskpipe.customer_profile_exists",
+                        message="no customer profile for this card",
+                        value=txn.card_id,
+                    )
+                )
             if merchant is None:
-                violations.append(FieldViolation(field_path="merchant_id", rule_id="riskpipe.merchant_profile_exists",
-                                                 message="no merchant profile", value=txn.merchant_id))
+                violations.append(
+                    FieldViolation(
+                        field_path="merchant_id",
+                        rule_id="riskpipe.merchant_profile_exists",
+                        message="no merchant profile",
+                        value=txn.merchant_id,
+                    )
+                )
             return make_dead_letter(
-                STAGE, ErrorCode.ERROR_CODE_PROFILE_NOT_FOUND,
+                STAGE,
+                ErrorCode.ERROR_CODE_PROFILE_NOT_FOUND,
                 "; ".join(f"{v.field_path} {v.value}: {v.message}" for v in violations),
-                txn.origin, self._clock.timestamp(), violations, txn.transaction_id)
+                txn.origin,
+                self._clock.timestamp(),
+                violations,
+                txn.transaction_id,
+            )
         missing = []
         if customer is None:
             customer = CustomerProfile(card_id=txn.card_id)
@@ -139,8 +160,8 @@ class ReadProfiles(beam.PTransform):
         return (
             pbegin
             | "ReadRows" >> beam.io.ReadFromText(self._path)
-            | "ParseRows" >> beam.ParDo(ParseProfilesFn(self._type, self._key)).with_output_types(
-                tuple[str, self._type])
+            | "ParseRows"
+            >> beam.ParDo(ParseProfilesFn(self._type, self._key)).with_output_types(tuple[str, self._type])
         )
 
 
@@ -163,6 +184,9 @@ class Enrich(beam.PTransform):
         policy, clock = self._policy, self._clock
         fn = StageFn(STAGE, functools.partial(ProfileJoiner, policy, clock), clock)
         return apply_stage(
-            transactions, "JoinProfiles", fn, EnrichedTransaction,
+            transactions,
+            "JoinProfiles",
+            fn,
+            EnrichedTransaction,
             side_inputs=(beam.pvalue.AsDict(customers), beam.pvalue.AsDict(merchants)),
         )

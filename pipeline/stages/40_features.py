@@ -36,20 +36,36 @@ class FeatureComputer:
             ProfileKind.PROFILE_KIND_CUSTOMER in missing,
             ProfileKind.PROFILE_KIND_MERCHANT in missing,
         )
-        bad = [(name, value) for name, value in zip(features.FEATURE_NAMES, values) if not math.isfinite(value)]
+        bad = [
+            (name, value)
+            for name, value in zip(features.FEATURE_NAMES, values, strict=True)
+            if not math.isfinite(value)
+        ]
         if bad:
-            violations = [FieldViolation(field_path=f"features.{name}", rule_id="riskpipe.feature_finite",
-                                         message="must be a finite number", value=repr(value)) for name, value in bad]
+            violations = [
+                FieldViolation(
+                    field_path=f"features.{name}",
+                    rule_id="riskpipe.feature_finite",
+                    message="must be a finite number",
+                    value=repr(value),
+                )
+                for name, value in bad
+            ]
             return make_dead_letter(
-                STAGE, ErrorCode.ERROR_CODE_FEATURE_ERROR,
+                STAGE,
+                ErrorCode.ERROR_CODE_FEATURE_ERROR,
                 "non-finite features: " + ", ".join(name for name, _ in bad),
-                enriched.transaction.origin, self._clock.timestamp(), violations,
-                enriched.transaction.transaction_id)
+                enriched.transaction.origin,
+                self._clock.timestamp(),
+                violations,
+                enriched.transaction.transaction_id,
+            )
         # Elements are immutable in Beam: the output is a new message.
         out = EnrichedTransaction()
         out.CopyFrom(enriched)
-        out.features.CopyFrom(FeatureVector(
-            feature_set_version=features.FEATURE_SET_VERSION, names=features.FEATURE_NAMES, values=values))
+        out.features.CopyFrom(
+            FeatureVector(feature_set_version=features.FEATURE_SET_VERSION, names=features.FEATURE_NAMES, values=values)
+        )
         return out
 
 
@@ -62,5 +78,6 @@ class ComputeFeatures(beam.PTransform):
 
     def expand(self, enriched: beam.PCollection):
         clock = self._clock
-        return apply_stage(enriched, "Compute", StageFn(STAGE, functools.partial(FeatureComputer, clock), clock),
-                           EnrichedTransaction)
+        return apply_stage(
+            enriched, "Compute", StageFn(STAGE, functools.partial(FeatureComputer, clock), clock), EnrichedTransaction
+        )

@@ -70,20 +70,27 @@ def score_batch(session, batch: Sequence[np.ndarray], inference_args: Any = None
         return _fraud_probabilities(session, batch)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types; all mean "split"
         if len(batch) == 1:
-            return [InferenceFailure(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc)[:500],
-                                     "".join(traceback.format_exception(exc)))]
+            return [
+                InferenceFailure(
+                    f"{type(exc).__module__}.{type(exc).__qualname__}",
+                    str(exc)[:500],
+                    "".join(traceback.format_exception(exc)),
+                )
+            ]
         middle = len(batch) // 2
         return score_batch(session, batch[:middle]) + score_batch(session, batch[middle:])
 
 
 def model_handler(model_path: str, min_batch_size: int, max_batch_size: int) -> KeyedModelHandler:
-    return KeyedModelHandler(OnnxModelHandlerNumpy(
-        model_path,
-        providers=["CPUExecutionProvider"],
-        inference_fn=score_batch,
-        min_batch_size=min_batch_size,
-        max_batch_size=max_batch_size,
-    ))
+    return KeyedModelHandler(
+        OnnxModelHandlerNumpy(
+            model_path,
+            providers=["CPUExecutionProvider"],
+            inference_fn=score_batch,
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+        )
+    )
 
 
 def model_input(enriched: EnrichedTransaction) -> tuple[EnrichedTransaction, np.ndarray]:
@@ -106,8 +113,13 @@ class Decider:
         txn = enriched.transaction
         if isinstance(score, InferenceFailure):
             letter = make_dead_letter(
-                STAGE, ErrorCode.ERROR_CODE_INFERENCE_FAILED, f"model {self._model_version}: {score.message}",
-                txn.origin, self._clock.timestamp(), transaction_id=txn.transaction_id)
+                STAGE,
+                ErrorCode.ERROR_CODE_INFERENCE_FAILED,
+                f"model {self._model_version}: {score.message}",
+                txn.origin,
+                self._clock.timestamp(),
+                transaction_id=txn.transaction_id,
+            )
             letter.exception_type = score.exception_type
             letter.stacktrace = score.stacktrace
             return letter
@@ -132,17 +144,20 @@ class Decider:
 class Predict(beam.PTransform):
     """EnrichedTransactions with features -> (ScoredTransactions, DeadLetters)."""
 
-    def __init__(self, model_path: str, model_version: str, thresholds: Thresholds, min_batch_size: int,
-                 max_batch_size: int, clock: RunClock):
+    def __init__(
+        self,
+        model_path: str,
+        model_version: str,
+        thresholds: Thresholds,
+        min_batch_size: int,
+        max_batch_size: int,
+        clock: RunClock,
+    ):
         super().__init__()
         self._handler = model_handler(model_path, min_batch_size, max_batch_size)
         self._decider = functools.partial(Decider, model_version, thresholds, clock)
         self._clock = clock
 
     def expand(self, enriched: beam.PCollection):
-        predictions = (
-            enriched
-            | "ToModelInput" >> beam.Map(model_input)
-            | "RunInference" >> RunInference(self._handler)
-        )
+        predictions = enriched | "ToModelInput" >> beam.Map(model_input) | "RunInference" >> RunInference(self._handler)
         return apply_stage(predictions, "Decide", StageFn(STAGE, self._decider, self._clock), ScoredTransaction)

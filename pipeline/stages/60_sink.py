@@ -23,23 +23,25 @@ from pipeline.shared.json_codec import scored_json
 
 STAGE = "60_sink"
 
-PARQUET_SCHEMA = pa.schema([
-    ("transaction_id", pa.string()),
-    ("card_id", pa.string()),
-    ("merchant_id", pa.string()),
-    ("amount_minor_units", pa.int64()),
-    ("currency", pa.string()),
-    ("event_time", pa.timestamp("us", tz="UTC")),
-    ("score", pa.float64()),
-    ("decision", pa.string()),
-    ("model_version", pa.string()),
-    ("thresholds_version", pa.string()),
-    ("feature_set_version", pa.string()),
-    ("scored_at", pa.timestamp("us", tz="UTC")),
-    ("missing_profiles", pa.list_(pa.string())),
-    ("source_uri", pa.string()),
-    ("source_line", pa.int64()),
-])
+PARQUET_SCHEMA = pa.schema(
+    [
+        ("transaction_id", pa.string()),
+        ("card_id", pa.string()),
+        ("merchant_id", pa.string()),
+        ("amount_minor_units", pa.int64()),
+        ("currency", pa.string()),
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("score", pa.float64()),
+        ("decision", pa.string()),
+        ("model_version", pa.string()),
+        ("thresholds_version", pa.string()),
+        ("feature_set_version", pa.string()),
+        ("scored_at", pa.timestamp("us", tz="UTC")),
+        ("missing_profiles", pa.list_(pa.string())),
+        ("source_uri", pa.string()),
+        ("source_line", pa.int64()),
+    ]
+)
 
 
 def parquet_row(s: ScoredTransaction) -> dict:
@@ -84,11 +86,18 @@ class WriteScored(beam.PTransform):
     def expand(self, scored: beam.PCollection):
         lines, dead = apply_stage(scored, "ToJson", StageFn(STAGE, functools.partial(ScoredEncoder), self._clock), str)
         lines | "WriteJsonl" >> beam.io.WriteToText(
-            f"{self._dir}/scored/part", file_name_suffix=".jsonl", num_shards=self._num_shards)
+            f"{self._dir}/scored/part", file_name_suffix=".jsonl", num_shards=self._num_shards
+        )
         if self._parquet:
-            (scored
-             | "ToParquetRow" >> beam.Map(parquet_row)
-             | "WriteParquet" >> beam.io.WriteToParquet(
-                 f"{self._dir}/scored_parquet/part", PARQUET_SCHEMA, file_name_suffix=".parquet",
-                 num_shards=self._num_shards))
+            (
+                scored
+                | "ToParquetRow" >> beam.Map(parquet_row)
+                | "WriteParquet"
+                >> beam.io.WriteToParquet(
+                    f"{self._dir}/scored_parquet/part",
+                    PARQUET_SCHEMA,
+                    file_name_suffix=".parquet",
+                    num_shards=self._num_shards,
+                )
+            )
         return dead

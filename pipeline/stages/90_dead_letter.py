@@ -4,7 +4,7 @@ In:  DeadLetter (one PCollection: the runner flattens the dead letters of all st
 Out: dead_letters/part-*.jsonl, one proto3-JSON DeadLetter per line (proto field names; payload
      base64 as the JSON mapping says, payload_text beside it when the bytes are UTF-8).
 Counts every letter (dead_letters_written) and every error code (dead_letters.<ERROR_CODE_...>).
-This is the last stop: it has no dead-letter output of its own.
+Dead letters: none of its own; this is the last stop.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ STAGE = "90_dead_letter"
 class EncodeDeadLetterFn(beam.DoFn):
     def setup(self) -> None:
         self._written = metrics.counter(metrics.DEAD_LETTERS_WRITTEN)
-        self._by_code = {number: metrics.counter(metrics.DEAD_LETTER_CODE_PREFIX + name)
-                         for name, number in ErrorCode.items()}
+        self._by_code = {
+            number: metrics.counter(metrics.DEAD_LETTER_CODE_PREFIX + name) for name, number in ErrorCode.items()
+        }
 
     def process(self, letter: DeadLetter):
         self._written.inc()
@@ -40,6 +41,8 @@ class WriteDeadLetters(beam.PTransform):
         return (
             dead_letters
             | "ToJson" >> beam.ParDo(EncodeDeadLetterFn()).with_output_types(str)
-            | "WriteJsonl" >> beam.io.WriteToText(
-                f"{self._dir}/dead_letters/part", file_name_suffix=".jsonl", num_shards=self._num_shards)
+            | "WriteJsonl"
+            >> beam.io.WriteToText(
+                f"{self._dir}/dead_letters/part", file_name_suffix=".jsonl", num_shards=self._num_shards
+            )
         )

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: lint (ruff), architecture (import-linter + stage import check), contract
+# drift, and pytest. Sets up .venv (and buf) on first use. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+scripts/bootstrap.sh --with-buf
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== architecture"
+lint-imports
+python -m tools.check_stages
+echo "== contracts"
+python -m tools.contracts check
+echo "== pytest"
+python -m pytest "$@"
