@@ -94,7 +94,9 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+    if a > 1.0:  # rounding; written so that a NaN input stays NaN (min() would hide it)
+        a = 1.0
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(a))
 
 
 def compute(

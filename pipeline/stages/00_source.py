@@ -45,7 +45,7 @@ class ReadLinesFn(beam.DoFn):
         path = readable.metadata.path
         read = blank = 0
         with readable.open(compression_type=CompressionTypes.AUTO) as stream:
-            for record in read_lines(path, stream, self._clock):
+            for record in read_lines(path, iter(stream.readline, b""), self._clock):
                 if record is None:
                     blank += 1
                     continue

@@ -1,0 +1,48 @@
+"""Shared fixtures: generated data sets, the shipped model, and the buf binary."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pathlib
+import shutil
+
+import pytest
+
+from pipeline.shared.clock import RunClock
+from tools import generate
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "fraud-gbm-v1" / "model.onnx"
+AS_OF = dt.datetime(2026, 11, 15, tzinfo=dt.UTC)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when something a test needs is missing on this machine; under CI that is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: not skipping)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def clock() -> RunClock:
+    return RunClock(AS_OF)
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> pathlib.Path:
+    """3,000 generated transactions, 5% of them invalid, with reference files and labels."""
+    out = tmp_path_factory.mktemp("dataset")
+    generate.generate(3000, seed=5, invalid_fraction=0.05, out=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def buf() -> str:
+    path = ROOT / "node_modules" / ".bin" / "buf"
+    found = str(path) if path.exists() else shutil.which("buf")
+    need(found is not None, "buf is not installed: run `npm ci` (package.json pins @bufbuild/buf)")
+    return found

@@ -1,0 +1,101 @@
+"""40_features: the stateless features, their order and version, and FEATURE_ERROR."""
+
+import datetime as dt
+import math
+
+import pytest
+
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
+from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, ProfileKind
+from contracts.riskpipe.v1.transaction_pb2 import Channel
+from pipeline.shared import features
+from pipeline.stage_loader import load_stage
+from tests.helpers import customer, merchant, transaction
+
+stage = load_stage("40_features")
+
+
+def named(values):
+    return dict(zip(features.FEATURE_NAMES, values, strict=True))
+
+
+def test_features_of_a_domestic_purchase():
+    # 13:22:05 UTC on 2026-11-03 is 14:22 in Paris (CET).
+    txn = transaction(minor=5000, currency="EUR", channel=Channel.CHANNEL_ECOMMERCE, mcc="5732")
+    f = named(features.compute(txn, customer(usual_minor=2500), merchant(risk=0.3), False, False))
+    assert f["amount_eur_log"] == pytest.approx(math.log1p(50.0))
+    assert f["amount_to_usual"] == pytest.approx(2.0)
+    assert f["local_hour"] == 14
+    assert f["is_foreign"] == 0
+    assert f["home_distance_km"] == pytest.approx(392, abs=3)  # Paris to Lyon
+    assert f["merchant_risk"] == pytest.approx(0.3)
+    assert f["channel"] == Channel.CHANNEL_ECOMMERCE
+    assert f["mcc_group"] == 16  # electronics
+    assert f["account_age_days"] == 400
+    assert f["customer_profile_missing"] == 0 and f["merchant_profile_missing"] == 0
+
+
+def test_currencies_are_compared_in_euros_with_their_minor_units():
+    # 1,000 JPY (no minor unit) against a usual 25.00 EUR.
+    txn = transaction(minor=1000, currency="JPY", country="JP")
+    f = named(features.compute(txn, customer(usual_minor=2500), merchant(timezone="Asia/Tokyo"), False, False))
+    assert f["amount_eur_log"] == pytest.approx(math.log1p(1000 * 0.0061))
+    assert f["amount_to_usual"] == pytest.approx(1000 * 0.0061 / 25.0)
+    assert f["is_foreign"] == 1
+    assert f["local_hour"] == 22  # 13:22 UTC in Tokyo
+    kwd = named(features.compute(transaction(minor=1500, currency="KWD"), customer(), merchant(), False, False))
+    assert kwd["amount_eur_log"] == pytest.approx(math.log1p(1.5 * 3.0))  # three decimals
+
+
+def test_missing_profiles_give_missing_values_and_flags():
+    f = named(features.compute(transaction(), customer(), merchant(), True, True))
+    assert f["amount_to_usual"] == features.MISSING and f["is_foreign"] == features.MISSING
+    assert f["home_distance_km"] == features.MISSING and f["merchant_risk"] == features.MISSING
+    assert f["customer_profile_missing"] == 1 and f["merchant_profile_missing"] == 1
+    assert f["local_hour"] == 13  # no time zone known: UTC
+
+
+def test_currency_without_reference_rate_is_missing():
+    f = named(features.compute(transaction(currency="ISK"), customer(), merchant(), False, False))
+    assert f["amount_eur_log"] == features.MISSING and f["amount_to_usual"] == features.MISSING
+
+
+def test_mcc_groups():
+    assert [features.mcc_group(m) for m in ("6051", "7995", "5411", "3001", "0742", "abcd")] == [10, 11, 4, 1, 0, 0]
+
+
+def test_stage_attaches_a_versioned_named_vector_without_touching_its_input(clock):
+    enriched = EnrichedTransaction(transaction=transaction(), customer=customer(), merchant=merchant())
+    before = enriched.SerializeToString()
+    out = stage.FeatureComputer(clock)(enriched)
+    assert enriched.SerializeToString() == before
+    assert out.features.feature_set_version == features.FEATURE_SET_VERSION
+    assert tuple(out.features.names) == features.FEATURE_NAMES
+    assert len(out.features.values) == len(features.FEATURE_NAMES)
+    assert stage.FeatureComputer(clock)(enriched) == out  # idempotent
+
+
+def test_non_finite_feature_is_a_feature_error(clock):
+    broken = customer()
+    broken.home_lat = float("nan")
+    enriched = EnrichedTransaction(transaction=transaction(), customer=broken, merchant=merchant())
+    letter = stage.FeatureComputer(clock)(enriched)
+    assert isinstance(letter, DeadLetter)
+    assert letter.error_code == ErrorCode.ERROR_CODE_FEATURE_ERROR
+    assert [v.field_path for v in letter.violations] == ["features.home_distance_km"]
+    assert letter.payload == transaction().origin.payload
+
+
+def test_default_profile_flags_come_from_the_enriched_record(clock):
+    enriched = EnrichedTransaction(transaction=transaction(), customer=customer(), merchant=merchant(),
+                                   missing_profiles=[ProfileKind.PROFILE_KIND_MERCHANT])
+    f = named(stage.FeatureComputer(clock)(enriched).features.values)
+    assert f["merchant_profile_missing"] == 1 and f["customer_profile_missing"] == 0
+
+
+def test_local_hour_follows_daylight_saving():
+    summer = int(dt.datetime(2026, 7, 1, 12, tzinfo=dt.UTC).timestamp())
+    winter = int(dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC).timestamp())
+    assert features.local_hour(summer, "Europe/Paris") == 14
+    assert features.local_hour(winter, "Europe/Paris") == 13
+    assert features.local_hour(winter, "Not/AZone") == 12

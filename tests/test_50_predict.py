@@ -1,0 +1,98 @@
+"""50_predict: RunInference on the shipped ONNX model, decisions, and poison records in a batch."""
+
+import apache_beam as beam
+import numpy as np
+import onnxruntime as ort
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
+from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
+from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
+from pipeline.shared import features
+from pipeline.stage_loader import load_stage
+from tests.conftest import MODEL
+from tests.helpers import customer, merchant, transaction
+
+predict = load_stage("50_predict")
+featurize = load_stage("40_features")
+THRESHOLDS = predict.Thresholds("t-test", review=0.5, decline=0.9)
+
+
+def featured(clock, n=20):
+    out = []
+    for i in range(n):
+        enriched = EnrichedTransaction(
+            transaction=transaction(f"t-{i}", minor=1000 + 5000 * i, mcc="6051" if i % 3 else "5411", line=i + 1),
+            customer=customer(age=10 + 100 * i),
+            merchant=merchant(risk=min(0.6, 0.03 * i)),
+        )
+        out.append(featurize.FeatureComputer(clock)(enriched))
+    return out
+
+
+def direct_scores(records):
+    session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    x = np.asarray([list(r.features.values) for r in records], dtype=np.float32)
+    return session.run(["probabilities"], {session.get_inputs()[0].name: x})[0][:, 1]
+
+
+@pytest.mark.parametrize(
+    ("score", "decision"),
+    [(0.0, Decision.DECISION_APPROVE), (0.4999, Decision.DECISION_APPROVE), (0.5, Decision.DECISION_REVIEW),
+     (0.8999, Decision.DECISION_REVIEW), (0.9, Decision.DECISION_DECLINE), (1.0, Decision.DECISION_DECLINE)],
+)
+def test_thresholds(score, decision):
+    assert THRESHOLDS.decide(score) == decision
+
+
+def test_score_batch_bisects_down_to_the_failing_examples():
+    session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    good = [np.zeros(len(features.FEATURE_NAMES), dtype=np.float32) + i for i in range(7)]
+    poison = np.zeros(3, dtype=np.float32)
+    batch = good[:3] + [poison] + good[3:]
+    results = predict.score_batch(session, batch)
+    assert len(results) == 8
+    assert isinstance(results[3], predict.InferenceFailure)
+    assert all(isinstance(r, float) for i, r in enumerate(results) if i != 3)
+    assert results[:3] + results[4:] == predict.score_batch(session, good)
+
+
+def test_decider_builds_the_scored_record(clock):
+    record = featured(clock, 1)[0]
+    scored = predict.Decider("m-1", THRESHOLDS, clock).decide(record, 0.95)
+    assert isinstance(scored, ScoredTransaction)
+    assert (scored.transaction_id, scored.decision, scored.model_version, scored.thresholds_version) == (
+        "t-0", Decision.DECISION_DECLINE, "m-1", "t-test")
+    assert scored.feature_set_version == features.FEATURE_SET_VERSION
+    assert scored.scored_at == clock.timestamp() and scored.source.line == 1
+    failure = predict.InferenceFailure("onnxruntime.Fail", "bad input", "Traceback ...")
+    letter = predict.Decider("m-1", THRESHOLDS, clock).decide(record, failure)
+    assert isinstance(letter, DeadLetter) and letter.error_code == ErrorCode.ERROR_CODE_INFERENCE_FAILED
+    assert letter.exception_type == "onnxruntime.Fail" and letter.stacktrace == "Traceback ..."
+
+
+def test_predict_transform_scores_like_onnxruntime_and_isolates_a_poison_record(clock):
+    records = featured(clock, 20)
+    poison = EnrichedTransaction()
+    poison.CopyFrom(records[5])
+    poison.transaction.transaction_id = "t-poison"
+    del poison.features.values[4:]
+    expected = {r.transaction.transaction_id: float(s) for r, s in zip(records, direct_scores(records), strict=True)}
+    with TestPipeline() as p:
+        scored, dead = (
+            p
+            | beam.Create([*records[:10], poison, *records[10:]])
+            | predict.Predict(str(MODEL), "m-test", THRESHOLDS, 4, 8, clock)
+        )
+        assert_that(
+            scored | beam.Map(lambda s: (s.transaction_id, round(s.score, 6), s.model_version)),
+            equal_to([(k, round(v, 6), "m-test") for k, v in expected.items()]),
+            label="scored",
+        )
+        assert_that(
+            dead | beam.Map(lambda d: (d.transaction_id, ErrorCode.Name(d.error_code), d.stage)),
+            equal_to([("t-poison", "ERROR_CODE_INFERENCE_FAILED", "50_predict")]),
+            label="dead",
+        )
