@@ -1,0 +1,92 @@
+"""config.yaml validation: every bad case stops the job with a message naming the key, exit 2."""
+
+import shutil
+
+import pytest
+import yaml
+
+from pipeline import runner
+from pipeline.shared import config
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def config_dir(tmp_path):
+    """A copy of the default config whose paths point at the repository's sample data and model."""
+    data = yaml.safe_load((ROOT / "config.yaml").read_text())
+    data["input"]["transactions"] = str(ROOT / "data/sample/transactions.jsonl")
+    data["reference"]["customers"] = str(ROOT / "data/sample/customers.jsonl")
+    data["reference"]["merchants"] = str(ROOT / "data/sample/merchants.jsonl")
+    data["predict"]["model"] = str(ROOT / "models/fraud-gbm-v1/model.onnx")
+    data["output"]["dir"] = str(tmp_path / "out")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    return tmp_path
+
+
+def write(config_dir, mutate):
+    data = yaml.safe_load((config_dir / "config.yaml").read_text())
+    mutate(data)
+    (config_dir / "config.yaml").write_text(yaml.safe_dump(data))
+    return str(config_dir / "config.yaml")
+
+
+def test_the_shipped_config_is_valid():
+    loaded = config.load(ROOT / "config.yaml")
+    assert loaded.transactions == str(ROOT / "data/sample/transactions.jsonl")
+    assert loaded.missing_profile_policy == "default" and loaded.as_of is None
+
+
+def test_command_line_overrides_the_file(config_dir, tmp_path):
+    loaded = config.load(config_dir / "config.yaml", {"review_threshold": "0.3", "parquet": "true",
+                                                      "output_dir": "elsewhere", "as_of": "2026-01-01T00:00:00Z"})
+    assert loaded.review_threshold == 0.3 and loaded.parquet is True and loaded.output_dir == "elsewhere"
+    assert loaded.as_of.year == 2026
+
+
+BAD = [
+    ("unknown_key", lambda d: d["predict"].update(modle="x"), "predict.modle: unknown key"),
+    ("unknown_section", lambda d: d.update(extra={"a": 1}), "extra.a: unknown key"),
+    ("wrong_type_int", lambda d: d["predict"].update(max_batch_size="many"), "predict.max_batch_size"),
+    ("wrong_type_bool", lambda d: d["output"].update(parquet="sometimes"), "output.parquet"),
+    ("wrong_type_float", lambda d: d["thresholds"].update(review=[0.5]), "thresholds.review"),
+    ("bad_policy", lambda d: d["enrich"].update(missing_profile_policy="guess"), "enrich.missing_profile_policy"),
+    ("missing_input", lambda d: d["input"].update(transactions="/nonexistent/*.jsonl"), "input.transactions"),
+    ("missing_reference", lambda d: d["reference"].update(customers="/nonexistent.jsonl"), "reference.customers"),
+    ("missing_model", lambda d: d["predict"].update(model="/nonexistent.onnx"), "predict.model"),
+    ("no_model_key", lambda d: d["predict"].pop("model"), "predict.model"),
+    ("review_above_decline", lambda d: d["thresholds"].update(review=0.95, decline=0.9), "thresholds.review"),
+    ("threshold_above_one", lambda d: d["thresholds"].update(decline=1.5), "thresholds.decline"),
+    ("batch_sizes", lambda d: d["predict"].update(min_batch_size=100, max_batch_size=10), "predict.max_batch_size"),
+    ("negative_skew", lambda d: d["validate"].update(max_future_skew_seconds=-1), "validate.max_future_skew_seconds"),
+    ("naive_as_of", lambda d: d["run"].update(as_of="2026-01-01T00:00:00"), "run.as_of"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_config_stops_the_job_before_it_reads_a_record(config_dir, mutate, message, capsys):
+    path = write(config_dir, mutate)
+    with pytest.raises(config.ConfigError, match=message.replace(".", r"\.")):
+        config.load(path)
+    assert runner.main(["--config", path]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err and message.split(":")[0] in err
+    assert not (config_dir / "out").exists()
+
+
+def test_not_yaml_and_missing_file(tmp_path):
+    (tmp_path / "c.yaml").write_text("input: [unclosed")
+    with pytest.raises(config.ConfigError, match="not valid YAML"):
+        config.load(tmp_path / "c.yaml")
+    with pytest.raises(config.ConfigError, match="--config: no such file"):
+        config.load(tmp_path / "absent.yaml")
+
+
+def test_model_trained_on_another_feature_set_is_refused(config_dir):
+    model_dir = config_dir / "model"
+    shutil.copytree(ROOT / "models/fraud-gbm-v1", model_dir)
+    card = (model_dir / "model_card.json").read_text().replace('"fs-v1"', '"fs-v0"')
+    (model_dir / "model_card.json").write_text(card)
+    path = write(config_dir, lambda d: d["predict"].update(model=str(model_dir / "model.onnx")))
+    assert runner.main(["--config", path]) == 2
+    with pytest.raises(config.ConfigError, match="feature set 'fs-v0'"):
+        runner.resolve_model_version(config.load(path))
