@@ -7,24 +7,60 @@ from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
 
 
-def transaction(txn_id="t-1", card="c-1", merchant="m-1", minor=5000, currency="EUR", seconds=1793712125,
-                channel=Channel.CHANNEL_POS, mcc="5411", country="FR", line=1) -> Transaction:
-    txn = Transaction(transaction_id=txn_id, card_id=card, merchant_id=merchant,
-                      amount=Money(minor_units=minor, currency=currency), channel=channel, mcc=mcc, country=country)
+def transaction(
+    txn_id="t-1",
+    card="c-1",
+    merchant="m-1",
+    minor=5000,
+    currency="EUR",
+    seconds=1793712125,
+    channel=Channel.CHANNEL_POS,
+    mcc="5411",
+    country="FR",
+    line=1,
+) -> Transaction:
+    txn = Transaction(
+        transaction_id=txn_id,
+        card_id=card,
+        merchant_id=merchant,
+        amount=Money(minor_units=minor, currency=currency),
+        channel=channel,
+        mcc=mcc,
+        country=country,
+    )
     txn.event_time.seconds = seconds
-    txn.origin.CopyFrom(RawRecord(payload=f'{{"transaction_id": "{txn_id}"}}'.encode(),
-                                  source=SourcePosition(uri="in.jsonl", line=line)))
+    txn.origin.CopyFrom(
+        RawRecord(
+            payload=f'{{"transaction_id": "{txn_id}"}}'.encode(), source=SourcePosition(uri="in.jsonl", line=line)
+        )
+    )
     return txn
 
 
-def customer(card="c-1", country="FR", lat=48.85, lon=2.35, usual_minor=2500, currency="EUR",
-             timezone="Europe/Paris", age=400) -> CustomerProfile:
-    return CustomerProfile(card_id=card, home_country=country, home_lat=lat, home_lon=lon,
-                           usual_amount=Money(minor_units=usual_minor, currency=currency), timezone=timezone,
-                           account_age_days=age)
+def customer(
+    card="c-1", country="FR", lat=48.85, lon=2.35, usual_minor=2500, currency="EUR", timezone="Europe/Paris", age=400
+) -> CustomerProfile:
+    return CustomerProfile(
+        card_id=card,
+        home_country=country,
+        home_lat=lat,
+        home_lon=lon,
+        usual_amount=Money(minor_units=usual_minor, currency=currency),
+        timezone=timezone,
+        account_age_days=age,
+    )
 
 
-def merchant(merchant_id="m-1", mcc="5411", country="FR", lat=45.76, lon=4.83, risk=0.02,
-             timezone="Europe/Paris") -> MerchantProfile:
-    return MerchantProfile(merchant_id=merchant_id, name="Shop", mcc=mcc, country=country, lat=lat, lon=lon,
-                           risk_score=risk, timezone=timezone)
+def merchant(
+    merchant_id="m-1", mcc="5411", country="FR", lat=45.76, lon=4.83, risk=0.02, timezone="Europe/Paris"
+) -> MerchantProfile:
+    return MerchantProfile(
+        merchant_id=merchant_id,
+        name="Shop",
+        mcc=mcc,
+        country=country,
+        lat=lat,
+        lon=lon,
+        risk_score=risk,
+        timezone=timezone,
+    )

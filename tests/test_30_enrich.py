@@ -88,8 +88,8 @@ def test_enrich_transform_joins_side_inputs(reference, clock, policy):
             expected = [("t-1", "FR", ()), ("t-2", "DE", ())]
             dead_expected = [("t-3", "ERROR_CODE_PROFILE_NOT_FOUND")]
         assert_that(
-            enriched | beam.Map(lambda e: (e.transaction.transaction_id, e.customer.home_country,
-                                           tuple(e.missing_profiles))),
+            enriched
+            | beam.Map(lambda e: (e.transaction.transaction_id, e.customer.home_country, tuple(e.missing_profiles))),
             equal_to(expected),
             label="enriched",
         )

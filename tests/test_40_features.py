@@ -87,8 +87,12 @@ def test_non_finite_feature_is_a_feature_error(clock):
 
 
 def test_default_profile_flags_come_from_the_enriched_record(clock):
-    enriched = EnrichedTransaction(transaction=transaction(), customer=customer(), merchant=merchant(),
-                                   missing_profiles=[ProfileKind.PROFILE_KIND_MERCHANT])
+    enriched = EnrichedTransaction(
+        transaction=transaction(),
+        customer=customer(),
+        merchant=merchant(),
+        missing_profiles=[ProfileKind.PROFILE_KIND_MERCHANT],
+    )
     f = named(stage.FeatureComputer(clock)(enriched).features.values)
     assert f["merchant_profile_missing"] == 1 and f["customer_profile_missing"] == 0
 

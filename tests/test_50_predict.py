@@ -40,8 +40,14 @@ def direct_scores(records):
 
 @pytest.mark.parametrize(
     ("score", "decision"),
-    [(0.0, Decision.DECISION_APPROVE), (0.4999, Decision.DECISION_APPROVE), (0.5, Decision.DECISION_REVIEW),
-     (0.8999, Decision.DECISION_REVIEW), (0.9, Decision.DECISION_DECLINE), (1.0, Decision.DECISION_DECLINE)],
+    [
+        (0.0, Decision.DECISION_APPROVE),
+        (0.4999, Decision.DECISION_APPROVE),
+        (0.5, Decision.DECISION_REVIEW),
+        (0.8999, Decision.DECISION_REVIEW),
+        (0.9, Decision.DECISION_DECLINE),
+        (1.0, Decision.DECISION_DECLINE),
+    ],
 )
 def test_thresholds(score, decision):
     assert THRESHOLDS.decide(score) == decision
@@ -64,7 +70,11 @@ def test_decider_builds_the_scored_record(clock):
     scored = predict.Decider("m-1", THRESHOLDS, clock).decide(record, 0.95)
     assert isinstance(scored, ScoredTransaction)
     assert (scored.transaction_id, scored.decision, scored.model_version, scored.thresholds_version) == (
-        "t-0", Decision.DECISION_DECLINE, "m-1", "t-test")
+        "t-0",
+        Decision.DECISION_DECLINE,
+        "m-1",
+        "t-test",
+    )
     assert scored.feature_set_version == features.FEATURE_SET_VERSION
     assert scored.scored_at == clock.timestamp() and scored.source.line == 1
     failure = predict.InferenceFailure("onnxruntime.Fail", "bad input", "Traceback ...")

@@ -37,8 +37,10 @@ def test_the_shipped_config_is_valid():
 
 
 def test_command_line_overrides_the_file(config_dir, tmp_path):
-    loaded = config.load(config_dir / "config.yaml", {"review_threshold": "0.3", "parquet": "true",
-                                                      "output_dir": "elsewhere", "as_of": "2026-01-01T00:00:00Z"})
+    loaded = config.load(
+        config_dir / "config.yaml",
+        {"review_threshold": "0.3", "parquet": "true", "output_dir": "elsewhere", "as_of": "2026-01-01T00:00:00Z"},
+    )
     assert loaded.review_threshold == 0.3 and loaded.parquet is True and loaded.output_dir == "elsewhere"
     assert loaded.as_of.year == 2026
 

@@ -76,8 +76,12 @@ def test_every_record_is_accounted_for(first_run, dataset):
 def test_every_invalid_record_has_the_right_code_and_its_original_bytes(first_run, dataset):
     out, summary = first_run
     letters = [json_format.Parse(line, DeadLetter()) for line in read_jsonl(out / "dead_letters")]
-    got = {letter.source.line: DeadLetter.DESCRIPTOR.fields_by_name["error_code"].enum_type.values_by_number[
-        letter.error_code].name for letter in letters}
+    got = {
+        letter.source.line: DeadLetter.DESCRIPTOR.fields_by_name["error_code"]
+        .enum_type.values_by_number[letter.error_code]
+        .name
+        for letter in letters
+    }
     expected = {r["line"]: r["expected_error_code"] for r in labels(dataset) if r["expected_error_code"]}
     assert got == expected
     lines = open(dataset / "transactions.jsonl", "rb").read().split(b"\n")
@@ -147,13 +151,15 @@ def test_wall_clock_reruns_differ_only_in_their_timestamps(dataset, tmp_path):
     def strip(folder, keys):
         return sorted(
             orjson.dumps({k: v for k, v in orjson.loads(line).items() if k not in keys}, option=orjson.OPT_SORT_KEYS)
-            for line in read_jsonl(folder))
+            for line in read_jsonl(folder)
+        )
 
     runs = []
     for name in ("w1", "w2"):
         out = tmp_path / name
-        runner.run(["--config", job_config(dataset, out, run__as_of=None), "--num_shards", "2"],
-                   test_pipeline=TestPipeline())
+        runner.run(
+            ["--config", job_config(dataset, out, run__as_of=None), "--num_shards", "2"], test_pipeline=TestPipeline()
+        )
         runs.append(out)
     assert strip(runs[0] / "scored", {"scored_at"}) == strip(runs[1] / "scored", {"scored_at"})
     assert strip(runs[0] / "dead_letters", {"failed_at"}) == strip(runs[1] / "dead_letters", {"failed_at"})
@@ -162,8 +168,9 @@ def test_wall_clock_reruns_differ_only_in_their_timestamps(dataset, tmp_path):
 
 def test_dead_letter_policy_refuses_records_without_profiles(dataset, tmp_path):
     out = tmp_path / "strict"
-    summary = runner.run(["--config", job_config(dataset, out), "--missing_profile_policy", "dead_letter"],
-                         test_pipeline=TestPipeline())
+    summary = runner.run(
+        ["--config", job_config(dataset, out), "--missing_profile_policy", "dead_letter"], test_pipeline=TestPipeline()
+    )
     expected = sum(1 for r in labels(dataset) if r["missing_profile"] and not r["expected_error_code"])
     assert summary["dead_letters_by_code"]["ERROR_CODE_PROFILE_NOT_FOUND"] == expected
     assert summary["balanced"]

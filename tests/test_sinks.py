@@ -27,9 +27,16 @@ dead_letter_sink = load_stage("90_dead_letter")
 
 def scored(i=1, nanos=0, missing=()):
     s = ScoredTransaction(
-        transaction_id=f"t-{i}", card_id="c-1", merchant_id="m-1", amount=Money(minor_units=1234 + i, currency="JPY"),
-        score=0.125 * (i % 8), decision=Decision.DECISION_REVIEW, model_version="m", thresholds_version="t",
-        feature_set_version="fs-v1", missing_profiles=missing,
+        transaction_id=f"t-{i}",
+        card_id="c-1",
+        merchant_id="m-1",
+        amount=Money(minor_units=1234 + i, currency="JPY"),
+        score=0.125 * (i % 8),
+        decision=Decision.DECISION_REVIEW,
+        model_version="m",
+        thresholds_version="t",
+        feature_set_version="fs-v1",
+        missing_profiles=missing,
     )
     s.event_time.seconds, s.event_time.nanos = 1793712125 + i, nanos
     s.scored_at.seconds = 1794700000
@@ -38,8 +45,13 @@ def scored(i=1, nanos=0, missing=()):
 
 
 def test_scored_json_is_the_proto3_json_mapping():
-    samples = [scored(0), scored(3, nanos=5_000_000), scored(4, nanos=123_456_000, missing=[ProfileKind.PROFILE_KIND_CUSTOMER]),
-               scored(5, nanos=7), ScoredTransaction(transaction_id="bare")]
+    samples = [
+        scored(0),
+        scored(3, nanos=5_000_000),
+        scored(4, nanos=123_456_000, missing=[ProfileKind.PROFILE_KIND_CUSTOMER]),
+        scored(5, nanos=7),
+        ScoredTransaction(transaction_id="bare"),
+    ]
     for s in samples:
         assert orjson.loads(scored_json(s)) == json_format.MessageToDict(s, preserving_proto_field_name=True)
         assert json_format.Parse(scored_json(s), ScoredTransaction()) == s
@@ -51,8 +63,14 @@ def test_timestamp_text():
 
 
 def test_dead_letter_json_round_trips_with_payload_bytes(clock):
-    letter = make_dead_letter("10_validate", ErrorCode.ERROR_CODE_NOT_UTF8, "bad bytes", transaction().origin,
-                              clock.timestamp(), [FieldViolation(field_path="x", rule_id="r", value="v")])
+    letter = make_dead_letter(
+        "10_validate",
+        ErrorCode.ERROR_CODE_NOT_UTF8,
+        "bad bytes",
+        transaction().origin,
+        clock.timestamp(),
+        [FieldViolation(field_path="x", rule_id="r", value="v")],
+    )
     letter.payload = b"\xff\x00raw"
     parsed = orjson.loads(dead_letter_json(letter))
     assert base64.b64decode(parsed["payload"]) == b"\xff\x00raw"
@@ -74,8 +92,12 @@ def test_write_scored_writes_jsonl_and_parquet(tmp_path, clock):
 
 
 def test_write_dead_letters_writes_every_letter(tmp_path, clock):
-    letters = [make_dead_letter("10_validate", ErrorCode.ERROR_CODE_MALFORMED_JSON, f"m{i}", transaction(line=i).origin,
-                                clock.timestamp()) for i in range(3)]
+    letters = [
+        make_dead_letter(
+            "10_validate", ErrorCode.ERROR_CODE_MALFORMED_JSON, f"m{i}", transaction(line=i).origin, clock.timestamp()
+        )
+        for i in range(3)
+    ]
     with TestPipeline() as p:
         _ = p | beam.Create(letters) | dead_letter_sink.WriteDeadLetters(str(tmp_path), 1)
     rows = [json_format.Parse(line, DeadLetter()) for line in open(glob.glob(str(tmp_path / "dead_letters/*"))[0])]
@@ -92,7 +114,10 @@ def test_stage_guard_turns_an_unexpected_exception_into_an_internal_error(clock)
     with TestPipeline() as p:
         main, dead = apply_stage(
             p | beam.Create([transaction("t-ok"), transaction("t-bad", line=9)]),
-            "Guarded", StageFn("99_test", lambda: _explode, clock), object)
+            "Guarded",
+            StageFn("99_test", lambda: _explode, clock),
+            object,
+        )
         assert_that(main | beam.Map(lambda t: t.transaction_id), equal_to(["t-ok"]), label="main")
 
         def check(letters):

@@ -96,18 +96,19 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
     return written
 
 
-def image(out: pathlib.Path) -> pathlib.Path:
+def image(out: pathlib.Path, contracts_dir: pathlib.Path = CONTRACTS) -> pathlib.Path:
     """Descriptor set of the contracts with all imports: the input of buf lint and buf breaking."""
+    protos = sorted(p.relative_to(contracts_dir).as_posix() for p in contracts_dir.glob("riskpipe/v1/*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
         deps = _dependency_set(pathlib.Path(tmp) / "deps.binpb")
         _protoc(
             [
                 f"--descriptor_set_in={deps}",
-                f"-I{CONTRACTS}",
+                f"-I{contracts_dir}",
                 "--include_imports",
                 "--include_source_info",
                 f"--descriptor_set_out={out}",
-                *PROTO_FILES,
+                *protos,
             ]
         )
     return out
