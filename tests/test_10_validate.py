@@ -50,8 +50,8 @@ def variant(**changes):
 
 @pytest.fixture(scope="module")
 def parse(request):
-    from tests.conftest import AS_OF
     from pipeline.shared.clock import RunClock
+    from tests.conftest import AS_OF
 
     return validate.TransactionParser(RunClock(AS_OF), max_future_skew_seconds=300)
 

@@ -57,7 +57,7 @@ def test_score_batch_bisects_down_to_the_failing_examples():
     session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
     good = [np.zeros(len(features.FEATURE_NAMES), dtype=np.float32) + i for i in range(7)]
     poison = np.zeros(3, dtype=np.float32)
-    batch = good[:3] + [poison] + good[3:]
+    batch = [*good[:3], poison, *good[3:]]
     results = predict.score_batch(session, batch)
     assert len(results) == 8
     assert isinstance(results[3], predict.InferenceFailure)

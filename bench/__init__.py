@@ -1,0 +1,1 @@
+"""Benchmarks: the job against a plain-Python loop doing the same work."""

@@ -1,0 +1,159 @@
+"""Benchmark: the job on the DirectRunner against a plain-Python loop doing the same work.
+
+    python -m bench.run --records 1000000 [--seed 17] [--invalid-fraction 0.02]
+                        [--job-args "--direct_num_workers=2 --direct_running_mode=multi_processing"]
+
+Generates the data once (cached under .bench/), then runs, each in its own process, one after
+the other: bench.plain (the stage functions in one loop) and bench.job (the Beam job). Both are
+timed from inside their process after imports, from reading the reference files to the last
+output line. Their outputs are compared (sorted lines of scored/ and dead_letters/ must be
+identical, the run's clock is pinned), so both did the same work. Prints a table; the last line is
+one JSON object with records, plain_records_per_s, job_records_per_s, ratio (job / plain) and
+peak_rss_mb (of the job's process), among others. Timings vary with the machine's load: compare
+figures from one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import pathlib
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+STAGES = ("00_source", "10_validate", "30_enrich", "40_features", "50_predict", "60_sink", "90_dead_letter")
+
+
+def dataset(work: pathlib.Path, records: int, seed: int, invalid: float) -> tuple[pathlib.Path, float | None]:
+    folder = work / f"data-{records}-{seed}-{invalid}"
+    if (folder / "labels.jsonl").exists():
+        return folder, None
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.generate",
+            "--records",
+            str(records),
+            "--seed",
+            str(seed),
+            "--invalid-fraction",
+            str(invalid),
+            "--out",
+            str(folder),
+        ],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    return folder, time.perf_counter() - started
+
+
+def write_config(work: pathlib.Path, data: pathlib.Path) -> pathlib.Path:
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["input"]["transactions"] = str(data / "transactions.jsonl")
+    config["reference"]["customers"] = str(data / "customers.jsonl")
+    config["reference"]["merchants"] = str(data / "merchants.jsonl")
+    config["predict"]["model"] = str(ROOT / config["predict"]["model"])
+    config["run"]["as_of"] = "2026-11-15T00:00:00Z"
+    path = work / "bench-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_child(module: str, args: list[str]) -> dict:
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        raise SystemExit(f"{module} failed with exit code {result.returncode}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def sorted_lines(folder: pathlib.Path) -> list[str]:
+    lines: list[str] = []
+    for path in glob.glob(str(folder / "*.jsonl")):
+        with open(path, encoding="utf-8") as f:
+            lines.extend(f)
+    return sorted(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--invalid-fraction", type=float, default=0.02)
+    parser.add_argument("--work-dir", type=pathlib.Path, default=ROOT / ".bench")
+    parser.add_argument("--job-args", default="", help="extra Beam options for the job, one string")
+    parser.add_argument("--keep-output", action="store_true")
+    args = parser.parse_args(argv)
+
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    data, generate_seconds = dataset(args.work_dir, args.records, args.seed, args.invalid_fraction)
+    config = write_config(args.work_dir, data)
+    plain_out, job_out = args.work_dir / "out-plain", args.work_dir / "out-job"
+    for folder in (plain_out, job_out):
+        shutil.rmtree(folder, ignore_errors=True)
+
+    plain = run_child("bench.plain", ["--config", str(config), "--output_dir", str(plain_out)])
+    job = run_child("bench.job", ["--config", str(config), "--output_dir", str(job_out), *shlex.split(args.job_args)])
+    identical = all(sorted_lines(plain_out / sub) == sorted_lines(job_out / sub) for sub in ("scored", "dead_letters"))
+    if not args.keep_output:
+        shutil.rmtree(plain_out, ignore_errors=True)
+        shutil.rmtree(job_out, ignore_errors=True)
+
+    n = plain["records"]
+    plain_rps = n / plain["seconds"]
+    job_rps = job["records"] / job["seconds"]
+    print(
+        f"records: {n:,} ({plain['dead_letters']:,} invalid)   job options: {args.job_args or '(DirectRunner defaults)'}"
+    )
+    if generate_seconds is not None:
+        print(f"generator: {generate_seconds:.1f} s ({args.records / generate_seconds:,.0f} records/s)")
+    print()
+    print(f"| {'run':<24} | {'seconds':>8} | {'records/s':>10} | {'peak RSS MB':>11} |")
+    print(f"|{'-' * 26}|{'-' * 10}|{'-' * 12}|{'-' * 13}|")
+    print(
+        f"| {'plain Python loop':<24} | {plain['seconds']:>8.2f} | {plain_rps:>10,.0f} | {plain['peak_rss_mb']:>11,.0f} |"
+    )
+    print(
+        f"| {'Beam job, DirectRunner':<24} | {job['seconds']:>8.2f} | {job_rps:>10,.0f} | {job['peak_rss_mb']:>11,.0f} |"
+    )
+    print(f"\nratio job / plain: {job_rps / plain_rps:.2f}    outputs identical: {'yes' if identical else 'NO'}")
+    print("\nplain loop, time per record by stage:")
+    print(f"| {'stage':<16} | {'µs/record':>9} |")
+    print(f"|{'-' * 18}|{'-' * 11}|")
+    for stage in ("setup", *STAGES):
+        if stage in plain["stage_seconds"]:
+            print(f"| {stage:<16} | {plain['stage_seconds'][stage] / n * 1e6:>9.2f} |")
+    print(
+        json.dumps(
+            {
+                "records": n,
+                "plain_seconds": round(plain["seconds"], 3),
+                "job_seconds": round(job["seconds"], 3),
+                "plain_records_per_s": round(plain_rps),
+                "job_records_per_s": round(job_rps),
+                "ratio": round(job_rps / plain_rps, 3),
+                "peak_rss_mb": round(job["peak_rss_mb"]),
+                "plain_peak_rss_mb": round(plain["peak_rss_mb"]),
+                "outputs_identical": identical,
+                "job_balanced": job["balanced"],
+                "generator_seconds": None if generate_seconds is None else round(generate_seconds, 2),
+                "job_args": args.job_args,
+                "plain_stage_us_per_record": {k: round(v / n * 1e6, 2) for k, v in plain["stage_seconds"].items()},
+            }
+        )
+    )
+    return 0 if identical and job["balanced"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
