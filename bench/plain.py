@@ -21,9 +21,9 @@ from collections import defaultdict
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter
 from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, MerchantProfile
+from pipeline.runner import resolve_model_version
 from pipeline.shared import config as job_config
 from pipeline.shared.clock import RunClock
-from pipeline.runner import resolve_model_version
 from pipeline.shared.json_codec import dead_letter_json, scored_json
 from pipeline.stage_loader import load_stage
 

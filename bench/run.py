@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     plain = run_child("bench.plain", ["--config", str(config), "--output_dir", str(plain_out)])
     job = run_child("bench.job", ["--config", str(config), "--output_dir", str(job_out), *shlex.split(args.job_args)])
-    identical = all(sorted_lines(plain_out / sub) == sorted_lines(job_out / sub) for sub in ("scored", "dead_letters"))
+    identical = all(sorted_lines(plain_out / d) == sorted_lines(job_out / d) for d in ("scored", "dead_letters"))
     if not args.keep_output:
         shutil.rmtree(plain_out, ignore_errors=True)
         shutil.rmtree(job_out, ignore_errors=True)
