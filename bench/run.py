@@ -112,20 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     n = plain["records"]
     plain_rps = n / plain["seconds"]
     job_rps = job["records"] / job["seconds"]
-    print(
-        f"records: {n:,} ({plain['dead_letters']:,} invalid)   job options: {args.job_args or '(DirectRunner defaults)'}"
-    )
+    options = args.job_args or "(DirectRunner defaults)"
+    print(f"records: {n:,} ({plain['dead_letters']:,} invalid)   job options: {options}")
     if generate_seconds is not None:
         print(f"generator: {generate_seconds:.1f} s ({args.records / generate_seconds:,.0f} records/s)")
     print()
     print(f"| {'run':<24} | {'seconds':>8} | {'records/s':>10} | {'peak RSS MB':>11} |")
     print(f"|{'-' * 26}|{'-' * 10}|{'-' * 12}|{'-' * 13}|")
-    print(
-        f"| {'plain Python loop':<24} | {plain['seconds']:>8.2f} | {plain_rps:>10,.0f} | {plain['peak_rss_mb']:>11,.0f} |"
-    )
-    print(
-        f"| {'Beam job, DirectRunner':<24} | {job['seconds']:>8.2f} | {job_rps:>10,.0f} | {job['peak_rss_mb']:>11,.0f} |"
-    )
+    for name, figures, rps in (("plain Python loop", plain, plain_rps), ("Beam job, DirectRunner", job, job_rps)):
+        print(f"| {name:<24} | {figures['seconds']:>8.2f} | {rps:>10,.0f} | {figures['peak_rss_mb']:>11,.0f} |")
     print(f"\nratio job / plain: {job_rps / plain_rps:.2f}    outputs identical: {'yes' if identical else 'NO'}")
     print("\nplain loop, time per record by stage:")
     print(f"| {'stage':<16} | {'µs/record':>9} |")
