@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: lint (ruff), architecture (import-linter + stage import check), contract
+# The whole test suite: lint (ruff), types (mypy), architecture (import-linter + stage import check), contract
 # drift, and pytest. Sets up .venv (and buf) on first use. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -9,6 +9,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"
 ruff check .
 ruff format --check .
+echo "== types (mypy)"
+mypy pipeline tools bench contracts/__init__.py
 echo "== architecture"
 lint-imports
 python -m tools.check_stages

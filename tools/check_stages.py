@@ -55,14 +55,14 @@ def check_file(path: pathlib.Path) -> list[str]:
                 modules = [f"pipeline.{alias.name}" for alias in node.names]
         for module in modules:
             if not _allowed(module):
-                problems.append(f"{path.name}:{node.lineno}: imports {module}")
+                problems.append(f"{path.name}:{getattr(node, 'lineno', 0)}: imports {module}")
         if isinstance(node, ast.Call):
             func = node.func
             name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
             if name in FORBIDDEN_CALLS:
-                problems.append(f"{path.name}:{node.lineno}: calls {name}()")
+                problems.append(f"{path.name}:{getattr(node, 'lineno', 0)}: calls {name}()")
         if isinstance(node, ast.Name) and node.id == "__import__":
-            problems.append(f"{path.name}:{node.lineno}: uses __import__")
+            problems.append(f"{path.name}:{getattr(node, 'lineno', 0)}: uses __import__")
     return problems
 
 

@@ -87,6 +87,9 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
                 *PROTO_FILES,
             ]
         )
+    # protoc's stub for validate.proto is not valid Python typing (a field named `bool`); the
+    # module itself is enough for the runtime, and type checkers treat it as untyped.
+    (out_dir / "buf" / "validate" / "validate_pb2.pyi").unlink()
     written = sorted(p for p in out_dir.rglob("*") if p.name.endswith(GENERATED_SUFFIXES))
     for path in written:
         text = _IMPORT_FIX.sub(lambda m: f"from contracts.{m.group(1)} import ", path.read_text())

@@ -116,7 +116,7 @@ CHANNELS = ("POS", "ECOMMERCE", "ATM", "CONTACTLESS", "MOTO")
 
 def _utc_offsets() -> np.ndarray:
     mid = dt.datetime(2026, 10, 15, 12)
-    return np.array([ZoneInfo(c[3]).utcoffset(mid).total_seconds() for c in COUNTRIES])
+    return np.array([(ZoneInfo(c[3]).utcoffset(mid) or dt.timedelta()).total_seconds() for c in COUNTRIES])
 
 
 def _power_law(rng: np.random.Generator, n: int, size: int, exponent: float) -> np.ndarray:

@@ -32,7 +32,7 @@ class ConfigError(ValueError):
 class Setting:
     key: str
     option: str
-    kind: str  # str | int | float | bool | path | glob | choice | timestamp
+    kind: str  # str | int | float | bool | path | glob | dir | choice | timestamp
     default: Any
     help: str
     choices: tuple[str, ...] = ()
@@ -59,7 +59,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Merchant profiles (JSONL, one per merchant_id).",
         required=True,
     ),
-    Setting("output.dir", "output_dir", "str", "output", "Where scored/, dead_letters/ and summary.json are written."),
+    Setting("output.dir", "output_dir", "dir", "output", "Where scored/, dead_letters/ and summary.json are written."),
     Setting("output.parquet", "parquet", "bool", False, "Also write scored records as Parquet under scored_parquet/."),
     Setting("output.num_shards", "num_shards", "int", 0, "Output files per sink; 0 lets the runner decide."),
     Setting(
@@ -157,10 +157,10 @@ def _coerce(setting: Setting, value: Any, base: pathlib.Path | None) -> Any:
         if setting.required:
             raise ConfigError(f"{where}: a value is required")
         return setting.default
-    if kind in ("str", "path", "glob", "choice"):
+    if kind in ("str", "path", "glob", "dir", "choice"):
         if not isinstance(value, str) or (not value and kind != "str"):
             raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
-        if kind in ("path", "glob") and base is not None and not _is_remote(value) and not os.path.isabs(value):
+        if kind in ("path", "glob", "dir") and base is not None and not _is_remote(value) and not os.path.isabs(value):
             value = str(base / value)
         if kind == "choice" and value not in setting.choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(setting.choices)}")
@@ -223,9 +223,9 @@ def load(
     """Merge the file and command-line overrides (by option name) and validate the result."""
     values: dict[str, tuple[Any, pathlib.Path | None]] = {}
     if config_path is not None:
-        base = pathlib.Path(config_path).resolve().parent
+        file_dir = pathlib.Path(config_path).resolve().parent
         for key, value in read_file(config_path).items():
-            values[key] = (value, base)
+            values[key] = (value, file_dir)
     for option, value in (overrides or {}).items():
         if value is None:
             continue

@@ -53,7 +53,7 @@ def transaction_id_of(element: Any) -> str:
 
 def make_dead_letter(
     stage: str,
-    code: int,
+    code: ErrorCode,
     message: str,
     origin: RawRecord | None,
     failed_at: Timestamp,

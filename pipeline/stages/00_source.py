@@ -22,8 +22,9 @@ from pipeline.shared.clock import RunClock
 STAGE = "00_source"
 
 
-def read_lines(path: str, stream, clock: RunClock) -> Iterator[RawRecord]:
-    """RawRecords from one open binary stream; shared by the DoFn and the plain-Python loop."""
+def read_lines(path: str, stream, clock: RunClock) -> Iterator[RawRecord | None]:
+    """RawRecords from one open binary stream (None for a blank line); shared by the DoFn and the
+    plain-Python loop."""
     ingest_time = clock.timestamp()
     for number, line in enumerate(stream, start=1):
         payload = line.rstrip(b"\r\n")

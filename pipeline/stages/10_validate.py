@@ -187,7 +187,7 @@ class TransactionParser:
         already = {v.field_path for v in violations}
         for violation in self._validator.collect_violations(txn):
             proto = violation.proto
-            path = ".".join(element.field_name for element in proto.field.elements)
+            path = ".".join(element.field_name for element in (proto.field.elements if proto.field else ()))
             if path in already:
                 continue  # the field could not be read; its parse violation says why
             value = violation.field_value
@@ -222,7 +222,9 @@ class TransactionParser:
         txn.origin.CopyFrom(raw)
         return txn
 
-    def _refuse(self, raw: RawRecord, code: int, message: str, violations=(), transaction_id: str = "") -> DeadLetter:
+    def _refuse(
+        self, raw: RawRecord, code: ErrorCode, message: str, violations=(), transaction_id: str = ""
+    ) -> DeadLetter:
         return make_dead_letter(STAGE, code, message, raw, self._clock.timestamp(), violations, transaction_id)
 
 

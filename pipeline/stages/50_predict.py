@@ -17,7 +17,7 @@ import functools
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import apache_beam as beam
 import numpy as np
@@ -41,7 +41,7 @@ class Thresholds:
     review: float
     decline: float
 
-    def decide(self, score: float) -> int:
+    def decide(self, score: float) -> Decision:
         if score >= self.decline:
             return Decision.DECISION_DECLINE
         if score >= self.review:
@@ -68,7 +68,8 @@ def _fraud_probabilities(session, batch: Sequence[np.ndarray]) -> list[float]:
 def score_batch(session, batch: Sequence[np.ndarray], inference_args: Any = None) -> list[float | InferenceFailure]:
     """P(fraud) per example; a failing batch is bisected so that only failing examples fail."""
     try:
-        return _fraud_probabilities(session, batch)
+        scores: list[float | InferenceFailure] = list(_fraud_probabilities(session, batch))
+        return scores
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types; all mean "split"
         if len(batch) == 1:
             return [
@@ -105,7 +106,9 @@ def model_handler(model_path: str, min_batch_size: int, max_batch_size: int) -> 
         SingleThreadOnnxModelHandler(
             model_path,
             providers=["CPUExecutionProvider"],
-            inference_fn=score_batch,
+            # Beam types inference_fn as returning PredictionResults, but run_inference() zips its
+            # result with the batch itself; a list of scores is what the default function returns too.
+            inference_fn=score_batch,  # type: ignore[arg-type]
             min_batch_size=min_batch_size,
             max_batch_size=max_batch_size,
         )
@@ -126,7 +129,7 @@ class Decider:
 
     def __call__(self, keyed: tuple[EnrichedTransaction, PredictionResult]) -> ScoredTransaction | DeadLetter:
         enriched, result = keyed
-        return self.decide(enriched, result.inference)
+        return self.decide(enriched, cast(float | InferenceFailure, result.inference))
 
     def decide(self, enriched: EnrichedTransaction, score: float | InferenceFailure) -> ScoredTransaction | DeadLetter:
         txn = enriched.transaction
