@@ -175,8 +175,17 @@ class _KnownNoise(logging.Filter):
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().addFilter(_KnownNoise())
+    args = list(argv if argv is not None else sys.argv[1:])
+    if "-h" in args or "--help" in args:
+        parser = argparse.ArgumentParser(
+            prog="python -m pipeline.runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        JobOptions._add_argparse_args(parser)
+        parser.print_help()
+        print("\nBeam's own pipeline options (--runner, --direct_num_workers, --flink_master, ...) pass through.")
+        return 0
     try:
-        summary = run(argv if argv is not None else sys.argv[1:])
+        summary = run(args)
     except job_config.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
