@@ -7,7 +7,7 @@ DeadLetters are rarer and use json_format itself.
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 
 import orjson
 from google.protobuf import json_format
@@ -19,12 +19,11 @@ from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransac
 
 _DECISIONS = {number: name for name, number in Decision.items()}
 _PROFILE_KINDS = {number: name for name, number in ProfileKind.items()}
-_EPOCH = dt.datetime(1970, 1, 1)
 
 
 def timestamp_text(ts: Timestamp) -> str:
     """RFC 3339 in UTC as json_format writes it: Z suffix, 0, 3, 6 or 9 fractional digits."""
-    text = (_EPOCH + dt.timedelta(seconds=ts.seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts.seconds))
     nanos = ts.nanos
     if nanos:
         if nanos % 1_000_000 == 0:

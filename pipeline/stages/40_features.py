@@ -21,6 +21,8 @@ from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 
 STAGE = "40_features"
+_CUSTOMER = ProfileKind.PROFILE_KIND_CUSTOMER
+_MERCHANT = ProfileKind.PROFILE_KIND_MERCHANT
 
 
 class FeatureComputer:
@@ -33,8 +35,8 @@ class FeatureComputer:
             enriched.transaction,
             enriched.customer,
             enriched.merchant,
-            ProfileKind.PROFILE_KIND_CUSTOMER in missing,
-            ProfileKind.PROFILE_KIND_MERCHANT in missing,
+            _CUSTOMER in missing,
+            _MERCHANT in missing,
         )
         bad = [
             (name, value)
