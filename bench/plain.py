@@ -88,38 +88,38 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
                 spent["60_sink"] += tick() - t
             batch.clear()
 
-        for path in config.transaction_files:
-            with open(path, "rb") as stream:
-                t = tick()
-                for record in source.read_lines(path, stream, clock):
-                    if record is None:
-                        continue
-                    read += 1
-                    t1 = tick()
-                    spent["00_source"] += t1 - t
-                    out = parse(record)
-                    t2 = tick()
-                    spent["10_validate"] += t2 - t1
-                    if isinstance(out, DeadLetter):
-                        refuse(out)
-                        t = tick()
-                        continue
-                    out = join(out, customers, merchants)
-                    t3 = tick()
-                    spent["30_enrich"] += t3 - t2
-                    if isinstance(out, DeadLetter):
-                        refuse(out)
-                        t = tick()
-                        continue
-                    out = compute(out)
-                    spent["40_features"] += tick() - t3
-                    if isinstance(out, DeadLetter):
-                        refuse(out)
-                    else:
-                        batch.append(out)
-                        if len(batch) >= config.max_batch_size:
-                            flush()
+        ranges = [r for path in config.transaction_files for r in source.split_file(path, os.path.getsize(path))]
+        for line_range in ranges:
+            t = tick()
+            for record in source.read_range(line_range, clock):
+                if record is None:
+                    continue
+                read += 1
+                t1 = tick()
+                spent["00_source"] += t1 - t
+                out = parse(record)
+                t2 = tick()
+                spent["10_validate"] += t2 - t1
+                if isinstance(out, DeadLetter):
+                    refuse(out)
                     t = tick()
+                    continue
+                out = join(out, customers, merchants)
+                t3 = tick()
+                spent["30_enrich"] += t3 - t2
+                if isinstance(out, DeadLetter):
+                    refuse(out)
+                    t = tick()
+                    continue
+                out = compute(out)
+                spent["40_features"] += tick() - t3
+                if isinstance(out, DeadLetter):
+                    refuse(out)
+                else:
+                    batch.append(out)
+                    if len(batch) >= config.max_batch_size:
+                        flush()
+                t = tick()
         if batch:
             flush()
     elapsed = time.perf_counter() - started
