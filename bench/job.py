@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
                 "balanced": summary["balanced"],
                 "seconds": elapsed,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                # with --direct_running_mode=multi_processing the workers are child processes
+                "largest_worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             }
         )
     )

@@ -9,7 +9,8 @@ timed from inside their process after imports, from reading the reference files 
 output line. Their outputs are compared (sorted lines of scored/ and dead_letters/ must be
 identical, the run's clock is pinned), so both did the same work. Prints a table; the last line is
 one JSON object with records, plain_records_per_s, job_records_per_s, ratio (job / plain) and
-peak_rss_mb (of the job's process), among others. Timings vary with the machine's load: compare
+peak_rss_mb (of the job's main process; job_largest_worker_rss_mb is the largest of its worker
+processes in multi-processing mode), among others. Timings vary with the machine's load: compare
 figures from one run, not across runs.
 """
 
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"|{'-' * 26}|{'-' * 10}|{'-' * 12}|{'-' * 13}|")
     for name, figures, rps in (("plain Python loop", plain, plain_rps), ("Beam job, DirectRunner", job, job_rps)):
         print(f"| {name:<24} | {figures['seconds']:>8.2f} | {rps:>10,.0f} | {figures['peak_rss_mb']:>11,.0f} |")
+    if job["largest_worker_rss_mb"]:
+        print(f"(the job's worker processes: largest peak RSS {job['largest_worker_rss_mb']:,.0f} MB each)")
     print(f"\nratio job / plain: {job_rps / plain_rps:.2f}    outputs identical: {'yes' if identical else 'NO'}")
     print("\nplain loop, time per record by stage:")
     print(f"| {'stage':<16} | {'µs/record':>9} |")
@@ -138,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 "job_records_per_s": round(job_rps),
                 "ratio": round(job_rps / plain_rps, 3),
                 "peak_rss_mb": round(job["peak_rss_mb"]),
+                "job_largest_worker_rss_mb": round(job["largest_worker_rss_mb"]),
                 "plain_peak_rss_mb": round(plain["peak_rss_mb"]),
                 "outputs_identical": identical,
                 "job_balanced": job["balanced"],
