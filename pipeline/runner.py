@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
+import onnxruntime as ort
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -51,6 +52,28 @@ class JobOptions(PipelineOptions):
         parser.add_argument("--config", default=None, help="config.yaml to start from")
         for setting in job_config.SETTINGS:
             parser.add_argument(f"--{setting.option}", default=None, help=f"{setting.key}: {setting.help}")
+
+
+def check_model(config: job_config.JobConfig) -> None:
+    """Load the model once before the job starts, so that a broken model stops it with exit 2."""
+    if "://" in config.model:
+        return  # loaded by the workers; remote files are not read at submission
+    try:
+        session = ort.InferenceSession(config.model, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise job_config.ConfigError(f"predict.model: {config.model} cannot be loaded: {exc}") from None
+    inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
+    width = inputs[0].shape[-1] if inputs and inputs[0].shape else None
+    if len(inputs) != 1 or (isinstance(width, int) and width != len(FEATURE_NAMES)):
+        raise job_config.ConfigError(
+            f"predict.model: {config.model} takes {[(i.name, i.shape) for i in inputs]}, "
+            f"the job gives one float tensor of {len(FEATURE_NAMES)} features"
+        )
+    if "probabilities" not in outputs:
+        raise job_config.ConfigError(
+            f"predict.model: {config.model} has no 'probabilities' output (outputs: {', '.join(outputs)}); "
+            "export classifiers without ZipMap"
+        )
 
 
 def resolve_model_version(config: job_config.JobConfig) -> str:
@@ -146,6 +169,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     job = options.view_as(JobOptions)
     overrides = {s.option: getattr(job, s.option) for s in job_config.SETTINGS}
     config = job_config.load(job.config, overrides)
+    check_model(config)
     model_version = resolve_model_version(config)
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
     build_pipeline(pipeline, config, model_version)

@@ -28,7 +28,6 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 if [[ ! -f "$stamp_file" || "$(cat "$stamp_file")" != "$stamp_value" ]]; then
   echo "bootstrap: installing dependencies into .venv (first run takes a few minutes)" >&2
-  .venv/bin/python -m pip install --quiet --upgrade "pip<26" >&2
   .venv/bin/python -m pip install --quiet -c requirements.lock -e ".[dev]" >&2
   echo "$stamp_value" > "$stamp_file"
 fi

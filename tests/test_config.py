@@ -92,3 +92,28 @@ def test_model_trained_on_another_feature_set_is_refused(config_dir):
     assert runner.main(["--config", path]) == 2
     with pytest.raises(config.ConfigError, match="feature set 'fs-v0'"):
         runner.resolve_model_version(config.load(path))
+
+
+def test_a_model_that_does_not_load_is_refused(config_dir):
+    broken = config_dir / "broken.onnx"
+    broken.write_bytes(b"this is not an onnx model")
+    path = write(config_dir, lambda d: d["predict"].update(model=str(broken)))
+    assert runner.main(["--config", path]) == 2
+    with pytest.raises(config.ConfigError, match="cannot be loaded"):
+        runner.check_model(config.load(path))
+
+
+def test_a_model_of_another_width_is_refused(config_dir):
+    import numpy as np
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.random.default_rng(0).random((50, 3)).astype(np.float32)
+    model = LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int))
+    onnx_model = to_onnx(model, x[:1], options={id(model): {"zipmap": False}})
+    narrow = config_dir / "narrow.onnx"
+    narrow.write_bytes(onnx_model.SerializeToString())
+    path = write(config_dir, lambda d: d["predict"].update(model=str(narrow)))
+    with pytest.raises(config.ConfigError, match="one float tensor of 11 features"):
+        runner.check_model(config.load(path))
+    assert runner.main(["--config", path]) == 2
