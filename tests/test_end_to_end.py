@@ -181,3 +181,37 @@ def test_main_prints_the_summary_and_exits_zero(dataset, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "records read" in printed and "balanced" in printed and "yes" in printed
     assert glob.glob(str(tmp_path / "m" / "scored_parquet" / "*.parquet"))
+
+
+def test_dead_letters_replay_through_the_job(dataset, tmp_path, capsys):
+    from tools import replay
+
+    strict = tmp_path / "strict"
+    runner.run(
+        ["--config", job_config(dataset, strict), "--missing_profile_policy", "dead_letter"],
+        test_pipeline=TestPipeline(),
+    )
+    replay_file = tmp_path / "replay.jsonl"
+    assert (
+        replay.main(
+            [
+                "--dead-letters",
+                str(strict / "dead_letters" / "*.jsonl"),
+                "--out",
+                str(replay_file),
+                "--code",
+                "ERROR_CODE_PROFILE_NOT_FOUND",
+            ]
+        )
+        == 0
+    )
+    assert "ERROR_CODE_PROFILE_NOT_FOUND" in capsys.readouterr().out
+    lines = open(dataset / "transactions.jsonl", "rb").read().split(b"\n")
+    missing = [r for r in labels(dataset) if r["missing_profile"] and not r["expected_error_code"]]
+    assert open(replay_file, "rb").read().split(b"\n")[:-1] == [lines[r["line"] - 1] for r in missing]
+
+    again = runner.run(
+        ["--config", job_config(dataset, tmp_path / "again"), "--input", str(replay_file)], test_pipeline=TestPipeline()
+    )
+    assert again["read"] == again["scored"] == len(missing)
+    assert again["default_profiles_used"]["customer"] == len(missing)
