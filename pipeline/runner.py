@@ -112,7 +112,7 @@ def build_pipeline(p: beam.Pipeline, config: job_config.JobConfig, model_version
     return {
         "raw": raw,
         "transactions": transactions,
-        "enriched": featured,
+        "featured": featured,
         "scored": scored,
         "dead_letters": dead_letters,
     }
