@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
                 "scored": summary["scored"],
                 "dead_letters": summary["dead_letters"],
                 "balanced": summary["balanced"],
+                "stage_msecs": summary["stage_msecs"],
                 "seconds": elapsed,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 # with --direct_running_mode=multi_processing the workers are child processes

@@ -35,6 +35,7 @@ from pipeline.shared.model_card import file_digest, read_card
 from pipeline.shared.version import PIPELINE_VERSION
 from pipeline.stage_loader import load_stage
 
+STAGE_LABELS = ("00_source", "10_validate", "30_enrich", "40_features", "50_predict", "60_sink", "90_dead_letter")
 source = load_stage("00_source")
 validate = load_stage("10_validate")
 enrich = load_stage("30_enrich")
@@ -147,6 +148,29 @@ def summarize(result: Any) -> dict[str, Any]:
     }
 
 
+_EXECUTION_TIME = "beam:metric:ptransform_execution_time:total_msecs:v1"
+
+
+def stage_msecs(result: Any) -> dict[str, int]:
+    """Milliseconds spent in each stage, from the runner's sampled execution-time metrics.
+
+    Reported by the DirectRunner (and other portable runners that sample state); {} where the
+    runner has no such metric.
+    """
+    try:
+        results = result.monitoring_metrics().query()
+    except (AttributeError, NotImplementedError):
+        return {}
+    totals: dict[str, int] = {}
+    for kind in results.values():
+        for item in kind:
+            urn = getattr(item.key.metric, "urn", None) or f"beam:{item.key.metric.name}"
+            stage = (item.key.step or "").split("/")[0]
+            if urn == _EXECUTION_TIME and stage in STAGE_LABELS:
+                totals[stage] = totals.get(stage, 0) + int(item.committed or 0)
+    return dict(sorted(totals.items()))
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     rows = [("records read", summary["read"]), ("scored", summary["scored"]), ("dead letters", summary["dead_letters"])]
     rows += [(f"  {code}", n) for code, n in sorted(summary["dead_letters_by_code"].items())]
@@ -176,6 +200,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     result = pipeline.run()
     result.wait_until_finish()
     summary = summarize(result)
+    summary["stage_msecs"] = stage_msecs(result)
     summary["output_dir"] = config.output_dir
     summary["model_version"] = model_version
     if "://" not in config.output_dir:
