@@ -58,6 +58,7 @@ MCC_GROUPS: tuple[tuple[int, int, int], ...] = (
 )
 
 
+@functools.lru_cache(maxsize=16384)
 def mcc_group(mcc: str) -> int:
     if not mcc.isdigit():
         return 0
