@@ -69,8 +69,9 @@ class ScoredEncoder:
         self._written = metrics.counter(metrics.SCORED_WRITTEN)
 
     def __call__(self, scored: ScoredTransaction) -> str:
-        self._written.inc()
-        return scored_json(scored)
+        line = scored_json(scored)
+        self._written.inc()  # after encoding: a record that fails here is a dead letter, not scored
+        return line
 
 
 class WriteScored(beam.PTransform):
