@@ -33,9 +33,8 @@ from pipeline.shared.clock import RunClock
 from pipeline.shared.features import FEATURE_NAMES, FEATURE_SET_VERSION
 from pipeline.shared.model_card import file_digest, read_card
 from pipeline.shared.version import PIPELINE_VERSION
-from pipeline.stage_loader import load_stage
+from pipeline.stage_loader import STAGES, load_stage
 
-STAGE_LABELS = ("00_source", "10_validate", "30_enrich", "40_features", "50_predict", "60_sink", "90_dead_letter")
 source = load_stage("00_source")
 validate = load_stage("10_validate")
 enrich = load_stage("30_enrich")
@@ -166,7 +165,7 @@ def stage_msecs(result: Any) -> dict[str, int]:
         for item in kind:
             urn = getattr(item.key.metric, "urn", None) or f"beam:{item.key.metric.name}"
             stage = (item.key.step or "").split("/")[0]
-            if urn == _EXECUTION_TIME and stage in STAGE_LABELS:
+            if urn == _EXECUTION_TIME and stage in STAGES:
                 totals[stage] = totals.get(stage, 0) + int(item.committed or 0)
     return dict(sorted(totals.items()))
 
