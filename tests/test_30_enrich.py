@@ -98,3 +98,11 @@ def test_enrich_transform_joins_side_inputs(reference, clock, policy):
             equal_to(dead_expected),
             label="dead",
         )
+
+
+def test_joining_is_idempotent(clock):
+    join = enrich.ProfileJoiner("default", clock)
+    for txn in (transaction(), transaction(card="c-404")):
+        assert join(txn, {"c-1": customer()}, {"m-1": merchant()}) == join(
+            txn, {"c-1": customer()}, {"m-1": merchant()}
+        )

@@ -106,3 +106,14 @@ def test_predict_transform_scores_like_onnxruntime_and_isolates_a_poison_record(
             equal_to([("t-poison", "ERROR_CODE_INFERENCE_FAILED", "50_predict")]),
             label="dead",
         )
+
+
+def test_scoring_is_idempotent_and_batch_independent(clock):
+    session = predict.SingleThreadOnnxModelHandler(str(MODEL), providers=["CPUExecutionProvider"]).load_model()
+    records = featured(clock, 20)
+    examples = [predict.model_input(r)[1] for r in records]
+    whole = predict.score_batch(session, examples)
+    assert whole == predict.score_batch(session, examples)
+    assert whole == [s for i in range(0, 20, 3) for s in predict.score_batch(session, examples[i : i + 3])]
+    decider = predict.Decider("m", THRESHOLDS, clock)
+    assert decider.decide(records[0], whole[0]) == decider.decide(records[0], whole[0])
