@@ -28,12 +28,14 @@ import time
 
 import yaml
 
+from tools.generate import GENERATOR_VERSION
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STAGES = ("00_source", "10_validate", "30_enrich", "40_features", "50_predict", "60_sink", "90_dead_letter")
 
 
 def dataset(work: pathlib.Path, records: int, seed: int, invalid: float) -> tuple[pathlib.Path, float | None]:
-    folder = work / f"data-{records}-{seed}-{invalid}"
+    folder = work / f"data-v{GENERATOR_VERSION}-{records}-{seed}-{invalid}"
     if (folder / "labels.jsonl").exists():
         return folder, None
     started = time.perf_counter()

@@ -54,7 +54,7 @@ def test_thresholds(score, decision):
 
 
 def test_score_batch_bisects_down_to_the_failing_examples():
-    session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    session = predict.SingleThreadOnnxModelHandler(str(MODEL), providers=["CPUExecutionProvider"]).load_model()
     good = [np.zeros(len(features.FEATURE_NAMES), dtype=np.float32) + i for i in range(7)]
     poison = np.zeros(3, dtype=np.float32)
     batch = [*good[:3], poison, *good[3:]]

@@ -8,9 +8,10 @@ The same seed gives the same bytes. What is in it:
   log-normal usual purchase; cards and merchants follow power-law popularity;
 - transactions mostly at home, in the merchant's currency, at local times of day that peak in
   the afternoon; amounts log-normal around the card holder's usual;
-- about 1.5% fraud in four patterns the features can see: card-not-present sprees at risky
-  merchants, night-time ATM withdrawals abroad, new-account take-overs buying electronics or
-  jewellery, and skimmed cards used far from home;
+- about 1.5% fraud in four patterns the features can see (card-not-present sprees, mostly at
+  risky merchants; night-time ATM withdrawals abroad; new-account take-overs buying electronics
+  or jewellery; skimmed cards used far from home) and a fifth, "stealth", that they cannot;
+- legitimate look-alikes: large purchases, travellers abroad at any hour, noisy merchant risk;
 - a few cards without a customer profile (0.2%), to exercise the missing-profile policy;
 - with F > 0, that fraction of lines made invalid in eleven ways (broken JSON, not UTF-8, not an
   object, wrong types, missing fields, rule violations, unknown codes, unparseable timestamps,
@@ -32,6 +33,9 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import orjson
+
+# Bumped whenever the same seed would give other data (the benchmark caches data by it).
+GENERATOR_VERSION = 2
 
 # country, currency, minor-unit exponent, time zone, lat, lon, weight
 COUNTRIES = (
@@ -91,7 +95,8 @@ MCCS = (
 )
 RISKY_CNP = ("5816", "5967", "6051", "7995", "4829")
 TAKEOVER = ("5732", "5944")
-PATTERNS = ("cnp_spree", "atm_night_abroad", "account_takeover", "skimmed_card")
+# "stealth" fraud looks like the card holder's ordinary purchases: no feature can see it.
+PATTERNS = ("cnp_spree", "atm_night_abroad", "account_takeover", "skimmed_card", "stealth")
 START = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
 DAYS = 30
 # Local time-of-day profile of card use: quiet at night, peak in the afternoon.
@@ -169,7 +174,10 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     merch_lat = np.array([COUNTRIES[c][4] for c in merch_country]) + rng.normal(0, 1.5, n_merch)
     merch_lon = np.array([COUNTRIES[c][5] for c in merch_country]) + rng.normal(0, 2.0, n_merch)
     risky = rng.random(n_merch) < 0.06
-    merch_risk = np.where(risky, rng.uniform(0.15, 0.6, n_merch), rng.beta(1.2, 120, n_merch))
+    # The merchant's observed fraud rate: higher for the risky ones, but a noisy estimate (small
+    # merchants have few transactions), so some risky merchants look clean and the reverse.
+    merch_risk = np.where(risky, rng.beta(2, 12, n_merch), rng.beta(1.2, 120, n_merch))
+    merch_risk = np.clip(merch_risk * rng.lognormal(0, 0.5, n_merch), 0, 1)
     with open(out / "merchants.jsonl", "wb") as f:
         for j in range(n_merch):
             c = COUNTRIES[merch_country[j]]
@@ -193,12 +201,14 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     risky_cnp = np.flatnonzero(np.isin(merch_mcc, [i for i, m in enumerate(MCCS) if m[0] in RISKY_CNP]) & risky)
     if len(risky_cnp) == 0:
         risky_cnp = np.flatnonzero(np.isin(merch_mcc, [i for i, m in enumerate(MCCS) if m[0] in RISKY_CNP]))
+    online = np.flatnonzero(np.array([MCCS[i][2] >= 0.5 for i in merch_mcc]))
     takeover = np.flatnonzero(np.isin(merch_mcc, [i for i, m in enumerate(MCCS) if m[0] in TAKEOVER]))
     atms = merchants_by_mcc["6011"]
 
     # Transactions: legitimate first, then fraud overrides.
     card = _power_law(rng, n_cust, records, 0.6)
-    foreign = rng.random(records) < 0.06
+    traveller = rng.random(records) < 0.015  # legitimate: abroad, at any hour, spending more
+    foreign = (rng.random(records) < 0.06) | traveller
     home = cust_country[card]
     txn_country = np.where(foreign, rng.choice(n_countries, size=records, p=country_w), home)
     merchant = np.empty(records, dtype=np.int64)
@@ -212,15 +222,18 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     day = rng.integers(0, DAYS, records)
     hour = rng.choice(24, size=records, p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum())
     second_of_hour = rng.integers(0, 3600, records)
+    hour[traveller] = rng.integers(0, 24, int(traveller.sum()))
+    ratio[traveller] *= rng.uniform(1, 4, int(traveller.sum()))
     fraud = np.zeros(records, dtype=np.int8)
     pattern = np.full(records, -1, dtype=np.int8)
     is_fraud = rng.random(records) < 0.015
     fraud_rows = np.flatnonzero(is_fraud)
-    fraud_kind = rng.integers(0, len(PATTERNS), len(fraud_rows))
+    fraud_kind = rng.choice(len(PATTERNS), size=len(fraud_rows), p=[0.24, 0.22, 0.24, 0.22, 0.08])
     for row, kind in zip(fraud_rows, fraud_kind, strict=True):
         fraud[row], pattern[row] = 1, kind
-        if kind == 0:  # card-not-present spree at a risky merchant
-            merchant[row] = risky_cnp[rng.integers(len(risky_cnp))]
+        if kind == 0:  # card-not-present spree, mostly at a risky merchant, sometimes anywhere online
+            pool = risky_cnp if rng.random() < 0.6 else online
+            merchant[row] = pool[rng.integers(len(pool))]
             ratio[row] = rng.uniform(1.0, 10)
         elif kind == 1:  # night-time ATM abroad
             abroad = atms[merch_country[atms] != home[row]]
@@ -234,7 +247,7 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
                 card[row] = young[rng.integers(len(young))]
             merchant[row] = takeover[rng.integers(len(takeover))]
             ratio[row] = rng.uniform(1.5, 15)
-        else:  # skimmed card used far from home
+        elif kind == 3:  # skimmed card used far from home
             far = np.flatnonzero(merch_country != cust_country[card[row]])
             merchant[row] = far[rng.integers(len(far))]
             ratio[row] = rng.uniform(1.0, 6)
