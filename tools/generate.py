@@ -2,7 +2,8 @@
 
     python -m tools.generate --records N --seed S --invalid-fraction F --out DIR
 
-writes DIR/transactions.jsonl, DIR/customers.jsonl, DIR/merchants.jsonl and DIR/labels.jsonl.
+writes DIR/transactions.jsonl, DIR/customers.jsonl, DIR/merchants.jsonl and DIR/labels.jsonl,
+and DIR/generator.json (how it was made, so a model card can name its training data).
 The same seed gives the same bytes. What is in it:
 - customers in 16 countries with their currency, time zone and home location, each with a
   log-normal usual purchase; cards and merchants follow power-law popularity;
@@ -318,6 +319,14 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
                 counts["missing_profile"] += int(no_profile[i])
             tf.write(line + b"\n")
             lf.write(orjson.dumps(label) + b"\n")
+    manifest = {
+        "generator_version": GENERATOR_VERSION,
+        "records": records,
+        "seed": seed,
+        "invalid_fraction": invalid_fraction,
+        "counts": counts,
+    }
+    (out / "generator.json").write_text(orjson.dumps(manifest, option=orjson.OPT_INDENT_2).decode() + "\n")
     return counts
 
 

@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "training_data": {
             "folder": args.data.name,
+            "generator": json.loads((args.data / "generator.json").read_text())
+            if (args.data / "generator.json").exists()
+            else None,
             "records_used": len(y),
             "fraud_rate": round(float(y.mean()), 5),
             "train_records": len(y_train),
