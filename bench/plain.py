@@ -1,7 +1,7 @@
 """The whole job as one plain-Python loop in one process: the benchmark's baseline.
 
 It calls the same stage functions the Beam job runs (00_source's read_lines, 10_validate's
-TransactionParser, 30_enrich's ProfileParser and ProfileJoiner, 40_features' FeatureComputer,
+TransactionParser, 30_enrich's read_profile_file and ProfileJoiner, 40_features' FeatureComputer,
 50_predict's score_batch on the same single-threaded ONNX session, Decider, the sinks' JSON
 encoders), in batches of predict.max_batch_size, and writes the same two JSONL files. It prints
 one JSON object: records, seconds, per-stage seconds, peak RSS.
@@ -41,12 +41,8 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
     tick = time.perf_counter
 
     t = tick()
-    customer_rows = enrich.ProfileParser(CustomerProfile, "card_id")
-    merchant_rows = enrich.ProfileParser(MerchantProfile, "merchant_id")
-    with open(config.customers, encoding="utf-8") as f:
-        customers = dict(filter(None, map(customer_rows, f)))
-    with open(config.merchants, encoding="utf-8") as f:
-        merchants = dict(filter(None, map(merchant_rows, f)))
+    customers = enrich.read_profile_file(config.customers, CustomerProfile, "card_id")
+    merchants = enrich.read_profile_file(config.merchants, MerchantProfile, "merchant_id")
     parse = validate.TransactionParser(clock, config.max_future_skew_seconds)
     join = enrich.ProfileJoiner(config.missing_profile_policy, clock)
     compute = featurize.FeatureComputer(clock)

@@ -23,6 +23,7 @@ from typing import Any
 
 import apache_beam as beam
 import onnxruntime as ort
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -204,8 +205,6 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     summary["model_version"] = model_version
     if "://" not in config.output_dir:
         os.makedirs(config.output_dir, exist_ok=True)
-    from apache_beam.io.filesystems import FileSystems
-
     with FileSystems.create(f"{config.output_dir.rstrip('/')}/summary.json") as f:
         f.write(json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
     return summary

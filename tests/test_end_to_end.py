@@ -104,10 +104,9 @@ def test_every_valid_record_is_scored_once_as_onnxruntime_scores_it(first_run, d
 
     # The same work without Beam: parse, join, featurize, one onnxruntime call.
     parse = load_stage("10_validate").TransactionParser(RunClock(AS_OF), 300)
-    customer_rows = load_stage("30_enrich").ProfileParser(CustomerProfile, "card_id")
-    merchant_rows = load_stage("30_enrich").ProfileParser(MerchantProfile, "merchant_id")
-    customers = dict(filter(None, map(customer_rows, open(dataset / "customers.jsonl"))))
-    merchants = dict(filter(None, map(merchant_rows, open(dataset / "merchants.jsonl"))))
+    read_profiles = load_stage("30_enrich").read_profile_file
+    customers = read_profiles(str(dataset / "customers.jsonl"), CustomerProfile, "card_id")
+    merchants = read_profiles(str(dataset / "merchants.jsonl"), MerchantProfile, "merchant_id")
     direct_ids, rows = [], []
     for line in open(dataset / "transactions.jsonl", "rb"):
         txn = parse(RawRecord(payload=line.rstrip(b"\n")))

@@ -29,7 +29,6 @@ from google.protobuf import descriptor_pb2, duration_pb2, field_mask_pb2, timest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONTRACTS = ROOT / "contracts"
-PROTO_FILES = sorted(p.relative_to(CONTRACTS).as_posix() for p in CONTRACTS.glob("riskpipe/v1/*.proto"))
 VALIDATE_PROTO = "buf/validate/validate.proto"
 RELEASED = CONTRACTS / "released" / "riskpipe.v1.binpb"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi")
@@ -65,28 +64,28 @@ def _dependency_set(out: pathlib.Path) -> pathlib.Path:
     return out
 
 
-def _protoc(args: list[str]) -> None:
+def proto_files(contracts_dir: pathlib.Path) -> list[str]:
+    return sorted(p.relative_to(contracts_dir).as_posix() for p in contracts_dir.glob("riskpipe/v1/*.proto"))
+
+
+def _protoc(contracts_dir: pathlib.Path, args: list[str]) -> None:
+    """protoc over contracts_dir, with validate.proto and the well-known types as descriptors."""
     from grpc_tools import protoc
 
-    code = protoc.main(["protoc", *args])
+    with tempfile.TemporaryDirectory() as tmp:
+        deps = _dependency_set(pathlib.Path(tmp) / "deps.binpb")
+        full = [f"--descriptor_set_in={deps}", f"-I{contracts_dir}", *args]
+        code = protoc.main(["protoc", *full])
     if code != 0:
-        raise SystemExit(f"protoc failed ({code}): {' '.join(args)}")
+        raise SystemExit(f"protoc failed ({code}): {' '.join(full)}")
 
 
 def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
     """Generate the Python modules into out_dir (laid out like contracts/) and return them."""
-    with tempfile.TemporaryDirectory() as tmp:
-        deps = _dependency_set(pathlib.Path(tmp) / "deps.binpb")
-        _protoc(
-            [
-                f"--descriptor_set_in={deps}",
-                f"-I{CONTRACTS}",
-                f"--python_out={out_dir}",
-                f"--pyi_out={out_dir}",
-                VALIDATE_PROTO,
-                *PROTO_FILES,
-            ]
-        )
+    _protoc(
+        CONTRACTS,
+        [f"--python_out={out_dir}", f"--pyi_out={out_dir}", VALIDATE_PROTO, *proto_files(CONTRACTS)],
+    )
     # protoc's stub for validate.proto is not valid Python typing (a field named `bool`); the
     # module itself is enough for the runtime, and type checkers treat it as untyped.
     (out_dir / "buf" / "validate" / "validate_pb2.pyi").unlink()
@@ -101,19 +100,10 @@ def generate(out_dir: pathlib.Path) -> list[pathlib.Path]:
 
 def image(out: pathlib.Path, contracts_dir: pathlib.Path = CONTRACTS) -> pathlib.Path:
     """Descriptor set of the contracts with all imports: the input of buf lint and buf breaking."""
-    protos = sorted(p.relative_to(contracts_dir).as_posix() for p in contracts_dir.glob("riskpipe/v1/*.proto"))
-    with tempfile.TemporaryDirectory() as tmp:
-        deps = _dependency_set(pathlib.Path(tmp) / "deps.binpb")
-        _protoc(
-            [
-                f"--descriptor_set_in={deps}",
-                f"-I{contracts_dir}",
-                "--include_imports",
-                "--include_source_info",
-                f"--descriptor_set_out={out}",
-                *protos,
-            ]
-        )
+    _protoc(
+        contracts_dir,
+        ["--include_imports", "--include_source_info", f"--descriptor_set_out={out}", *proto_files(contracts_dir)],
+    )
     return out
 
 
@@ -138,7 +128,7 @@ def check() -> int:
             sep="\n  ",
         )
         return 1
-    print(f"contracts: {len(fresh)} generated files match {len(PROTO_FILES)} .proto files")
+    print(f"contracts: {len(fresh)} generated files match {len(proto_files(CONTRACTS))} .proto files")
     return 0
 
 

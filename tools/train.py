@@ -36,17 +36,12 @@ from pipeline.shared.clock import RunClock
 from pipeline.stage_loader import load_stage
 
 
-def load_profiles(path: pathlib.Path, message_type: type, key: str) -> dict:
-    parse = load_stage("30_enrich").ProfileParser(message_type, key)
-    with open(path, encoding="utf-8") as f:
-        return dict(p for p in map(parse, f) if p is not None)
-
-
 def feature_matrix(data: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of every valid record of a generator folder."""
     parser = load_stage("10_validate").TransactionParser(RunClock(dt.datetime.now(dt.UTC)), 300)
-    customers = load_profiles(data / "customers.jsonl", CustomerProfile, "card_id")
-    merchants = load_profiles(data / "merchants.jsonl", MerchantProfile, "merchant_id")
+    read_profiles = load_stage("30_enrich").read_profile_file
+    customers = read_profiles(str(data / "customers.jsonl"), CustomerProfile, "card_id")
+    merchants = read_profiles(str(data / "merchants.jsonl"), MerchantProfile, "merchant_id")
     labels = {}
     with open(data / "labels.jsonl", "rb") as f:
         for line in f:

@@ -171,20 +171,16 @@ def _coerce(setting: Setting, value: Any, base: pathlib.Path | None) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if kind in ("int", "float"):
+        convert, accepted, noun = (
+            (int, int | str, "an integer") if kind == "int" else (float, int | float | str, "a number")
+        )
         try:
-            return int(value)
+            if isinstance(value, bool) or not isinstance(value, accepted):
+                raise ValueError
+            return convert(value)
         except ValueError:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{where}: expected {noun}, got {value!r}") from None
     if kind == "timestamp":
         if isinstance(value, dt.datetime):
             if value.tzinfo is None:

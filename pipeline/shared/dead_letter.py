@@ -28,27 +28,28 @@ MAIN = "main"
 _MAX_MESSAGE = 500
 
 
+def _transaction_of(element: Any) -> Transaction | None:
+    """The Transaction inside an in-flight element (keyed tuples carry it in their key)."""
+    if isinstance(element, tuple) and element:
+        element = element[0]
+    if isinstance(element, Transaction):
+        return element
+    if isinstance(element, EnrichedTransaction):
+        return element.transaction
+    return None
+
+
 def origin_of(element: Any) -> RawRecord | None:
     """The RawRecord an in-flight element was parsed from, if it carries one."""
     if isinstance(element, RawRecord):
         return element
-    if isinstance(element, Transaction):
-        return element.origin
-    if isinstance(element, EnrichedTransaction):
-        return element.transaction.origin
-    if isinstance(element, tuple) and element:
-        return origin_of(element[0])
-    return None
+    txn = _transaction_of(element)
+    return None if txn is None else txn.origin
 
 
 def transaction_id_of(element: Any) -> str:
-    if isinstance(element, Transaction):
-        return element.transaction_id
-    if isinstance(element, EnrichedTransaction):
-        return element.transaction.transaction_id
-    if isinstance(element, tuple) and element:
-        return transaction_id_of(element[0])
-    return ""
+    txn = _transaction_of(element)
+    return "" if txn is None else txn.transaction_id
 
 
 def make_dead_letter(
@@ -84,10 +85,6 @@ def make_dead_letter(
         letter.exception_type = f"{type(exception).__module__}.{type(exception).__qualname__}"
         letter.stacktrace = "".join(traceback.format_exception(exception))
     return letter
-
-
-def error_code_name(code: int) -> str:
-    return ErrorCode.Name(code)
 
 
 class StageFn(beam.DoFn):

@@ -35,14 +35,15 @@ def timestamp_text(ts: Timestamp) -> str:
     return text + "Z"
 
 
+_IDS = ("transaction_id", "card_id", "merchant_id")
+_VERSIONS = ("model_version", "thresholds_version", "feature_set_version")
+
+
 def scored_dict(s: ScoredTransaction) -> dict:
     out: dict = {}
-    if s.transaction_id:
-        out["transaction_id"] = s.transaction_id
-    if s.card_id:
-        out["card_id"] = s.card_id
-    if s.merchant_id:
-        out["merchant_id"] = s.merchant_id
+    for name in _IDS:
+        if value := getattr(s, name):
+            out[name] = value
     if s.HasField("amount"):
         amount: dict = {}
         if s.amount.HasField("minor_units"):
@@ -56,12 +57,9 @@ def scored_dict(s: ScoredTransaction) -> dict:
         out["score"] = s.score
     if s.decision:
         out["decision"] = _DECISIONS[s.decision]
-    if s.model_version:
-        out["model_version"] = s.model_version
-    if s.thresholds_version:
-        out["thresholds_version"] = s.thresholds_version
-    if s.feature_set_version:
-        out["feature_set_version"] = s.feature_set_version
+    for name in _VERSIONS:
+        if value := getattr(s, name):
+            out[name] = value
     if s.HasField("scored_at"):
         out["scored_at"] = timestamp_text(s.scored_at)
     if s.reasons:

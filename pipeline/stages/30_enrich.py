@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 
 import apache_beam as beam
 import protovalidate
+from apache_beam.io.filesystems import FileSystems
 from google.protobuf import json_format
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
@@ -36,6 +37,11 @@ from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 STAGE = "30_enrich"
 POLICIES = ("default", "dead_letter")
 _LOG = logging.getLogger(__name__)
+
+
+def check_policy(policy: str) -> None:
+    if policy not in POLICIES:
+        raise ValueError(f"missing_profile_policy must be one of {POLICIES}, got {policy!r}")
 
 
 class ProfileParser:
@@ -67,6 +73,13 @@ class ProfileParser:
         return getattr(profile, self._key), profile
 
 
+def read_profile_file(path: str, message_type: type, key_field: str) -> dict[str, object]:
+    """A whole reference file as key -> profile, without Beam (training, the benchmark's loop)."""
+    parse = ProfileParser(message_type, key_field)
+    with FileSystems.open(path) as f:
+        return dict(p for p in map(parse, (line.decode("utf-8") for line in f)) if p is not None)
+
+
 class ParseProfilesFn(beam.DoFn):
     def __init__(self, message_type: type, key_field: str):
         self._type = message_type
@@ -89,8 +102,7 @@ class ProfileJoiner:
     """Transaction + profile lookups -> EnrichedTransaction or DeadLetter."""
 
     def __init__(self, policy: str, clock: RunClock):
-        if policy not in POLICIES:
-            raise ValueError(f"missing_profile_policy must be one of {POLICIES}, got {policy!r}")
+        check_policy(policy)
         self._policy = policy
         self._clock = clock
         self._default_customer = metrics.counter(metrics.DEFAULT_PROFILE_USED_PREFIX + "customer")
@@ -170,8 +182,7 @@ class Enrich(beam.PTransform):
 
     def __init__(self, customers_path: str, merchants_path: str, policy: str, clock: RunClock):
         super().__init__()
-        if policy not in POLICIES:
-            raise ValueError(f"missing_profile_policy must be one of {POLICIES}, got {policy!r}")
+        check_policy(policy)
         self._customers_path = customers_path
         self._merchants_path = merchants_path
         self._policy = policy
