@@ -8,6 +8,7 @@ clock is the wall clock, read per call.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -36,9 +37,70 @@ class RunClock:
     __call__ = timestamp
 
 
+# RFC 3339 section 5.6, exactly: full-date "T" full-time, T and Z in either case, ASCII digits only.
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
+)
+# What a protobuf Timestamp holds: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
+TIMESTAMP_MIN_SECONDS = -62135596800
+TIMESTAMP_MAX_SECONDS = 253402300799
+_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def parse_rfc3339_timestamp(text: str) -> Timestamp:
+    """An RFC 3339 date-time -> Timestamp; ValueError (with the reason) for anything else.
+
+    Accepted: `2026-11-03T14:22:05Z`, lowercase `t` / `z`, any offset `+hh:mm` / `-hh:mm`
+    (`-00:00` is UTC), 1 to 9 fractional digits kept to the nanosecond. Refused: ISO 8601 forms
+    that RFC 3339 does not allow (basic format, week or ordinal dates, a space or other separator,
+    hour-only or minute-only times, no offset), more than 9 fractional digits, impossible dates,
+    and instants a Timestamp cannot hold. A leap second (`23:59:60` in UTC) is read as
+    23:59:59.999999999 of that day: Timestamps, like Unix time, have no leap seconds, and this keeps
+    the instant inside its day and after every earlier one.
+    """
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise ValueError("not an RFC 3339 date-time (YYYY-MM-DDThh:mm:ss[.frac](Z|+hh:mm))")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction, sign, offset_hours, offset_minutes = match.group(7, 8, 9, 10)
+    if not 1 <= month <= 12:
+        raise ValueError(f"month {month:02d} does not exist")
+    leap_year = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not 1 <= day <= _DAYS_IN_MONTH[month - 1] + (month == 2 and leap_year):
+        raise ValueError(f"day {day:02d} does not exist in {year:04d}-{month:02d}")
+    if hour > 23 or minute > 59 or second > 60:
+        raise ValueError(f"time {hour:02d}:{minute:02d}:{second:02d} does not exist")
+    offset = 0
+    if sign is not None:
+        if int(offset_hours) > 23 or int(offset_minutes) > 59:
+            raise ValueError(f"offset {sign}{offset_hours}:{offset_minutes} does not exist")
+        offset = (int(offset_hours) * 3600 + int(offset_minutes) * 60) * (1 if sign == "+" else -1)
+    if fraction is not None and len(fraction) > 9:
+        raise ValueError("more than 9 fractional digits (a Timestamp holds nanoseconds)")
+    nanos = int(fraction.ljust(9, "0")) if fraction else 0
+    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + min(second, 59) - offset
+    if second == 60:
+        if (seconds + 1) % 86400:
+            raise ValueError("a leap second (:60) is only 23:59:60 UTC")
+        nanos = 999_999_999
+    if not TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS:
+        raise ValueError("outside what a Timestamp holds (years 0001 to 9999 in UTC)")
+    return Timestamp(seconds=seconds, nanos=nanos)
+
+
 def parse_rfc3339(text: str) -> dt.datetime:
-    """Parse an RFC 3339 timestamp (Z or an offset); raises ValueError without a time zone."""
-    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith(("Z", "z")) else text)
-    if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone offset")
-    return value
+    """An RFC 3339 date-time -> an aware datetime in UTC (microseconds); ValueError otherwise."""
+    ts = parse_rfc3339_timestamp(text)
+    if ts.seconds > TIMESTAMP_MAX_SECONDS - 86400:
+        raise ValueError("too close to the end of year 9999")
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
