@@ -21,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.shared.clock import parse_rfc3339
+from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS, parse_rfc3339
+from pipeline.shared.dead_letter import PAYLOAD_POLICIES
 
 
 class ConfigError(ValueError):
@@ -60,6 +61,13 @@ SETTINGS: tuple[Setting, ...] = (
         required=True,
     ),
     Setting("output.dir", "output_dir", "dir", "output", "Where scored/, dead_letters/ and summary.json are written."),
+    Setting(
+        "output.overwrite",
+        "overwrite",
+        "bool",
+        False,
+        "Replace an output folder that holds files the job did not write (`--overwrite` alone means true).",
+    ),
     Setting("output.parquet", "parquet", "bool", False, "Also write scored records as Parquet under scored_parquet/."),
     Setting("output.num_shards", "num_shards", "int", 0, "Output files per sink; 0 lets the runner decide."),
     Setting(
@@ -76,6 +84,15 @@ SETTINGS: tuple[Setting, ...] = (
         "default",
         "default: use a default profile and flag it; dead_letter: PROFILE_NOT_FOUND.",
         choices=("default", "dead_letter"),
+    ),
+    Setting(
+        "dead_letter.payload",
+        "dead_letter_payload",
+        "choice",
+        "raw",
+        "What dead letters keep of the original bytes: raw (replayable; card numbers sent in clear stay in "
+        "clear: PCI scope), masked (card numbers masked) or none.",
+        choices=PAYLOAD_POLICIES,
     ),
     Setting("predict.model", "model", "path", None, "ONNX model file.", required=True),
     Setting(
@@ -114,10 +131,12 @@ class JobConfig:
     customers: str
     merchants: str
     output_dir: str
+    overwrite: bool
     parquet: bool
     num_shards: int
     max_future_skew_seconds: int
     missing_profile_policy: str
+    dead_letter_payload: str
     model: str
     model_version: str
     min_batch_size: int
@@ -185,7 +204,7 @@ def _coerce(setting: Setting, value: Any, base: pathlib.Path | None) -> Any:
         if isinstance(value, dt.datetime):
             if value.tzinfo is None:
                 raise ConfigError(f"{where}: {value.isoformat()} has no time zone offset")
-            return value
+            value = value.isoformat()  # YAML reads unquoted timestamps itself; check them like text
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected an RFC 3339 timestamp, got {value!r}")
         try:
@@ -201,7 +220,11 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not file.is_file():
         raise ConfigError(f"--config: no such file {str(file)!r}")
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(file.read_bytes().decode("utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"--config: {file} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config: {file} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
@@ -256,14 +279,50 @@ def _check(config: JobConfig, check_files: bool) -> None:
         )
     if config.num_shards < 0:
         raise ConfigError(f"output.num_shards: must not be negative, got {config.num_shards}")
+    if not config.thresholds_version.strip():
+        raise ConfigError("thresholds.version: must not be empty (it is stamped on every score)")
+    now = config.as_of.timestamp() if config.as_of is not None else dt.datetime.now(dt.UTC).timestamp()
+    # Leave a day of room: 40_features turns event times into local times of up to UTC+14.
+    latest = TIMESTAMP_MAX_SECONDS - 86400
+    if now + config.max_future_skew_seconds > latest:
+        raise ConfigError(
+            f"validate.max_future_skew_seconds: {config.max_future_skew_seconds} s after the run's clock lies beyond "
+            f"year 9999, which a protobuf Timestamp cannot hold (at most {int(latest - now)} s)"
+        )
     if not check_files:
         return
-    if not _is_remote(config.transactions) and not glob.glob(config.transactions):
-        raise ConfigError(f"input.transactions: no file matches {config.transactions!r}")
+    _check_input(config.transactions)
     for key, path in (
         ("reference.customers", config.customers),
         ("reference.merchants", config.merchants),
         ("predict.model", config.model),
     ):
-        if not _is_remote(path) and not os.path.isfile(path):
-            raise ConfigError(f"{key}: no such file {path!r}")
+        if not _is_remote(path):
+            _check_readable_file(key, path)
+
+
+def _check_input(pattern: str) -> None:
+    if _is_remote(pattern):
+        return
+    if os.path.isdir(pattern):
+        raise ConfigError(
+            f"input.transactions: {pattern!r} is a folder; "
+            f"give a file or a pattern such as '{pattern.rstrip('/')}/*.jsonl'"
+        )
+    matches = glob.glob(pattern)
+    if not matches:
+        raise ConfigError(f"input.transactions: no file matches {pattern!r}")
+    if all(os.path.isdir(m) for m in matches):
+        raise ConfigError(f"input.transactions: {pattern!r} matches only folders, no file")
+
+
+def _check_readable_file(key: str, path: str) -> None:
+    if os.path.isdir(path):
+        raise ConfigError(f"{key}: {path!r} is a folder, not a file")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{key}: no such file {path!r}")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise ConfigError(f"{key}: {path!r} cannot be read: {exc.strerror or exc}") from None

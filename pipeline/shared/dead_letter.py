@@ -21,8 +21,11 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
 from pipeline.shared import metrics
+from pipeline.shared.card_numbers import mask_pans, mask_pans_bytes
 from pipeline.shared.version import PIPELINE_VERSION
 
+# What a written dead letter keeps of the original bytes: see README, "Card numbers".
+PAYLOAD_POLICIES = ("raw", "masked", "none")
 DEAD_LETTER = "dead_letter"
 MAIN = "main"
 _MAX_MESSAGE = 500
@@ -85,6 +88,27 @@ def make_dead_letter(
         letter.exception_type = f"{type(exception).__module__}.{type(exception).__qualname__}"
         letter.stacktrace = "".join(traceback.format_exception(exception))
     return letter
+
+
+def redact(letter: DeadLetter, payload_policy: str) -> DeadLetter:
+    """A copy of `letter` fit to be written: card numbers masked in every text field, and the
+    payload bytes kept as they are (raw), with card numbers masked (masked) or dropped (none)."""
+    if payload_policy not in PAYLOAD_POLICIES:
+        raise ValueError(f"payload policy must be one of {PAYLOAD_POLICIES}, got {payload_policy!r}")
+    out = DeadLetter()
+    out.CopyFrom(letter)
+    out.message = mask_pans(out.message)
+    out.payload_text = mask_pans(out.payload_text)
+    out.transaction_id = mask_pans(out.transaction_id)
+    out.stacktrace = mask_pans(out.stacktrace)
+    for violation in out.violations:
+        violation.value = mask_pans(violation.value)
+        violation.message = mask_pans(violation.message)
+    if payload_policy == "masked":
+        out.payload = mask_pans_bytes(out.payload)
+    elif payload_policy == "none":
+        out.ClearField("payload")
+    return out
 
 
 class StageFn(beam.DoFn):

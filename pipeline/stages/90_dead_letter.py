@@ -3,6 +3,8 @@
 In:  DeadLetter (one PCollection: the runner flattens the dead letters of all stages).
 Out: dead_letters/part-*.jsonl, one proto3-JSON DeadLetter per line (proto field names; payload
      base64 as the JSON mapping says, payload_text beside it when the bytes are UTF-8).
+Before a letter is written, card numbers are masked in its text fields (payload_text, message,
+violations, stack trace) and its payload bytes follow dead_letter.payload: raw, masked or none.
 Counts every letter (dead_letters_written) and every error code (dead_letters.<ERROR_CODE_...>).
 Dead letters: none of its own; this is the last stop.
 """
@@ -13,12 +15,16 @@ import apache_beam as beam
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from pipeline.shared import metrics
+from pipeline.shared.dead_letter import redact
 from pipeline.shared.json_codec import dead_letter_json
 
 STAGE = "90_dead_letter"
 
 
 class EncodeDeadLetterFn(beam.DoFn):
+    def __init__(self, payload_policy: str):
+        self._payload_policy = payload_policy
+
     def setup(self) -> None:
         self._written = metrics.counter(metrics.DEAD_LETTERS_WRITTEN)
         self._by_code = {
@@ -28,19 +34,20 @@ class EncodeDeadLetterFn(beam.DoFn):
     def process(self, letter: DeadLetter):
         self._written.inc()
         self._by_code[letter.error_code].inc()
-        yield dead_letter_json(letter)
+        yield dead_letter_json(redact(letter, self._payload_policy))
 
 
 class WriteDeadLetters(beam.PTransform):
-    def __init__(self, output_dir: str, num_shards: int):
+    def __init__(self, output_dir: str, num_shards: int, payload_policy: str = "raw"):
         super().__init__()
         self._dir = output_dir.rstrip("/")
         self._num_shards = num_shards
+        self._payload_policy = payload_policy
 
     def expand(self, dead_letters: beam.PCollection):
         return (
             dead_letters
-            | "ToJson" >> beam.ParDo(EncodeDeadLetterFn()).with_output_types(str)
+            | "ToJson" >> beam.ParDo(EncodeDeadLetterFn(self._payload_policy)).with_output_types(str)
             | "WriteJsonl"
             >> beam.io.WriteToText(
                 f"{self._dir}/dead_letters/part", file_name_suffix=".jsonl", num_shards=self._num_shards
