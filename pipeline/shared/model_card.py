@@ -1,16 +1,15 @@
 """The model card that travels with every model file: models/<name>/model_card.json.
 
-The predict stage reads it to stamp the model version on every score and to refuse a model that
-was trained on another feature set than the one the job computes.
+The job reads it to stamp the model version on every score, to refuse a model that was trained on
+another feature set than the one the job computes, and to refuse a model file whose sha256 is not
+the card's (pipeline.shared.model_check).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pathlib
-from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -25,14 +24,17 @@ def card_path(model_path: str) -> str:
     )
 
 
-def read_card(model_path: str) -> dict[str, Any] | None:
+def read_card_bytes(model_path: str) -> bytes | None:
     path = card_path(model_path)
     if not FileSystems.exists(path):
         return None
     with FileSystems.open(path) as f:
-        return json.loads(f.read().decode("utf-8"))
+        return f.read()
 
 
 def file_digest(model_path: str) -> str:
+    digest = hashlib.sha256()
     with FileSystems.open(model_path) as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

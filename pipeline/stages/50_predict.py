@@ -7,13 +7,19 @@ The model is ONNX, run by onnxruntime on the CPU through Beam's OnnxModelHandler
 each score finds its record, in batches of predict.min_batch_size..predict.max_batch_size.
 A batch that fails is split in halves until the failing records are alone; only they become
 dead letters, the rest of the batch is scored.
+A score that is not a probability (NaN, infinite, outside [0, 1]) is never turned into a decision:
+the record becomes a dead letter (fail closed). Each worker checks, as it loads the model, that the
+file's sha256 is the one the runner checked against the model card.
 Dead letters (stage 50_predict):
   INFERENCE_FAILED   the model could not score this record on its own
+  INVALID_SCORE      the model gave this record a score that is not a probability
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import math
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +28,11 @@ from typing import Any, cast
 import apache_beam as beam
 import numpy as np
 import onnxruntime as ort
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
 
-from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
 from pipeline.shared.clock import RunClock
@@ -92,9 +99,22 @@ class SingleThreadOnnxModelHandler(OnnxModelHandlerNumpy):
     (BatchElements sizes batches by timing). On one thread a record's score is the same in any
     batch, which keeps the output deterministic; the cost measured here was about 0.3 µs a record.
     Session options are built here, in load_model(), because they cannot be pickled.
+    With `expected_sha256`, a model file whose bytes are not those refuses to load.
     """
 
+    def __init__(self, model_uri: str, *args: Any, expected_sha256: str = "", **kwargs: Any):
+        super().__init__(model_uri, *args, **kwargs)
+        self._expected_sha256 = expected_sha256
+
     def load_model(self) -> ort.InferenceSession:
+        if self._expected_sha256:
+            with FileSystems.open(self._model_uri) as f:
+                actual = hashlib.sha256(f.read()).hexdigest()
+            if actual != self._expected_sha256:
+                raise RuntimeError(
+                    f"model file {self._model_uri} has sha256 {actual}, the job was started with "
+                    f"{self._expected_sha256}: the model changed under the running job"
+                )
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -113,10 +133,13 @@ class RecordKeyedModelHandler(KeyedModelHandler):
         return sum(record.ByteSize() + example.nbytes for record, example in batch)
 
 
-def model_handler(model_path: str, min_batch_size: int, max_batch_size: int) -> KeyedModelHandler:
+def model_handler(
+    model_path: str, min_batch_size: int, max_batch_size: int, expected_sha256: str = ""
+) -> KeyedModelHandler:
     return RecordKeyedModelHandler(
         SingleThreadOnnxModelHandler(
             model_path,
+            expected_sha256=expected_sha256,
             providers=["CPUExecutionProvider"],
             # Beam types inference_fn as returning PredictionResults, but run_inference() zips its
             # result with the batch itself; a list of scores is what the default function returns too.
@@ -157,6 +180,23 @@ class Decider:
             letter.exception_type = score.exception_type
             letter.stacktrace = score.stacktrace
             return letter
+        if not (math.isfinite(score) and 0.0 <= score <= 1.0):
+            return make_dead_letter(
+                STAGE,
+                ErrorCode.ERROR_CODE_INVALID_SCORE,
+                f"model {self._model_version} gave {score!r}, not a probability in [0, 1]: no decision made",
+                txn.origin,
+                self._clock.timestamp(),
+                [
+                    FieldViolation(
+                        field_path="score",
+                        rule_id="riskpipe.score_is_probability",
+                        message="must be a finite number in [0, 1]",
+                        value=repr(score),
+                    )
+                ],
+                txn.transaction_id,
+            )
         scored = ScoredTransaction(
             transaction_id=txn.transaction_id,
             card_id=txn.card_id,
@@ -186,9 +226,10 @@ class Predict(beam.PTransform):
         min_batch_size: int,
         max_batch_size: int,
         clock: RunClock,
+        expected_sha256: str = "",
     ):
         super().__init__()
-        self._handler = model_handler(model_path, min_batch_size, max_batch_size)
+        self._handler = model_handler(model_path, min_batch_size, max_batch_size, expected_sha256)
         self._decider = functools.partial(Decider, model_version, thresholds, clock)
         self._clock = clock
 

@@ -1,0 +1,181 @@
+"""The checks a model passes before the job reads a record: the model that scores is the one named.
+
+- Its model card (model_card.json beside it), when there is one, must be a JSON object naming the
+  job's feature set and the sha256 of the model file; a file that does not match is refused, so
+  the version stamped on a score is the version of the model that produced it.
+- The model must load, take one float tensor of the job's width, have a `probabilities` output,
+  and, run once on a probe batch of real feature vectors (the job's own feature code over a set of
+  representative transactions), give one probability in [0, 1] per row.
+
+Every failure is a ConfigError naming predict.model: the job stops with exit 2 before reading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, MerchantProfile
+from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
+from pipeline.shared.config import ConfigError
+from pipeline.shared.features import FEATURE_NAMES, FEATURE_SET_VERSION, compute
+from pipeline.shared.model_card import card_path, file_digest, read_card_bytes
+
+PROBABILITIES = "probabilities"
+_DAY = 86400
+_NOV_2026 = 1793750400  # 2026-11-04T00:00:00Z
+
+
+def probe_vectors() -> np.ndarray:
+    """Feature vectors of representative transactions, computed by the job's own feature code:
+    domestic and foreign, every channel, tiny and huge amounts, night and day, zero-decimal and
+    three-decimal currencies, missing customer and merchant profiles."""
+    home = CustomerProfile(
+        card_id="probe-card",
+        home_country="FR",
+        home_lat=48.85,
+        home_lon=2.35,
+        usual_amount=Money(minor_units=3500, currency="EUR"),
+        timezone="Europe/Paris",
+        account_age_days=900,
+    )
+    young = CustomerProfile(
+        card_id="probe-young",
+        home_country="US",
+        home_lat=40.7,
+        home_lon=-74.0,
+        usual_amount=Money(minor_units=2000, currency="USD"),
+        timezone="America/New_York",
+        account_age_days=3,
+    )
+    shop = MerchantProfile(
+        merchant_id="probe-shop",
+        mcc="5411",
+        country="FR",
+        lat=45.76,
+        lon=4.83,
+        risk_score=0.01,
+        timezone="Europe/Paris",
+    )
+    risky = MerchantProfile(
+        merchant_id="probe-risky",
+        mcc="6051",
+        country="TH",
+        lat=13.7,
+        lon=100.5,
+        risk_score=0.6,
+        timezone="Asia/Bangkok",
+    )
+    cases = [
+        (1999, "EUR", Channel.CHANNEL_POS, "5411", "FR", home, shop, False, False, 14 * 3600),
+        (5, "EUR", Channel.CHANNEL_ECOMMERCE, "5816", "FR", home, shop, False, False, 3 * 3600),
+        (250000, "THB", Channel.CHANNEL_ATM, "6011", "TH", home, risky, False, False, 2 * 3600),
+        (99999999999, "EUR", Channel.CHANNEL_ECOMMERCE, "5732", "FR", young, risky, False, False, 20 * 3600),
+        (1500, "JPY", Channel.CHANNEL_CONTACTLESS, "5812", "JP", young, shop, False, False, 9 * 3600),
+        (12500, "KWD", Channel.CHANNEL_MOTO, "4829", "KW", home, risky, False, False, 23 * 3600),
+        (4200, "USD", Channel.CHANNEL_ECOMMERCE, "5944", "US", young, shop, True, False, 12 * 3600),
+        (4200, "EUR", Channel.CHANNEL_POS, "5999", "DE", home, risky, False, True, 7 * 3600),
+        (100, "EUR", Channel.CHANNEL_ATM, "6011", "FR", home, shop, True, True, 0),
+        (7, "XTS", Channel.CHANNEL_POS, "0000", "ZZ", young, risky, False, False, 11 * 3600),
+    ]
+    rows = []
+    for minor, currency, channel, mcc, country, customer, merchant, no_customer, no_merchant, offset in cases:
+        txn = Transaction(
+            transaction_id="probe",
+            card_id=customer.card_id,
+            merchant_id=merchant.merchant_id,
+            amount=Money(minor_units=minor, currency=currency),
+            channel=channel,
+            mcc=mcc,
+            country=country,
+        )
+        txn.event_time.seconds = _NOV_2026 + offset
+        rows.append(compute(txn, customer, merchant, no_customer, no_merchant))
+    return np.asarray(rows, dtype=np.float32)
+
+
+def read_model_card(model_path: str) -> dict[str, Any] | None:
+    """The model's card as a dict; None when the model has none; ConfigError when it is unreadable."""
+    data = read_card_bytes(model_path)
+    if data is None:
+        return None
+    where = f"predict.model: {card_path(model_path)}"
+    try:
+        card = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(card, dict):
+        raise ConfigError(f"{where} must hold a JSON object, not {type(card).__name__}")
+    return card
+
+
+def check_card(model_path: str, card: dict[str, Any]) -> None:
+    """The card names the job's feature set and the model file's exact bytes."""
+    where = f"predict.model: {model_path}"
+    if card.get("feature_set_version") != FEATURE_SET_VERSION or tuple(card.get("features", ())) != FEATURE_NAMES:
+        raise ConfigError(
+            f"{where} was trained on feature set {card.get('feature_set_version')!r}, "
+            f"the job computes {FEATURE_SET_VERSION!r}"
+        )
+    expected = card.get("sha256")
+    if not isinstance(expected, str) or not expected:
+        raise ConfigError(f"{where}: its model card has no sha256 of the model file")
+    actual = file_digest(model_path)
+    if actual != expected.lower():
+        raise ConfigError(
+            f"{where}: the file's sha256 is {actual}, its model card names {expected}: "
+            "this is not the model the card describes"
+        )
+
+
+def probe_scores(session: ort.InferenceSession, batch: np.ndarray) -> list[float]:
+    output = session.run([PROBABILITIES], {session.get_inputs()[0].name: batch})[0]
+    probabilities = np.asarray(output)
+    if probabilities.ndim != 2 or probabilities.shape != (len(batch), 2):
+        raise ValueError(f"'probabilities' has shape {probabilities.shape}, expected ({len(batch)}, 2)")
+    return [float(p) for p in probabilities[:, 1]]
+
+
+def check_session(model_path: str, session: ort.InferenceSession) -> None:
+    """The model's signature, then one run on the probe batch (and on a batch of one)."""
+    where = f"predict.model: {model_path}"
+    inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
+    width = inputs[0].shape[-1] if inputs and inputs[0].shape else None
+    if len(inputs) != 1 or (isinstance(width, int) and width != len(FEATURE_NAMES)):
+        raise ConfigError(
+            f"{where} takes {[(i.name, i.shape) for i in inputs]}, "
+            f"the job gives one float tensor of {len(FEATURE_NAMES)} features"
+        )
+    if PROBABILITIES not in outputs:
+        raise ConfigError(
+            f"{where} has no 'probabilities' output (outputs: {', '.join(outputs)}); export classifiers without ZipMap"
+        )
+    probe = probe_vectors()
+    try:
+        scores = probe_scores(session, probe) + probe_scores(session, probe[:1])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise ConfigError(f"{where} fails on a probe batch of {len(probe)} feature vectors: {exc}") from None
+    bad = [s for s in scores if not (math.isfinite(s) and 0.0 <= s <= 1.0)]
+    if bad:
+        raise ConfigError(
+            f"{where} gives scores that are not probabilities on the probe batch: {bad[:5]} (fail closed: not run)"
+        )
+
+
+def check_model(model_path: str) -> dict[str, Any] | None:
+    """All the checks; returns the model card (None when the model has none)."""
+    card = read_model_card(model_path)
+    if card is not None:
+        check_card(model_path, card)
+    if "://" in model_path:
+        return card  # loaded by the workers; remote models are not loaded at submission
+    try:
+        session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise ConfigError(f"predict.model: {model_path} cannot be loaded: {exc}") from None
+    check_session(model_path, session)
+    return card
