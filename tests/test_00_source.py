@@ -33,7 +33,8 @@ def test_reads_plain_and_gzip_files_by_glob_with_line_numbers(tmp_path, clock, s
     (tmp_path / "ignored.txt").write_bytes(b"not matched\n")
 
     with TestPipeline() as p:
-        records = p | source.ReadTransactions(str(tmp_path / "*.jsonl*"), clock, split_bytes=split_bytes)
+        records, errors = p | source.ReadTransactions(str(tmp_path / "*.jsonl*"), clock, split_bytes=split_bytes)
+        assert_that(errors, equal_to([]), label="NoSourceErrors")
         assert_that(
             records | beam.Map(_positions),
             equal_to(

@@ -7,6 +7,8 @@ from apache_beam.metrics import Metrics
 NAMESPACE = "riskpipe"
 
 RECORDS_READ = "records_read"
+BLANK_LINES_SKIPPED = "blank_lines_skipped"
+SOURCE_ERRORS = "source_errors"
 DUPLICATES_DROPPED = "duplicates_dropped"
 SCORED_WRITTEN = "scored_written"
 DEAD_LETTERS_WRITTEN = "dead_letters_written"

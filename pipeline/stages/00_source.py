@@ -1,34 +1,55 @@
 """00_source: JSONL files -> RawRecord.
 
-In:  a file pattern (glob; local, gs://, s3://; plain or gzip, recognised by the .gz suffix).
-Out: RawRecord per non-blank line: the line's bytes, the file's path and the 1-based line number,
-     the run's ingest time.
-Dead letters: none. The source knows nothing of the payload; 10_validate judges it.
-Blank lines are not records: they are skipped and counted (00_source.blank_lines_skipped).
+In:  a file pattern (glob; local, gs://, s3://). Compression is decided as Beam decides it, from
+     the file name in any case: .gz, .bz2, .zst/.zstd, .xz/.lzma, .deflate; anything else is plain.
+Out: RawRecord per non-blank line: the line's bytes (a UTF-8 byte-order mark at the start of a file
+     is not part of them), the file's path and the 1-based line number, the run's ingest time.
+Dead letters (stage 00_source), not records but the parts of the input that could not be read:
+  SOURCE_UNREADABLE   a file that cannot be opened, a folder, FIFO or device matched by the
+                      pattern, a compressed file that is truncated, corrupt or not what its name
+                      says. `source` names the file and the last line read before the damage
+                      (0: none); the lines before it are records as usual; `payload` holds the
+                      bytes of a line the damage cut short.
+The source knows nothing of the payload; 10_validate judges it.
+Blank lines are not records: they are skipped and counted (00_source.blank_lines_skipped), so that
+lines in = records read + blank lines skipped.
 
 A plain file is cut into ranges of about split_bytes, each starting after a newline, with the
 line number it starts at (one fast pass counts the newlines); the ranges are reshuffled so that
-several workers read one large file in parallel and every record still knows its line. A gzip
-file cannot be entered in the middle and is one range.
+several workers read one large file in parallel and every record still knows its line. A
+compressed file cannot be entered in the middle and is always one range.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import bz2
+import glob
+import lzma
+import os
+import stat
+import zlib
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.io import fileio
+import zstandard
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock
+from pipeline.shared.dead_letter import DEAD_LETTER, MAIN, make_dead_letter
 
 STAGE = "00_source"
 DEFAULT_SPLIT_BYTES = 32 * 1024 * 1024
 _SCAN_CHUNK = 4 * 1024 * 1024
+# Compressed bytes fed to the decompressor at a time; a corrupt block loses at most the lines
+# decompressed from one such chunk.
+_COMPRESSED_CHUNK = 64 * 1024
+_BOM = b"\xef\xbb\xbf"
+SOURCE_UNREADABLE_CODE = ErrorCode.ERROR_CODE_SOURCE_UNREADABLE
 
 
 class LineRange(NamedTuple):
@@ -40,9 +61,69 @@ class LineRange(NamedTuple):
     first_line: int
 
 
+class SourceError(NamedTuple):
+    """Part of the input that could not be read: the file, the last line read before, why."""
+
+    path: str
+    last_line: int
+    reason: str
+    partial_line: bytes = b""
+
+
+class FileEntry(NamedTuple):
+    path: str
+    size: int
+
+
+class _DamagedError(Exception):
+    """The compressed stream is truncated or corrupt."""
+
+
+def display_uri(path: str) -> str:
+    """The path as text: bytes of a file name that are not UTF-8 are shown as \\xNN escapes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def compression_of(path: str) -> str:
+    return CompressionTypes.detect_compression_type(path)
+
+
+def is_compressed(path: str) -> bool:
+    return compression_of(path) != CompressionTypes.UNCOMPRESSED
+
+
+def match_files(pattern: str) -> Iterator[FileEntry | SourceError]:
+    """Every file the pattern matches, and an error for every match that is not a readable file.
+
+    Local patterns are expanded here rather than by Beam, whose local match leaves folders and
+    broken links out without a word.
+    """
+    if "://" in pattern:
+        for match in FileSystems.match([pattern])[0].metadata_list:
+            yield FileEntry(match.path, match.size_in_bytes)
+        return
+    for path in sorted(glob.glob(pattern)):
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            yield SourceError(path, 0, f"cannot be opened: {exc.strerror or exc}")
+            continue
+        if stat.S_ISREG(info.st_mode):
+            yield FileEntry(path, info.st_size)
+        elif stat.S_ISDIR(info.st_mode):
+            yield SourceError(path, 0, "is a folder, not a file (give a pattern that matches files only)")
+        else:
+            kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a socket or device"
+            yield SourceError(path, 0, f"is {kind}, not a regular file: not read")
+
+
 def split_file(path: str, size: int, split_bytes: int = DEFAULT_SPLIT_BYTES) -> Iterator[LineRange]:
     """Ranges of about split_bytes that start right after a newline, with their first line."""
-    if path.endswith(".gz") or size <= split_bytes:
+    if is_compressed(path) or size <= split_bytes:
         yield LineRange(path, 0, -1, 1)
         return
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
@@ -67,32 +148,145 @@ def split_file(path: str, size: int, split_bytes: int = DEFAULT_SPLIT_BYTES) -> 
         yield LineRange(path, start, -1, first_line)
 
 
-def read_range(line_range: LineRange, clock: RunClock) -> Iterator[RawRecord | None]:
-    """RawRecords of one range (None for a blank line); shared by the DoFn and the plain loop."""
-    path, start, end, number = line_range
-    ingest_time = clock.timestamp()
-    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as stream:
-        if start:
-            stream.seek(start)
-        position = start
-        for line in iter(stream.readline, b""):
-            position += len(line)
-            payload = line.rstrip(b"\r\n")
-            if payload.strip():
-                yield RawRecord(payload=payload, source=SourcePosition(uri=path, line=number), ingest_time=ingest_time)
-            else:
-                yield None
-            number += 1
-            if 0 <= end <= position:
+def _decompressor(compression: str):
+    if compression == CompressionTypes.GZIP:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if compression == CompressionTypes.DEFLATE:
+        return zlib.decompressobj()
+    if compression == CompressionTypes.BZIP2:
+        return bz2.BZ2Decompressor()
+    if compression == CompressionTypes.LZMA:
+        return lzma.LZMADecompressor()
+    if compression == CompressionTypes.ZSTD:
+        return zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj()
+    raise ValueError(f"unknown compression {compression!r}")
+
+
+_DECOMPRESSION_ERRORS = (zlib.error, OSError, EOFError, lzma.LZMAError, zstandard.ZstdError, ValueError)
+
+
+def _decompressed_chunks(stream, compression: str) -> Iterator[bytes]:
+    """The decompressed bytes of a whole stream; _DamagedError when it is truncated or corrupt.
+
+    Concatenated streams (several gzip members, say) are read one after the other, as gzip does;
+    zero bytes after the last one are padding.
+    """
+    decompressor = _decompressor(compression)
+    started = False  # the decompressor has been given data
+    while True:
+        if decompressor.eof:
+            data = decompressor.unused_data or stream.read(_COMPRESSED_CHUNK)
+            while data and not data.strip(b"\0"):
+                data = stream.read(_COMPRESSED_CHUNK)
+            if not data:
                 return
+            decompressor = _decompressor(compression)
+        else:
+            data = stream.read(_COMPRESSED_CHUNK)
+            if not data:
+                if started:
+                    raise _DamagedError(
+                        "the compressed data ends before its end-of-stream marker: the file is truncated"
+                    )
+                return  # an empty file holds no records
+        started = True
+        try:
+            out = decompressor.decompress(data)
+        except _DECOMPRESSION_ERRORS as exc:
+            raise _DamagedError(f"the compressed data is corrupt or not {compression}: {exc}") from None
+        if out:
+            yield out
+
+
+def _lines_of_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Lines (with their newline) of a stream of chunks; the last one may lack it.
+
+    A _DamagedError from `chunks` is raised again with the partial line it cut short attached.
+    """
+    pending = b""
+    try:
+        for chunk in chunks:
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                yield line + b"\n"
+    except _DamagedError as exc:
+        exc.partial_line = pending  # type: ignore[attr-defined]
+        raise
+    if pending:
+        yield pending
+
+
+def read_range(line_range: LineRange, clock: RunClock) -> Iterator[RawRecord | SourceError | None]:
+    """RawRecords of one range (None for a blank line, a SourceError for damage); shared by the DoFn
+    and the plain loop. Never raises for a file that cannot be read: the error is yielded."""
+    path, start, end, number = line_range
+    uri = display_uri(path)
+    ingest_time = clock.timestamp()
+    compression = compression_of(path)
+    try:
+        stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    except Exception as exc:  # noqa: BLE001 - every filesystem has its own errors; all mean "not read"
+        yield SourceError(path, 0, f"cannot be opened: {getattr(exc, 'strerror', None) or exc}")
+        return
+    try:
+        with stream:
+            if compression != CompressionTypes.UNCOMPRESSED:
+                lines: Iterator[bytes] = _lines_of_chunks(_decompressed_chunks(stream, compression))
+            else:
+                if start:
+                    stream.seek(start)
+                lines = iter(stream.readline, b"")
+            position = start
+            for line in lines:
+                position += len(line)
+                if number == 1 and line.startswith(_BOM):
+                    line = line[len(_BOM) :]
+                payload = line.rstrip(b"\r\n")
+                if payload.strip():
+                    yield RawRecord(
+                        payload=payload, source=SourcePosition(uri=uri, line=number), ingest_time=ingest_time
+                    )
+                else:
+                    yield None
+                number += 1
+                if 0 <= end <= position:
+                    return
+    except _DamagedError as exc:
+        yield SourceError(path, number - 1, str(exc), getattr(exc, "partial_line", b""))
+    except Exception as exc:  # noqa: BLE001 - a read error mid-file: report where, keep what was read
+        yield SourceError(path, number - 1, f"read failed: {type(exc).__name__}: {exc}")
+
+
+def source_dead_letter(error: SourceError, clock: RunClock) -> DeadLetter:
+    uri = display_uri(error.path)
+    where = f"after line {error.last_line}" if error.last_line else "before its first line"
+    origin = RawRecord(payload=error.partial_line, source=SourcePosition(uri=uri, line=error.last_line))
+    return make_dead_letter(STAGE, SOURCE_UNREADABLE_CODE, f"{uri}: {where}: {error.reason}", origin, clock.timestamp())
+
+
+class MatchFn(beam.DoFn):
+    def __init__(self, clock: RunClock):
+        self._clock = clock
+
+    def setup(self) -> None:
+        self._errors = metrics.counter(metrics.SOURCE_ERRORS)
+
+    def process(self, pattern: str):
+        for entry in match_files(pattern):
+            if isinstance(entry, SourceError):
+                self._errors.inc()
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, source_dead_letter(entry, self._clock))
+            else:
+                yield entry
 
 
 class SplitFileFn(beam.DoFn):
     def __init__(self, split_bytes: int):
         self._split_bytes = split_bytes
 
-    def process(self, metadata) -> Iterator[LineRange]:
-        yield from split_file(metadata.path, metadata.size_in_bytes, self._split_bytes)
+    def process(self, entry: FileEntry) -> Iterator[LineRange]:
+        yield from split_file(entry.path, entry.size, self._split_bytes)
 
 
 class ReadRangeFn(beam.DoFn):
@@ -101,22 +295,26 @@ class ReadRangeFn(beam.DoFn):
 
     def setup(self) -> None:
         self._read = metrics.counter(metrics.RECORDS_READ)
-        self._blank = metrics.counter(f"{STAGE}.blank_lines_skipped")
+        self._blank = metrics.counter(metrics.BLANK_LINES_SKIPPED)
+        self._errors = metrics.counter(metrics.SOURCE_ERRORS)
 
-    def process(self, line_range: LineRange) -> Iterator[RawRecord]:
+    def process(self, line_range: LineRange):
         read = blank = 0
         for record in read_range(line_range, self._clock):
             if record is None:
                 blank += 1
-                continue
-            read += 1
-            yield record
+            elif isinstance(record, SourceError):
+                self._errors.inc()
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, source_dead_letter(record, self._clock))
+            else:
+                read += 1
+                yield record
         self._read.inc(read)
         self._blank.inc(blank)
 
 
 class ReadTransactions(beam.PTransform):
-    """Every line of every file matching `pattern`, as a RawRecord."""
+    """Every line of every file matching `pattern`, as a RawRecord; returns (records, source errors)."""
 
     def __init__(self, pattern: str, clock: RunClock, split_bytes: int = DEFAULT_SPLIT_BYTES):
         super().__init__()
@@ -124,11 +322,20 @@ class ReadTransactions(beam.PTransform):
         self._clock = clock
         self._split_bytes = split_bytes
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
-        return (
+    def expand(self, pbegin: beam.pvalue.PBegin):
+        matched = (
             pbegin
-            | "MatchFiles" >> fileio.MatchFiles(self._pattern)
+            | "Pattern" >> beam.Create([self._pattern])
+            | "MatchFiles" >> beam.ParDo(MatchFn(self._clock)).with_outputs(DEAD_LETTER, main=MAIN)
+        )
+        read = (
+            matched[MAIN]
             | "SplitFiles" >> beam.ParDo(SplitFileFn(self._split_bytes))
             | "SpreadRanges" >> beam.Reshuffle()
-            | "ReadRanges" >> beam.ParDo(ReadRangeFn(self._clock)).with_output_types(RawRecord)
+            | "ReadRanges" >> beam.ParDo(ReadRangeFn(self._clock)).with_outputs(DEAD_LETTER, main=MAIN)
         )
+        records = read[MAIN]
+        records.element_type = RawRecord
+        errors = (matched[DEAD_LETTER], read[DEAD_LETTER]) | "SourceErrors" >> beam.Flatten()
+        errors.element_type = DeadLetter
+        return records, errors
