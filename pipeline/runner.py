@@ -6,33 +6,39 @@ r"""The job's entry point: composes the stages into one PCollection graph and ru
                  \__________\_________\___________\________\--> dead-letter sink
 
 Every config key has a pipeline option (see `--help` and README); Beam's own options (--runner,
---direct_num_workers, --flink_master, ...) pass through. The run summary goes to
-<output_dir>/summary.json and to stdout; the exit code is 2 for a configuration that cannot run,
-1 for a run that did not account for every record, 0 otherwise.
+--direct_num_workers, --flink_master, ...) pass through; an option that neither the job nor Beam
+knows is an error. The results are published into <output_dir> only when the job has finished
+(pipeline.shared.output_folder); the run summary goes to <output_dir>/summary.json, written last,
+and to stdout. Exit codes: 0 every record accounted for and the whole input read; 1 a run that
+did not account for every record; 2 a configuration that cannot run (nothing read or written);
+3 balanced, but part of the input could not be read (source errors); 4 the run failed (a worker
+died, the runner failed) and nothing was published.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
-import onnxruntime as ort
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
+from apache_beam.runners.runner import create_runner
 
 from contracts.riskpipe.v1.dead_letter_pb2 import ErrorCode
 from pipeline.shared import config as job_config
-from pipeline.shared import metrics
+from pipeline.shared import metrics, model_check
 from pipeline.shared.clock import RunClock
-from pipeline.shared.features import FEATURE_NAMES, FEATURE_SET_VERSION
-from pipeline.shared.model_card import file_digest, read_card
+from pipeline.shared.model_card import file_digest
+from pipeline.shared.output_folder import OutputFolder
 from pipeline.shared.version import PIPELINE_VERSION
 from pipeline.stage_loader import STAGES, load_stage
 
@@ -44,6 +50,18 @@ predict = load_stage("50_predict")
 sink = load_stage("60_sink")
 dead_letter_sink = load_stage("90_dead_letter")
 
+EXIT_OK = 0
+EXIT_UNBALANCED = 1
+EXIT_CONFIG = 2
+EXIT_INPUT_INCOMPLETE = 3
+EXIT_RUN_FAILED = 4
+_SOURCE_UNREADABLE = ErrorCode.Name(ErrorCode.ERROR_CODE_SOURCE_UNREADABLE)
+_MAX_SOURCE_ERROR_DETAILS = 50
+
+
+class RunFailedError(RuntimeError):
+    """The job did not finish (a worker died, the runner failed): nothing was published."""
+
 
 class JobOptions(PipelineOptions):
     """The job's own options: --config plus one option per config key."""
@@ -52,41 +70,51 @@ class JobOptions(PipelineOptions):
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--config", default=None, help="config.yaml to start from")
         for setting in job_config.SETTINGS:
-            parser.add_argument(f"--{setting.option}", default=None, help=f"{setting.key}: {setting.help}")
+            extra: dict[str, Any] = {"nargs": "?", "const": "true"} if setting.kind == "bool" else {}
+            parser.add_argument(f"--{setting.option}", default=None, help=f"{setting.key}: {setting.help}", **extra)
+
+
+def parse_options(argv: Sequence[str]) -> PipelineOptions:
+    """Beam's options plus the job's, refusing what neither knows (Beam would only warn and drop it)."""
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    known: dict[str, type] = {}
+    for cls in PipelineOptions.__subclasses__():
+        known.setdefault(str(cls), cls)
+    for cls in known.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(list(argv))
+    if unknown:
+        names = [a for action in parser._actions for a in action.option_strings if a.startswith("--")]
+        problems = []
+        for arg in unknown:
+            if arg.startswith("-"):
+                name = arg.split("=", 1)[0]
+                close = difflib.get_close_matches(name, names, n=1)
+                problems.append(f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else ""))
+            else:
+                problems.append(f"unexpected argument {arg!r} (options take the form --name=value)")
+        raise job_config.ConfigError("; ".join(problems))
+    options = PipelineOptions(list(argv))
+    runner = options.view_as(StandardOptions).runner
+    if runner is not None:
+        try:
+            create_runner(runner)
+        except (ValueError, ImportError) as exc:
+            raise job_config.ConfigError(f"--runner: {runner!r} is not a runner Beam knows: {exc}") from None
+    return options
 
 
 def check_model(config: job_config.JobConfig) -> None:
-    """Load the model once before the job starts, so that a broken model stops it with exit 2."""
-    if "://" in config.model:
-        return  # loaded by the workers; remote files are not read at submission
-    try:
-        session = ort.InferenceSession(config.model, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise job_config.ConfigError(f"predict.model: {config.model} cannot be loaded: {exc}") from None
-    inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
-    width = inputs[0].shape[-1] if inputs and inputs[0].shape else None
-    if len(inputs) != 1 or (isinstance(width, int) and width != len(FEATURE_NAMES)):
-        raise job_config.ConfigError(
-            f"predict.model: {config.model} takes {[(i.name, i.shape) for i in inputs]}, "
-            f"the job gives one float tensor of {len(FEATURE_NAMES)} features"
-        )
-    if "probabilities" not in outputs:
-        raise job_config.ConfigError(
-            f"predict.model: {config.model} has no 'probabilities' output (outputs: {', '.join(outputs)}); "
-            "export classifiers without ZipMap"
-        )
+    """Load and probe the model before the job starts, so that a broken model stops it with exit 2."""
+    model_check.check_model(config.model)
 
 
 def resolve_model_version(config: job_config.JobConfig) -> str:
-    """The version to stamp on scores; fails when the model's feature set is not the job's."""
-    card = read_card(config.model)
-    if card is not None and (
-        card.get("feature_set_version") != FEATURE_SET_VERSION or tuple(card.get("features", ())) != FEATURE_NAMES
-    ):
-        raise job_config.ConfigError(
-            f"predict.model: {config.model} was trained on feature set "
-            f"{card.get('feature_set_version')!r}, the job computes {FEATURE_SET_VERSION!r}"
-        )
+    """The version to stamp on scores; fails when the card is not the model's or its feature set
+    is not the job's."""
+    card = model_check.read_model_card(config.model)
+    if card is not None:
+        model_check.check_card(config.model, card)
     if config.model_version:
         return config.model_version
     if card is not None and card.get("model_version"):
@@ -94,22 +122,28 @@ def resolve_model_version(config: job_config.JobConfig) -> str:
     return "sha256:" + file_digest(config.model)[:12]
 
 
-def build_pipeline(p: beam.Pipeline, config: job_config.JobConfig, model_version: str) -> dict[str, beam.PCollection]:
+def build_pipeline(
+    p: beam.Pipeline, config: job_config.JobConfig, model_version: str, model_sha256: str = ""
+) -> dict[str, beam.PCollection]:
     """Adds the whole job to `p` and returns its named PCollections (for tests)."""
     clock = RunClock(config.as_of)
     thresholds = predict.Thresholds(config.thresholds_version, config.review_threshold, config.decline_threshold)
-    raw = p | "00_source" >> source.ReadTransactions(config.transactions, clock)
+    raw, refused_00 = p | "00_source" >> source.ReadTransactions(config.transactions, clock)
     transactions, refused_10 = raw | "10_validate" >> validate.Validate(clock, config.max_future_skew_seconds)
     enriched, refused_30 = transactions | "30_enrich" >> enrich.Enrich(
         config.customers, config.merchants, config.missing_profile_policy, clock
     )
     featured, refused_40 = enriched | "40_features" >> featurize.ComputeFeatures(clock)
     scored, refused_50 = featured | "50_predict" >> predict.Predict(
-        config.model, model_version, thresholds, config.min_batch_size, config.max_batch_size, clock
+        config.model, model_version, thresholds, config.min_batch_size, config.max_batch_size, clock, model_sha256
     )
     refused_60 = scored | "60_sink" >> sink.WriteScored(config.output_dir, config.num_shards, config.parquet, clock)
-    dead_letters = (refused_10, refused_30, refused_40, refused_50, refused_60) | "AllDeadLetters" >> beam.Flatten()
-    dead_letters | "90_dead_letter" >> dead_letter_sink.WriteDeadLetters(config.output_dir, config.num_shards)
+    dead_letters = (refused_00, refused_10, refused_30, refused_40, refused_50, refused_60) | "AllDeadLetters" >> (
+        beam.Flatten()
+    )
+    dead_letters | "90_dead_letter" >> dead_letter_sink.WriteDeadLetters(
+        config.output_dir, config.num_shards, config.dead_letter_payload
+    )
     return {
         "raw": raw,
         "transactions": transactions,
@@ -127,25 +161,51 @@ def summarize(result: Any) -> dict[str, Any]:
     by_code = {
         name: counters.get(metrics.DEAD_LETTER_CODE_PREFIX + name, 0)
         for name in ErrorCode.keys()  # noqa: SIM118 - protobuf enum wrapper
-        if counters.get(metrics.DEAD_LETTER_CODE_PREFIX + name, 0)
+        if counters.get(metrics.DEAD_LETTER_CODE_PREFIX + name, 0) and name != _SOURCE_UNREADABLE
     }
     read = counters.get(metrics.RECORDS_READ, 0)
     scored = counters.get(metrics.SCORED_WRITTEN, 0)
-    dead = counters.get(metrics.DEAD_LETTERS_WRITTEN, 0)
+    source_errors = counters.get(metrics.DEAD_LETTER_CODE_PREFIX + _SOURCE_UNREADABLE, 0)
+    dead = counters.get(metrics.DEAD_LETTERS_WRITTEN, 0) - source_errors
     duplicates = counters.get(metrics.DUPLICATES_DROPPED, 0)
     return {
         "pipeline_version": PIPELINE_VERSION,
         "read": read,
+        "blank_lines_skipped": counters.get(metrics.BLANK_LINES_SKIPPED, 0),
         "scored": scored,
         "dead_letters": dead,
         "dead_letters_by_code": by_code,
         "duplicates": duplicates,
         "balanced": read == scored + dead + duplicates,
+        "source_errors": source_errors,
+        "input_complete": source_errors == 0,
         "default_profiles_used": {
             kind: counters.get(metrics.DEFAULT_PROFILE_USED_PREFIX + kind, 0) for kind in ("customer", "merchant")
         },
         "reference_rows_rejected": counters.get(metrics.REFERENCE_ROWS_REJECTED, 0),
     }
+
+
+def source_error_details(output_dir: str) -> list[dict[str, Any]]:
+    """File, last good line and reason of each source error, read back from the dead letters."""
+    if "://" in output_dir:
+        return []
+    folder = os.path.join(output_dir, "dead_letters")
+    details: list[dict[str, Any]] = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        with open(os.path.join(folder, name), "rb") as f:
+            for line in f:
+                if _SOURCE_UNREADABLE.encode() in line:
+                    letter = json.loads(line)
+                    details.append(
+                        {
+                            "uri": letter.get("source", {}).get("uri", ""),
+                            "last_line": int(letter.get("source", {}).get("line", 0)),
+                            "message": letter.get("message", ""),
+                        }
+                    )
+    details.sort(key=lambda d: (d["uri"], d["last_line"]))
+    return details[:_MAX_SOURCE_ERROR_DETAILS]
 
 
 _EXECUTION_TIME = "beam:metric:ptransform_execution_time:total_msecs:v1"
@@ -171,42 +231,147 @@ def stage_msecs(result: Any) -> dict[str, int]:
     return dict(sorted(totals.items()))
 
 
+def exit_code(summary: dict[str, Any]) -> int:
+    if not summary["balanced"]:
+        return EXIT_UNBALANCED
+    if summary.get("source_errors", 0):
+        return EXIT_INPUT_INCOMPLETE
+    return EXIT_OK
+
+
 def format_summary(summary: dict[str, Any]) -> str:
-    rows = [("records read", summary["read"]), ("scored", summary["scored"]), ("dead letters", summary["dead_letters"])]
+    rows = [
+        ("records read", summary["read"]),
+        ("blank lines skipped", summary.get("blank_lines_skipped", 0)),
+        ("scored", summary["scored"]),
+        ("dead letters", summary["dead_letters"]),
+    ]
     rows += [(f"  {code}", n) for code, n in sorted(summary["dead_letters_by_code"].items())]
     rows += [
         ("duplicates dropped", summary["duplicates"]),
         ("default customer profiles", summary["default_profiles_used"]["customer"]),
         ("default merchant profiles", summary["default_profiles_used"]["merchant"]),
         ("reference rows rejected", summary["reference_rows_rejected"]),
+        ("source errors", summary.get("source_errors", 0)),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value:>10,}" for name, value in rows]
     verdict = "yes" if summary["balanced"] else "NO"
     lines.append(f"{'balanced':<{width}}  {verdict:>10}   (read = scored + dead letters + duplicates)")
+    if summary.get("source_errors", 0):
+        lines.append(f"{'input complete':<{width}}  {'NO':>10}   (part of the input could not be read:)")
+        lines += [f"  {d['uri']}: {d['message'].split(': ', 2)[-1]}" for d in summary.get("source_error_details", [])]
     return "\n".join(lines)
 
 
+class WorkerWatchdog:
+    """Ends a run whose worker process died instead of letting the runner wait on it.
+
+    With --direct_running_mode=multi_processing the FnApiRunner's workers are child processes
+    (`sdk_worker_main`); when one is killed the runner can wait minutes for it. The watchdog looks
+    at them twice a second; when one has gone and the job has not finished `grace` seconds later,
+    it calls `on_lost` (which must not return: it abandons the output and exits).
+    """
+
+    def __init__(self, on_lost, grace: float = 10.0, interval: float = 0.5):
+        self._on_lost = on_lost
+        self._grace = grace
+        self._interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="riskpipe-worker-watchdog", daemon=True)
+
+    def __enter__(self) -> WorkerWatchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+    @staticmethod
+    def _workers() -> set[int]:
+        """Live descendants of this process that are Beam SDK workers."""
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != b"Z":
+                children.setdefault(int(fields[1]), []).append(int(entry))
+        found, todo = set(), [os.getpid()]
+        while todo:
+            for child in children.get(todo.pop(), ()):
+                todo.append(child)
+                try:
+                    with open(f"/proc/{child}/cmdline", "rb") as f:
+                        args = f.read().split(b"\0")
+                except OSError:
+                    continue
+                if b"apache_beam.runners.worker.sdk_worker_main" in args and not args[0].endswith(b"sh"):
+                    found.add(child)
+        return found
+
+    def _watch(self) -> None:
+        seen: set[int] = set()
+        while not self._done.wait(self._interval):
+            alive = self._workers()
+            lost = seen - alive
+            seen |= alive
+            if lost and not self._done.wait(self._grace):
+                self._on_lost(sorted(lost))
+                return
+
+
 def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
-    """Parse options, validate the configuration, run the job, write and return the summary."""
-    options = PipelineOptions(argv)
+    """Parse options, validate the configuration, run the job, publish the output, return the summary.
+
+    Raises ConfigError before anything is read or written, RunFailedError when the job did not
+    finish (nothing is published then).
+    """
+    options = parse_options(list(argv if argv is not None else sys.argv[1:]))
     job = options.view_as(JobOptions)
     overrides = {s.option: getattr(job, s.option) for s in job_config.SETTINGS}
     config = job_config.load(job.config, overrides)
     check_model(config)
     model_version = resolve_model_version(config)
-    pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, model_version)
-    result = pipeline.run()
-    result.wait_until_finish()
-    summary = summarize(result)
-    summary["stage_msecs"] = stage_msecs(result)
-    summary["output_dir"] = config.output_dir
-    summary["model_version"] = model_version
-    if "://" not in config.output_dir:
-        os.makedirs(config.output_dir, exist_ok=True)
-    with FileSystems.create(f"{config.output_dir.rstrip('/')}/summary.json") as f:
-        f.write(json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
+    model_sha256 = file_digest(config.model) if "://" not in config.model else ""
+    folder = OutputFolder(config.output_dir, config.overwrite)
+    staging = folder.prepare()
+
+    def worker_lost(pids: list[int]) -> None:
+        folder.abandon()
+        print(
+            f"run failed: worker process {', '.join(map(str, pids))} ended while the job was running "
+            f"(killed, or out of memory); nothing was published to {config.output_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(EXIT_RUN_FAILED)
+
+    try:
+        folder.retire_previous()
+        pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
+        build_pipeline(pipeline, dataclasses.replace(config, output_dir=staging), model_version, model_sha256)
+        try:
+            with WorkerWatchdog(worker_lost):
+                result = pipeline.run()
+                result.wait_until_finish()
+        except Exception as exc:
+            raise RunFailedError(f"{type(exc).__name__}: {str(exc)[:2000]}") from exc
+        summary = summarize(result)
+        summary["source_error_details"] = source_error_details(staging)
+        summary["stage_msecs"] = stage_msecs(result)
+        summary["output_dir"] = config.output_dir
+        summary["model_version"] = model_version
+        summary["exit_code"] = exit_code(summary)
+        folder.write_summary(json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
+        folder.publish()
+    except BaseException:
+        folder.abandon()
+        raise
     return summary
 
 
@@ -230,15 +395,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         JobOptions._add_argparse_args(parser)
         parser.print_help()
         print("\nBeam's own pipeline options (--runner, --direct_num_workers, --flink_master, ...) pass through.")
-        return 0
+        return EXIT_OK
     try:
         summary = run(args)
     except job_config.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except RunFailedError as exc:
+        print(f"run failed, nothing was published: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     print(format_summary(summary))
     print(f"output: {summary['output_dir']}  (scored/, dead_letters/, summary.json)")
-    return 0 if summary["balanced"] else 1
+    return exit_code(summary)
 
 
 if __name__ == "__main__":

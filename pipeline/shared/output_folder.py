@@ -1,0 +1,145 @@
+"""The output folder: one run's complete results, published at the end, never mixed with another's.
+
+    DIR/scored/  DIR/dead_letters/  DIR/scored_parquet/  DIR/summary.json
+
+A run writes into a fresh hidden sibling, `.NAME.staging-<run id>`, and publishes it by renaming it
+to DIR once the job has finished; summary.json is written last, so a DIR with a summary.json holds
+one whole run. Before the job starts, the DIR of an earlier run is moved aside to `NAME.previous`
+(and removed when the new run publishes): a run that fails or is killed leaves no DIR at all,
+never the earlier run's "balanced" summary as if it were its own, and the earlier results can
+still be found in NAME.previous.
+
+A folder is the job's when it holds nothing but what the job writes; one that holds other files is
+refused (ConfigError, exit 2) unless `overwrite` is set. A lock file beside DIR (`.NAME.lock`,
+flock) lets one run at a time write into DIR: a second run started at once stops with exit 2 and
+touches nothing. The lock goes with the process, so a killed run never leaves it held; its stale
+staging folder is removed by the next run.
+
+Remote folders (gs://, s3://) cannot be renamed: there the run writes into DIR directly, and DIR
+should be a fresh prefix per run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+import time
+from typing import IO
+
+from pipeline.shared.config import ConfigError
+
+OURS = frozenset({"scored", "dead_letters", "scored_parquet", "summary.json", ".riskpipe-run"})
+MARKER = ".riskpipe-run"
+
+
+def _is_ours(folder: pathlib.Path) -> bool:
+    entries = set(os.listdir(folder))
+    if not entries:
+        return True
+    if not entries <= OURS:
+        return False
+    if MARKER in entries:
+        return True
+    try:  # written by a version of the job that left no marker
+        return "pipeline_version" in json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
+class OutputFolder:
+    def __init__(self, final: str, overwrite: bool = False):
+        self.final = final
+        self.remote = "://" in final
+        self._overwrite = overwrite
+        self._lock: IO[str] | None = None
+        self.staging = final
+        if not self.remote:
+            path = pathlib.Path(final).absolute()
+            self._path = path
+            self._previous = path.with_name(path.name + ".previous")
+
+    def prepare(self) -> str:
+        """Checks and locks the folder and creates the staging folder; returns where to write."""
+        if self.remote:
+            return self.final
+        path, where = self._path, f"output.dir: {self.final}"
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{where} is a file, not a folder")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{where}: its parent folder cannot be created: {exc.strerror or exc}") from None
+        lock_path = path.with_name(f".{path.name}.lock")
+        try:
+            lock = open(lock_path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole run
+        except OSError as exc:
+            raise ConfigError(f"{where}: not writable ({lock_path}: {exc.strerror or exc})") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise ConfigError(f"{where}: another run ({holder}) is writing into this folder") from None
+        self._lock = lock
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}\n")
+        lock.flush()
+        try:
+            if path.is_dir() and not _is_ours(path) and not self._overwrite:
+                raise ConfigError(
+                    f"{where} holds files the job did not write ({', '.join(sorted(os.listdir(path))[:5])}); "
+                    "choose another folder or pass --overwrite to replace it"
+                )
+            for stale in path.parent.glob(f".{path.name}.staging-*"):
+                shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; the lock says none runs
+            staging = path.with_name(f".{path.name}.staging-{os.getpid()}-{time.time_ns()}")
+            try:
+                staging.mkdir()
+                (staging / MARKER).write_text(json.dumps({"pid": os.getpid(), "started": time.time()}) + "\n")
+            except OSError as exc:
+                raise ConfigError(f"{where}: not writable ({exc.strerror or exc})") from None
+        except BaseException:
+            self.release()
+            raise
+        self.staging = str(staging)
+        return self.staging
+
+    def retire_previous(self) -> None:
+        """Moves an earlier run's DIR aside to NAME.previous, so that DIR is never stale."""
+        if self.remote or not self._path.exists():
+            return
+        if self._previous.exists():
+            shutil.rmtree(self._previous)
+        os.rename(self._path, self._previous)
+
+    def write_summary(self, data: bytes) -> None:
+        """summary.json, written last (still into the staging folder for local folders)."""
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.create(f"{self.staging.rstrip('/')}/summary.json") as f:
+            f.write(data)
+
+    def publish(self) -> None:
+        if not self.remote:
+            os.rename(self.staging, self._path)
+            if self._previous.exists():
+                shutil.rmtree(self._previous, ignore_errors=True)
+        self.release()
+
+    def abandon(self) -> None:
+        """A failed run: its staging folder goes, nothing is published."""
+        if not self.remote and self.staging != self.final:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                self._lock.close()
+            self._lock = None
