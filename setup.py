@@ -46,6 +46,7 @@ setuptools.setup(
             "types-PyYAML",
             "pycountry>=24",
             "iso4217>=1.11",
+            "hypothesis>=6.100",
         ],
     },
 )

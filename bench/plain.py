@@ -24,6 +24,7 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, Merc
 from pipeline.runner import resolve_model_version
 from pipeline.shared import config as job_config
 from pipeline.shared.clock import RunClock
+from pipeline.shared.dead_letter import redact
 from pipeline.shared.json_codec import dead_letter_json, scored_json
 from pipeline.stage_loader import load_stage
 
@@ -63,7 +64,7 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
         def refuse(letter: DeadLetter) -> None:
             nonlocal dead
             t = tick()
-            dead_out.write(dead_letter_json(letter) + "\n")
+            dead_out.write(dead_letter_json(redact(letter, config.dead_letter_payload)) + "\n")
             dead += 1
             spent["90_dead_letter"] += tick() - t
 
@@ -84,11 +85,19 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
                 spent["60_sink"] += tick() - t
             batch.clear()
 
-        ranges = [r for path in config.transaction_files for r in source.split_file(path, os.path.getsize(path))]
+        ranges = []
+        for entry in source.match_files(config.transactions):
+            if isinstance(entry, source.SourceError):
+                refuse(source.source_dead_letter(entry, clock))
+            else:
+                ranges += source.split_file(entry.path, entry.size)
         for line_range in ranges:
             t = tick()
             for record in source.read_range(line_range, clock):
                 if record is None:
+                    continue
+                if isinstance(record, source.SourceError):
+                    refuse(source.source_dead_letter(record, clock))
                     continue
                 read += 1
                 t1 = tick()

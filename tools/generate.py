@@ -14,9 +14,11 @@ The same seed gives the same bytes. What is in it:
   or jewellery; skimmed cards used far from home) and a fifth, "stealth", that they cannot;
 - legitimate look-alikes: large purchases, travellers abroad at any hour, noisy merchant risk;
 - a few cards without a customer profile (0.2%), to exercise the missing-profile policy;
-- with F > 0, that fraction of lines made invalid in eleven ways (broken JSON, not UTF-8, not an
-  object, wrong types, missing fields, rule violations, unknown codes, unparseable timestamps,
-  event times far in the future), each labelled with the error code the job must give it.
+- with F > 0, that fraction of lines made invalid in the INVALID_KINDS ways (broken JSON, NaN,
+  control characters, lone surrogates, deep nesting, not UTF-8, not an object, wrong types,
+  missing fields, rule violations, unknown codes, card numbers in clear, oversized fields,
+  timestamps that are not RFC 3339, event times far in the future or before 2000), in turn, each
+  labelled with its kind and the error code the job must give it.
 
 labels.jsonl has one row per line of transactions.jsonl: line, transaction_id, is_fraud,
 pattern, missing_profile and expected_error_code (null for a valid record).
@@ -36,7 +38,7 @@ import numpy as np
 import orjson
 
 # Bumped whenever the same seed would give other data (the benchmark caches data by it).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 # country, currency, minor-unit exponent, time zone, lat, lon, weight
 COUNTRIES = (
@@ -116,6 +118,20 @@ INVALID_KINDS = (
     ("unknown_channel", "ERROR_CODE_UNPARSEABLE_VALUE"),
     ("unparseable_event_time", "ERROR_CODE_UNPARSEABLE_VALUE"),
     ("event_time_far_future", "ERROR_CODE_EVENT_TIME_IN_FUTURE"),
+    ("card_number_in_clear", "ERROR_CODE_RULE_VIOLATION"),
+    ("event_time_iso_basic_format", "ERROR_CODE_UNPARSEABLE_VALUE"),
+    ("event_time_without_offset", "ERROR_CODE_UNPARSEABLE_VALUE"),
+    ("missing_amount", "ERROR_CODE_MISSING_FIELD"),
+    ("amount_as_float", "ERROR_CODE_WRONG_TYPE"),
+    ("amount_beyond_int64", "ERROR_CODE_RULE_VIOLATION"),
+    ("nan_literal", "ERROR_CODE_MALFORMED_JSON"),
+    ("control_character_in_string", "ERROR_CODE_MALFORMED_JSON"),
+    ("lone_surrogate_escape", "ERROR_CODE_MALFORMED_JSON"),
+    ("deeply_nested", "ERROR_CODE_MALFORMED_JSON"),
+    ("transaction_id_too_long", "ERROR_CODE_RULE_VIOLATION"),
+    ("mcc_not_four_digits", "ERROR_CODE_RULE_VIOLATION"),
+    ("event_time_before_2000", "ERROR_CODE_RULE_VIOLATION"),
+    ("huge_payload", "ERROR_CODE_RULE_VIOLATION"),
 )
 CHANNELS = ("POS", "ECOMMERCE", "ATM", "CONTACTLESS", "MOTO")
 
@@ -330,14 +346,45 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     return counts
 
 
+def _card_number(seed_digits: str) -> str:
+    """A 16-digit number that passes the Luhn check, as a card number in clear would."""
+    body = ("4" + seed_digits)[:15].ljust(15, "0")
+    total = 0
+    for position, char in enumerate(reversed(body)):
+        value = int(char) * (2 if position % 2 == 0 else 1)
+        total += value - 9 if value > 9 else value
+    return body + str((10 - total % 10) % 10)
+
+
 def _corrupt(kind: str, txn: dict) -> bytes:
+    raw = _corrupt_raw(kind, txn)
+    if raw is not None:
+        return raw
+    bad = {**txn, "amount": dict(txn["amount"])}
+    _mutate(kind, bad, txn)
+    return orjson.dumps(bad)
+
+
+def _corrupt_raw(kind: str, txn: dict) -> bytes | None:
+    """Kinds that are broken at the byte level; None for the others."""
+    if kind == "nan_literal":
+        return orjson.dumps(txn).replace(b'"minor_units":%d' % txn["amount"]["minor_units"], b'"minor_units":NaN')
+    if kind == "control_character_in_string":
+        return orjson.dumps(txn).replace(b'"merchant_id":"', b'"merchant_id":"\x00')
+    if kind == "lone_surrogate_escape":
+        return orjson.dumps(txn).replace(b'"merchant_id":"', b'"merchant_id":"\\ud800')
+    if kind == "deeply_nested":
+        return orjson.dumps(txn)[:-1] + b',"extra":' + b"[" * 5000 + b"]" * 5000 + b"}"
     if kind == "broken_json":
         return orjson.dumps(txn)[:-7]
     if kind == "not_utf8":
         return orjson.dumps(txn).replace(b'"country":"', b'"country":"\xff\xfe')
     if kind == "not_an_object":
         return orjson.dumps([txn["transaction_id"], txn["amount"]["minor_units"]])
-    bad = {**txn, "amount": dict(txn["amount"])}
+    return None
+
+
+def _mutate(kind: str, bad: dict, txn: dict) -> None:
     if kind == "amount_as_decimal_string":
         bad["amount"]["minor_units"] = f"{txn['amount']['minor_units'] / 100:.2f}"
     elif kind == "missing_card_id":
@@ -354,7 +401,26 @@ def _corrupt(kind: str, txn: dict) -> bytes:
         bad["event_time"] = txn["event_time"].replace("T", " at ").replace("Z", "")
     elif kind == "event_time_far_future":
         bad["event_time"] = "2099" + txn["event_time"][4:]
-    return orjson.dumps(bad)
+    elif kind == "card_number_in_clear":
+        bad["card_id"] = _card_number("".join(ch for ch in txn["card_id"] + txn["transaction_id"] if ch.isdigit()))
+    elif kind == "event_time_iso_basic_format":
+        bad["event_time"] = txn["event_time"].replace("-", "").replace(":", "")
+    elif kind == "event_time_without_offset":
+        bad["event_time"] = txn["event_time"].removesuffix("Z")
+    elif kind == "missing_amount":
+        del bad["amount"]
+    elif kind == "amount_as_float":
+        bad["amount"]["minor_units"] = txn["amount"]["minor_units"] + 0.5
+    elif kind == "amount_beyond_int64":
+        bad["amount"]["minor_units"] = 2**63 + txn["amount"]["minor_units"]
+    elif kind == "transaction_id_too_long":
+        bad["transaction_id"] = (txn["transaction_id"] + "-") * 8
+    elif kind == "mcc_not_four_digits":
+        bad["mcc"] = txn["mcc"] + "0"
+    elif kind == "event_time_before_2000":
+        bad["event_time"] = "1999" + txn["event_time"][4:]
+    elif kind == "huge_payload":
+        bad["device_id"] = "d" * 8_000
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,7 +65,7 @@ _PAN_FIELDS = ("card_id", "device_id")
 def contract_in_list(message: Descriptor, field: str) -> frozenset[str]:
     """The `string.in` list that the contract's buf.validate annotation gives `field`."""
     options = message.fields_by_name[field].GetOptions()
-    return frozenset(getattr(options.Extensions[validate_pb2.field].string, "in"))
+    return frozenset(getattr(options.Extensions[validate_pb2.field].string, "in"))  # type: ignore[attr-defined]
 
 
 _CURRENCIES = contract_in_list(Money.DESCRIPTOR, "currency")

@@ -7,8 +7,9 @@ Out: EnrichedTransaction with both profiles. Under missing_profile_policy=defaul
      profile is replaced by an empty default one and named in `missing_profiles`.
 Dead letters (stage 30_enrich):
   PROFILE_NOT_FOUND   a profile is missing and missing_profile_policy=dead_letter
-A reference row that does not parse or breaks the profile's rules is not a transaction: it is left
-out of the lookup, counted (reference_rows_rejected) and logged, and the run goes on.
+A reference row that is not UTF-8, does not parse or breaks the profile's rules is not a
+transaction: it is left out of the lookup, counted (reference_rows_rejected) and logged, and the
+run goes on. A UTF-8 byte-order mark at the start of a file is not part of its first row.
 """
 
 from __future__ import annotations
@@ -52,7 +53,14 @@ class ProfileParser:
         self._key = key_field
         self._validator = protovalidate.Validator()
 
-    def __call__(self, line: str) -> tuple[str, object] | None:
+    def __call__(self, row: bytes | str) -> tuple[str, object] | None:
+        if isinstance(row, bytes):
+            try:
+                row = row.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                _LOG.warning("%s: rejected reference row %.200r: not UTF-8: %s", self._type.__name__, row, exc)
+                return None
+        line = row.removeprefix("\ufeff")
         if not line.strip():
             return None
         profile = self._type()
@@ -77,7 +85,7 @@ def read_profile_file(path: str, message_type: type, key_field: str) -> dict[str
     """A whole reference file as key -> profile, without Beam (training, the benchmark's loop)."""
     parse = ProfileParser(message_type, key_field)
     with FileSystems.open(path) as f:
-        return dict(p for p in map(parse, (line.decode("utf-8") for line in f)) if p is not None)
+        return dict(p for p in map(parse, f) if p is not None)
 
 
 class ParseProfilesFn(beam.DoFn):
@@ -89,10 +97,10 @@ class ParseProfilesFn(beam.DoFn):
         self._parse = ProfileParser(self._type, self._key)
         self._rejected = metrics.counter(metrics.REFERENCE_ROWS_REJECTED)
 
-    def process(self, line: str) -> Iterator[tuple[str, object]]:
-        parsed = self._parse(line)
+    def process(self, row: bytes) -> Iterator[tuple[str, object]]:
+        parsed = self._parse(row)
         if parsed is None:
-            if line.strip():
+            if row.strip().removeprefix(b"\xef\xbb\xbf"):
                 self._rejected.inc()
             return
         yield parsed
@@ -171,7 +179,8 @@ class ReadProfiles(beam.PTransform):
     def expand(self, pbegin):
         return (
             pbegin
-            | "ReadRows" >> beam.io.ReadFromText(self._path)
+            # Bytes, not text: a row that is not UTF-8 is rejected by the parser, not a crashed job.
+            | "ReadRows" >> beam.io.ReadFromText(self._path, coder=beam.coders.BytesCoder())
             | "ParseRows"
             >> beam.ParDo(ParseProfilesFn(self._type, self._key)).with_output_types(tuple[str, self._type])
         )
