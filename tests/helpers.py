@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import glob
+
+import yaml
+
 from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, MerchantProfile
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
+from tests.conftest import AS_OF, MODEL, ROOT
 
 
 def transaction(
@@ -64,3 +69,24 @@ def merchant(
         risk_score=risk,
         timezone=timezone,
     )
+
+
+def job_config(dataset, out, **overrides):
+    data = yaml.safe_load((ROOT / "config.yaml").read_text())
+    data["input"]["transactions"] = str(dataset / "transactions.jsonl")
+    data["reference"]["customers"] = str(dataset / "customers.jsonl")
+    data["reference"]["merchants"] = str(dataset / "merchants.jsonl")
+    data["predict"]["model"] = str(MODEL)
+    data["output"]["dir"] = str(out)
+    data["run"]["as_of"] = AS_OF.isoformat()
+    data["validate"]["max_future_skew_seconds"] = 300
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        data[section][name] = value
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def read_jsonl(folder):
+    return sorted(line for f in glob.glob(str(folder / "*.jsonl")) for line in open(f, encoding="utf-8"))

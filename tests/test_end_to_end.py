@@ -12,7 +12,6 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 import pytest
-import yaml
 from apache_beam.testing.test_pipeline import TestPipeline
 from google.protobuf import json_format
 
@@ -24,28 +23,8 @@ from pipeline import runner
 from pipeline.shared import features
 from pipeline.shared.clock import RunClock
 from pipeline.stage_loader import load_stage
-from tests.conftest import AS_OF, MODEL, ROOT
-
-
-def job_config(dataset, out, **overrides):
-    data = yaml.safe_load((ROOT / "config.yaml").read_text())
-    data["input"]["transactions"] = str(dataset / "transactions.jsonl")
-    data["reference"]["customers"] = str(dataset / "customers.jsonl")
-    data["reference"]["merchants"] = str(dataset / "merchants.jsonl")
-    data["predict"]["model"] = str(MODEL)
-    data["output"]["dir"] = str(out)
-    data["run"]["as_of"] = AS_OF.isoformat()
-    data["validate"]["max_future_skew_seconds"] = 300
-    for key, value in overrides.items():
-        section, name = key.split("__")
-        data[section][name] = value
-    path = out.parent / f"{out.name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
-
-
-def read_jsonl(folder):
-    return sorted(line for f in glob.glob(str(folder / "*.jsonl")) for line in open(f, encoding="utf-8"))
+from tests.conftest import AS_OF, MODEL
+from tests.helpers import job_config, read_jsonl
 
 
 def labels(dataset):
