@@ -401,7 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except job_config.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except RunFailedError as exc:
+    except Exception as exc:  # a runner failure or a bug: say so, publish nothing
+        if not isinstance(exc, RunFailedError):
+            logging.getLogger(__name__).error("the run failed", exc_info=exc)
         print(f"run failed, nothing was published: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
     print(format_summary(summary))

@@ -74,3 +74,114 @@ def test_ingest_time_is_the_run_clock(tmp_path, clock):
     assert records[1] is None
     assert [r.source.line for r in records if r is not None] == [1, 3]
     assert all(r.ingest_time == clock.timestamp() for r in records if r is not None)
+
+
+# --- damaged and unreadable input -------------------------------------------------------------
+
+LINES = b"".join(b'{"n": %d, "pad": "%s"}\n' % (i, b"x" * (i % 50)) for i in range(1, 2001))
+
+
+def read_all(path, clock):
+    out = list(source.read_range(source.LineRange(str(path), 0, -1, 1), clock))
+    records = [r for r in out if r is not None and not isinstance(r, source.SourceError)]
+    errors = [r for r in out if isinstance(r, source.SourceError)]
+    return records, errors
+
+
+@pytest.mark.parametrize(
+    "name", ["t.jsonl.GZ", "t.JSONL.Gz", "t.jsonl.bz2", "t.jsonl.ZST", "t.jsonl.xz", "t.jsonl.deflate"]
+)
+def test_compression_is_read_from_the_name_in_any_case_and_compressed_files_are_never_split(tmp_path, clock, name):
+    import bz2
+    import lzma
+    import zlib
+
+    import zstandard
+
+    compress = {
+        ".gz": gzip.compress,
+        ".bz2": bz2.compress,
+        ".zst": zstandard.ZstdCompressor().compress,
+        ".xz": lzma.compress,
+        ".deflate": zlib.compress,
+    }["." + name.lower().rsplit(".", 1)[1]]
+    path = tmp_path / name
+    path.write_bytes(compress(LINES))
+    assert list(source.split_file(str(path), path.stat().st_size, split_bytes=7)) == [
+        source.LineRange(str(path), 0, -1, 1)
+    ]
+    records, errors = read_all(path, clock)
+    assert errors == [] and [r.source.line for r in records] == list(range(1, 2001))
+    assert b"".join(r.payload + b"\n" for r in records) == LINES
+
+
+def flush_cut_gzip(data, keep):
+    """A gzip stream cut right after a flush point: every byte before it decompresses cleanly."""
+    import zlib
+
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(data[:keep]) + compressor.flush(zlib.Z_SYNC_FLUSH)
+
+
+def test_a_gzip_cut_at_a_flush_point_reports_the_damage_after_the_lines_before_it(tmp_path, clock):
+    path = tmp_path / "cut.jsonl.gz"
+    keep = LINES.index(b'{"n": 701,') + 10  # part of line 701 survives the cut
+    path.write_bytes(flush_cut_gzip(LINES, keep))
+    records, errors = read_all(path, clock)
+    assert [r.source.line for r in records] == list(range(1, 701))
+    (error,) = errors
+    assert error.last_line == 700 and "truncated" in error.reason
+    assert error.partial_line == LINES[LINES.index(b'{"n": 701,') : keep]
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "reason"),
+    [
+        ("corrupt.jsonl.gz", lambda b: b[:60_000] + bytes(x ^ 0x5A for x in b[60_000:60_200]) + b[60_200:], "corrupt"),
+        ("plain.jsonl.gz", lambda b: LINES, "not gzip"),
+        ("half.jsonl.bz2", lambda b: b[: len(b) // 2], "truncated"),
+    ],
+)
+def test_corrupt_truncated_or_mislabelled_files_are_a_source_error_not_a_crash(tmp_path, clock, name, damage, reason):
+    import bz2
+    import random as rnd
+
+    rng = rnd.Random(1)
+    data = b"".join(b'{"n": %d, "r": %d}\n' % (i, rng.getrandbits(64)) for i in range(1, 20001))
+    compress = bz2.compress if name.endswith(".bz2") else gzip.compress
+    path = tmp_path / name
+    path.write_bytes(damage(compress(data)))
+    records, errors = read_all(path, clock)
+    (error,) = errors
+    assert reason in error.reason
+    assert [r.source.line for r in records] == list(range(1, error.last_line + 1))
+    assert error.last_line < 20000
+
+
+def test_folders_fifos_broken_links_and_undecodable_names_are_reported_by_name(tmp_path, clock):
+    import os
+
+    (tmp_path / "good.jsonl").write_bytes(b'{"n": 1}\n')
+    (tmp_path / "folder.jsonl").mkdir()
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "absent")
+    odd = os.path.join(str(tmp_path).encode(), b"name-\xff.jsonl")
+    with open(odd, "wb") as f:
+        f.write(b'{"n": 2}\n')
+    entries = list(source.match_files(str(tmp_path / "*.jsonl")))
+    errors = {os.path.basename(e.path): e.reason for e in entries if isinstance(e, source.SourceError)}
+    files = sorted(source.display_uri(e.path).rsplit("/", 1)[1] for e in entries if isinstance(e, source.FileEntry))
+    assert files == ["good.jsonl", "name-\\xff.jsonl"]
+    assert "is a folder" in errors["folder.jsonl"]
+    assert "FIFO" in errors["fifo.jsonl"]
+    assert "cannot be opened" in errors["link.jsonl"]
+    odd_entry = next(e for e in entries if isinstance(e, source.FileEntry) and "name-" in e.path)
+    records, read_errors = read_all(odd_entry.path, clock)
+    assert read_errors == [] and records[0].source.uri.endswith("name-\\xff.jsonl")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_record(tmp_path, clock):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"n": 1}\n{"n": 2}\n')
+    records, _ = read_all(path, clock)
+    assert [r.payload for r in records] == [b'{"n": 1}', b'{"n": 2}']
