@@ -117,3 +117,86 @@ def test_a_model_of_another_width_is_refused(config_dir):
     with pytest.raises(config.ConfigError, match="one float tensor of 11 features"):
         runner.check_model(config.load(path))
     assert runner.main(["--config", path]) == 2
+
+
+# --- every configuration problem is exit 2 naming the key, never a traceback -----------------
+
+MORE_BAD = [
+    ("empty_thresholds_version", lambda d: d["thresholds"].update(version=""), "thresholds.version"),
+    ("blank_thresholds_version", lambda d: d["thresholds"].update(version="  "), "thresholds.version"),
+    (
+        "skew_past_year_9999",
+        lambda d: d["validate"].update(max_future_skew_seconds=10**12),
+        "validate.max_future_skew_seconds",
+    ),
+    ("as_of_at_the_end_of_time", lambda d: d["run"].update(as_of="9999-12-31T23:00:00Z"), "run.as_of"),
+    ("as_of_not_rfc3339", lambda d: d["run"].update(as_of="2026-11-15 00:00:00Z"), "run.as_of"),
+    ("bad_payload_policy", lambda d: d["dead_letter"].update(payload="some"), "dead_letter.payload"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "message"), [b[1:] for b in MORE_BAD], ids=[b[0] for b in MORE_BAD])
+def test_more_bad_values_stop_the_job_with_the_key(config_dir, mutate, message, capsys):
+    path = write(config_dir, mutate)
+    assert runner.main(["--config", path]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (config_dir / "out").exists()
+
+
+def test_paths_that_cannot_be_used_are_exit_2_with_the_key(config_dir, tmp_path, capsys):
+    import os
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "t.jsonl").write_text("{}\n")
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    (tmp_path / "broken.jsonl").symlink_to(tmp_path / "absent")
+    cases = [
+        (["--output_dir", str(a_file)], "output.dir"),
+        (["--output_dir", "/proc/riskpipe-cannot-write-here"], "output.dir"),
+        (["--input", str(folder)], "input.transactions"),
+        (["--input", str(folder) + "/"], "input.transactions"),
+        (["--customers", str(folder)], "reference.customers"),
+        (["--merchants", str(tmp_path / "fifo.jsonl")], "reference.merchants"),
+        (["--customers", str(tmp_path / "broken.jsonl")], "reference.customers"),
+    ]
+    for extra, key in cases:
+        assert runner.main(["--config", str(config_dir / "config.yaml"), *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert key in err and "Traceback" not in err, (extra, err)
+
+
+def test_a_config_file_that_is_not_utf8_is_exit_2(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("output:\n  dir: caf\xe9\n".encode("latin-1"))
+    assert runner.main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "--config" in err and "not UTF-8" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--decline_treshold", "0.8"], "unknown option --decline_treshold (did you mean --decline_threshold?)"),
+        (["--modle=x.onnx"], "unknown option --modle (did you mean --model?)"),
+        (["stray"], "unexpected argument 'stray'"),
+        (["--runner", "NoSuchRunner"], "--runner: 'NoSuchRunner' is not a runner Beam knows"),
+    ],
+)
+def test_unknown_options_stray_arguments_and_unknown_runners_are_exit_2(config_dir, capsys, extra, message):
+    assert runner.main(["--config", str(config_dir / "config.yaml"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Discarding" not in err
+    assert not (config_dir / "out").exists()
+
+
+def test_beam_options_still_pass_and_overwrite_needs_no_value(config_dir):
+    options = runner.parse_options(
+        ["--config", "c.yaml", "--runner=DirectRunner", "--direct_num_workers=2", "--overwrite",
+         "--flink_master=localhost:8081", "--job_endpoint=localhost:8099", "--environment_type=LOOPBACK"]
+    )  # fmt: skip
+    job = options.view_as(runner.JobOptions)
+    assert job.overwrite == "true" and job.config == "c.yaml"
