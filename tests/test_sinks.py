@@ -7,6 +7,7 @@ import pickle
 import apache_beam as beam
 import orjson
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.coders import ProtoCoder
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -131,3 +132,52 @@ def test_stage_guard_turns_an_unexpected_exception_into_an_internal_error(clock)
             assert pickle.loads(pickle.dumps(letter)) == letter
 
         assert_that(dead, check, label="dead")
+
+
+# --- card numbers never travel in clear -------------------------------------------------------
+
+PAN_PAYLOAD = b'{"transaction_id": "t-9", "card_id": "4111 1111 1111 1111", "note": "5500-0000-0000-0004"}'
+
+
+def pan_letter(clock):
+    from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
+
+    return make_dead_letter(
+        "10_validate",
+        ErrorCode.ERROR_CODE_RULE_VIOLATION,
+        "card_id: is a card number in clear (4111 1111 1111 1111)",
+        RawRecord(payload=PAN_PAYLOAD, source=SourcePosition(uri="in.jsonl", line=3)),
+        clock.timestamp(),
+        [FieldViolation(field_path="card_id", rule_id="riskpipe.pan_in_clear", value="4111 1111 1111 1111")],
+    )
+
+
+@pytest.mark.parametrize(
+    ("policy", "payload"),
+    [
+        ("raw", PAN_PAYLOAD),
+        ("masked", b'{"transaction_id": "t-9", "card_id": "4111 11** **** 1111", "note": "5500-00**-****-0004"}'),
+        ("none", b""),
+    ],
+)
+def test_written_dead_letters_mask_card_numbers_and_keep_the_payload_by_policy(tmp_path, clock, policy, payload):
+    with TestPipeline() as p:
+        _ = p | beam.Create([pan_letter(clock)]) | dead_letter_sink.WriteDeadLetters(str(tmp_path), 1, policy)
+    (line,) = open(glob.glob(str(tmp_path / "dead_letters/*"))[0], encoding="utf-8").read().splitlines()
+    assert "4111 1111 1111 1111" not in line and "5500-0000-0000-0004" not in line
+    written = json_format.Parse(line, DeadLetter())
+    assert written.payload_text == (
+        '{"transaction_id": "t-9", "card_id": "4111 11** **** 1111", "note": "5500-00**-****-0004"}'
+    )
+    assert written.violations[0].value == "4111 11** **** 1111"
+    assert "4111 11** **** 1111" in written.message
+    assert written.payload == payload
+
+
+def test_masking_keeps_what_is_not_a_card_number(clock):
+    from pipeline.shared.card_numbers import mask_pans, mask_pans_bytes
+
+    text = '{"t": "2026-11-03T14:22:05Z", "amount": 12345678901234, "id": "t0042-00001234", "x": "4111111111111112"}'
+    assert mask_pans(text) == text
+    assert mask_pans("pan 4111111111111111 end") == "pan 411111******1111 end"
+    assert mask_pans_bytes(b"\xff4111111111111111") == b"\xff411111******1111"
