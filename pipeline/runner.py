@@ -50,6 +50,9 @@ predict = load_stage("50_predict")
 sink = load_stage("60_sink")
 dead_letter_sink = load_stage("90_dead_letter")
 
+# The engine Beam's DirectRunner uses for batch pipelines, in this process (or in worker processes
+# with --direct_running_mode=multi_processing).
+DEFAULT_RUNNER = "FnApiRunner"
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
 EXIT_CONFIG = 2
@@ -95,7 +98,11 @@ def parse_options(argv: Sequence[str]) -> PipelineOptions:
                 problems.append(f"unexpected argument {arg!r} (options take the form --name=value)")
         raise job_config.ConfigError("; ".join(problems))
     options = PipelineOptions(list(argv))
-    runner = options.view_as(StandardOptions).runner
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        # Named, never left to Beam: its DirectRunner would first try to download a Prism binary.
+        standard.runner = DEFAULT_RUNNER
+    runner = standard.runner
     if runner is not None:
         try:
             create_runner(runner)
@@ -264,6 +271,34 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def worker_processes(root: int) -> set[int]:
+    """Live descendants of process `root` that are Beam Python SDK workers (not the shells that
+    start them), found through /proc; empty where there is no /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != b"Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            todo.append(child)
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"apache_beam.runners.worker.sdk_worker_main" in args and not args[0].endswith(b"sh"):
+                found.add(child)
+    return found
+
+
 class WorkerWatchdog:
     """Ends a run whose worker process died instead of letting the runner wait on it.
 
@@ -287,37 +322,10 @@ class WorkerWatchdog:
     def __exit__(self, *exc: object) -> None:
         self._done.set()
 
-    @staticmethod
-    def _workers() -> set[int]:
-        """Live descendants of this process that are Beam SDK workers."""
-        children: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != b"Z":
-                children.setdefault(int(fields[1]), []).append(int(entry))
-        found, todo = set(), [os.getpid()]
-        while todo:
-            for child in children.get(todo.pop(), ()):
-                todo.append(child)
-                try:
-                    with open(f"/proc/{child}/cmdline", "rb") as f:
-                        args = f.read().split(b"\0")
-                except OSError:
-                    continue
-                if b"apache_beam.runners.worker.sdk_worker_main" in args and not args[0].endswith(b"sh"):
-                    found.add(child)
-        return found
-
     def _watch(self) -> None:
         seen: set[int] = set()
         while not self._done.wait(self._interval):
-            alive = self._workers()
+            alive = worker_processes(os.getpid())
             lost = seen - alive
             seen |= alive
             if lost and not self._done.wait(self._grace):
