@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.loads((job_out / "summary.json").read_text())
     identical = all(sorted_lines(plain_out / d) == sorted_lines(job_out / d) for d in ("scored", "dead_letters"))
     table, off = check(data, outcomes(job_out))
-    injected = collections.Counter()
+    injected: collections.Counter[str] = collections.Counter()
     for row in table:
         if row["kind"] != "valid":
             injected[row["code"]] += row["injected"]
