@@ -17,6 +17,7 @@ figures from one run, not across runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import pathlib
@@ -80,6 +81,34 @@ def run_child(module: str, args: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@dataclasses.dataclass
+class SideBySide:
+    """The plain loop and the job, run one after the other on one generated data set."""
+
+    data: pathlib.Path
+    generate_seconds: float | None
+    plain: dict
+    job: dict
+    plain_out: pathlib.Path
+    job_out: pathlib.Path
+    identical: bool
+
+
+def run_side_by_side(
+    work_dir: pathlib.Path, records: int, seed: int, invalid: float, job_args: str, name: str
+) -> SideBySide:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    data, generate_seconds = dataset(work_dir, records, seed, invalid)
+    config = write_config(work_dir, data)
+    plain_out, job_out = work_dir / f"{name}-plain", work_dir / f"{name}-job"
+    for folder in (plain_out, job_out):
+        shutil.rmtree(folder, ignore_errors=True)
+    plain = run_child("bench.plain", ["--config", str(config), "--output_dir", str(plain_out)])
+    job = run_child("bench.job", ["--config", str(config), "--output_dir", str(job_out), *shlex.split(job_args)])
+    identical = all(sorted_lines(plain_out / d) == sorted_lines(job_out / d) for d in ("scored", "dead_letters"))
+    return SideBySide(data, generate_seconds, plain, job, plain_out, job_out, identical)
+
+
 def sorted_lines(folder: pathlib.Path) -> list[str]:
     lines: list[str] = []
     for path in glob.glob(str(folder / "*.jsonl")):
@@ -98,16 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-output", action="store_true")
     args = parser.parse_args(argv)
 
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    data, generate_seconds = dataset(args.work_dir, args.records, args.seed, args.invalid_fraction)
-    config = write_config(args.work_dir, data)
-    plain_out, job_out = args.work_dir / "out-plain", args.work_dir / "out-job"
-    for folder in (plain_out, job_out):
-        shutil.rmtree(folder, ignore_errors=True)
-
-    plain = run_child("bench.plain", ["--config", str(config), "--output_dir", str(plain_out)])
-    job = run_child("bench.job", ["--config", str(config), "--output_dir", str(job_out), *shlex.split(args.job_args)])
-    identical = all(sorted_lines(plain_out / d) == sorted_lines(job_out / d) for d in ("scored", "dead_letters"))
+    run = run_side_by_side(args.work_dir, args.records, args.seed, args.invalid_fraction, args.job_args, "out")
+    plain, job, identical, generate_seconds = run.plain, run.job, run.identical, run.generate_seconds
+    plain_out, job_out = run.plain_out, run.job_out
     if not args.keep_output:
         shutil.rmtree(plain_out, ignore_errors=True)
         shutil.rmtree(job_out, ignore_errors=True)

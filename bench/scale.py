@@ -17,13 +17,12 @@ import argparse
 import collections
 import json
 import pathlib
-import shlex
 import shutil
 import sys
 
 import orjson
 
-from bench.run import ROOT, dataset, run_child, sorted_lines, write_config
+from bench.run import ROOT, run_side_by_side, sorted_lines
 from tools.generate import INVALID_KINDS
 
 
@@ -80,19 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job-args", default="", help="extra Beam options for the job, one string")
     args = parser.parse_args(argv)
 
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    data, generate_seconds = dataset(args.work_dir, args.records, args.seed, args.invalid_fraction)
-    config = write_config(args.work_dir, data)
-    plain_out, job_out = args.work_dir / "scale-plain", args.work_dir / "scale-job"
-    for folder in (plain_out, job_out):
-        shutil.rmtree(folder, ignore_errors=True)
-    plain = run_child("bench.plain", ["--config", str(config), "--output_dir", str(plain_out)])
-    job = run_child(
-        "bench.job", ["--config", str(config), "--output_dir", str(job_out), "--overwrite", *shlex.split(args.job_args)]
-    )
+    run = run_side_by_side(args.work_dir, args.records, args.seed, args.invalid_fraction, args.job_args, "scale")
+    plain, job, identical, generate_seconds = run.plain, run.job, run.identical, run.generate_seconds
+    plain_out, job_out = run.plain_out, run.job_out
     summary = json.loads((job_out / "summary.json").read_text())
-    identical = all(sorted_lines(plain_out / d) == sorted_lines(job_out / d) for d in ("scored", "dead_letters"))
-    table, off = check(data, outcomes(job_out))
+    table, off = check(run.data, outcomes(job_out))
     injected: collections.Counter[str] = collections.Counter()
     for row in table:
         if row["kind"] != "valid":
