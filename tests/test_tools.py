@@ -105,3 +105,32 @@ def test_shipped_model_is_reproduced_by_its_card(tmp_path):
         == 0
     )
     assert hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest() == card["sha256"]
+
+
+def test_replay_leaves_out_source_errors_and_letters_without_payload(tmp_path, capsys, clock):
+    from contracts.riskpipe.v1.dead_letter_pb2 import ErrorCode
+    from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
+    from pipeline.shared.dead_letter import make_dead_letter
+    from pipeline.shared.json_codec import dead_letter_json
+    from tools import replay
+
+    def letter(code, payload, line):
+        origin = RawRecord(payload=payload, source=SourcePosition(uri="in.jsonl", line=line))
+        return dead_letter_json(make_dead_letter("10_validate", code, "m", origin, clock.timestamp()))
+
+    letters = tmp_path / "dead.jsonl"
+    letters.write_text(
+        "\n".join(
+            [
+                letter(ErrorCode.ERROR_CODE_MALFORMED_JSON, b'{"broken', 2),
+                letter(ErrorCode.ERROR_CODE_SOURCE_UNREADABLE, b'{"cut sh', 7),
+                letter(ErrorCode.ERROR_CODE_MALFORMED_JSON, b"", 9),
+            ]
+        )
+        + "\n"
+    )
+    out = tmp_path / "replay.jsonl"
+    assert replay.main(["--dead-letters", str(letters), "--out", str(out)]) == 0
+    assert out.read_bytes() == b'{"broken\n'
+    printed = capsys.readouterr().out
+    assert "source errors (not records)" in printed and "without payload" in printed

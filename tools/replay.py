@@ -6,6 +6,8 @@
 Writes the original payload bytes of every selected dead letter, one per line, in source order
 (file, then line), and prints how many it wrote per error code. The job then reads the file like
 any other input: `./run_local.sh --input replay.jsonl --output_dir output/replay`.
+Left out, and counted: SOURCE_UNREADABLE letters (not records: restore the file and run it again)
+and letters written without their payload (dead_letter.payload: none).
 """
 
 from __future__ import annotations
@@ -48,13 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     paths = sorted(glob.glob(args.dead_letters))
     if not paths:
         parser.error(f"no file matches {args.dead_letters!r}")
-    letters = select(paths, set(args.code), set(args.stage))
+    letters: list[DeadLetter] = []
+    skipped: Counter[str] = Counter()
+    for letter in select(paths, set(args.code), set(args.stage)):
+        if letter.error_code == ErrorCode.ERROR_CODE_SOURCE_UNREADABLE:
+            skipped["source errors (not records)"] += 1
+        elif not letter.payload:
+            skipped["without payload"] += 1
+        else:
+            letters.append(letter)
     with open(args.out, "wb") as out:
         for letter in letters:
             out.write(letter.payload.replace(b"\n", b" ") + b"\n")
     for code, count in sorted(Counter(ErrorCode.Name(d.error_code) for d in letters).items()):
         print(f"{code:<40} {count:>8,}")
     print(f"{'written to ' + args.out:<40} {len(letters):>8,}")
+    for reason, count in sorted(skipped.items()):
+        print(f"{'left out: ' + reason:<40} {count:>8,}")
     return 0
 
 
