@@ -346,7 +346,14 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     check_model(config)
     model_version = resolve_model_version(config)
     model_sha256 = file_digest(config.model) if "://" not in config.model else ""
-    folder = OutputFolder(config.output_dir, config.overwrite)
+    protected = (
+        os.path.dirname(config.transactions) or ".",
+        config.customers,
+        config.merchants,
+        config.model,
+        *([job.config] if job.config else []),
+    )
+    folder = OutputFolder(config.output_dir, config.overwrite, protected)
     staging = folder.prepare()
 
     def worker_lost(pids: list[int]) -> None:

@@ -176,3 +176,11 @@ def test_compressed_input_is_scored_like_plain_input(tmp_path):
     a = runner.run(args(plain, tmp_path / "a"))
     b = runner.run(args(packed, tmp_path / "b"))
     assert a["scored"] == b["scored"] == 40
+
+
+def test_a_folder_that_holds_what_the_job_reads_is_never_replaced_even_with_overwrite(tmp_path, capsys):
+    source = write_input(tmp_path, 20)
+    for out in (tmp_path, tmp_path.parent, ROOT):
+        assert runner.main(args(source, out, "--overwrite")) == 2
+        assert "choose a folder of its own" in capsys.readouterr().err
+    assert source.exists() and (ROOT / "config.yaml").exists()

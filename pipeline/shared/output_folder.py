@@ -51,8 +51,11 @@ def _is_ours(folder: pathlib.Path) -> bool:
 
 
 class OutputFolder:
-    def __init__(self, final: str, overwrite: bool = False):
+    def __init__(self, final: str, overwrite: bool = False, protected: tuple[str, ...] = ()):
+        """`protected`: paths the run reads (input, reference files, model, config); a folder that
+        holds one of them, the working directory or the home folder is never replaced."""
         self.final = final
+        self._protected = protected
         self.remote = "://" in final
         self._overwrite = overwrite
         self._lock: IO[str] | None = None
@@ -69,6 +72,15 @@ class OutputFolder:
         path, where = self._path, f"output.dir: {self.final}"
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{where} is a file, not a folder")
+        resolved = path.resolve()
+        for other in (os.getcwd(), str(pathlib.Path.home()), *self._protected):
+            if "://" in other:
+                continue
+            target = pathlib.Path(other).resolve()
+            if target == resolved or resolved in target.parents:
+                raise ConfigError(
+                    f"{where} holds {other}, which the job needs or must not replace; choose a folder of its own"
+                )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
