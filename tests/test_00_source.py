@@ -32,7 +32,7 @@ def test_reads_plain_and_gzip_files_by_glob_with_line_numbers(tmp_path, clock, s
         f.write(b'{"n": "gz1"}\n{"n": "gz2"}\n')
     (tmp_path / "ignored.txt").write_bytes(b"not matched\n")
 
-    with TestPipeline() as p:
+    with TestPipeline(runner="FnApiRunner") as p:
         records, errors = p | source.ReadTransactions(str(tmp_path / "*.jsonl*"), clock, split_bytes=split_bytes)
         assert_that(errors, equal_to([]), label="NoSourceErrors")
         assert_that(

@@ -202,7 +202,7 @@ def test_parsing_is_idempotent(parse):
 
 def test_validate_transform_routes_to_main_and_dead_letter_outputs(clock):
     records = [raw(GOOD, line=1), raw(b"{", line=2), raw(variant(transaction_id="t-2", country="QQ"), line=3)]
-    with TestPipeline() as p:
+    with TestPipeline(runner="FnApiRunner") as p:
         transactions, dead = p | beam.Create(records) | validate.Validate(clock, 300)
         assert_that(transactions | beam.Map(lambda t: t.transaction_id), equal_to(["t-1"]), label="main")
         assert_that(

@@ -79,7 +79,7 @@ def test_profile_parser_rejects_rows_that_break_the_profile_rules():
 def test_enrich_transform_joins_side_inputs(reference, clock, policy):
     customers, merchants = reference
     txns = [transaction("t-1", card="c-1"), transaction("t-2", card="c-2"), transaction("t-3", card="c-3")]
-    with TestPipeline() as p:
+    with TestPipeline(runner="FnApiRunner") as p:
         enriched, dead = p | beam.Create(txns) | enrich.Enrich(customers, merchants, policy, clock)
         if policy == "default":
             expected = [("t-1", "FR", ()), ("t-2", "DE", ()), ("t-3", "", (ProfileKind.PROFILE_KIND_CUSTOMER,))]

@@ -90,7 +90,7 @@ def test_predict_transform_scores_like_onnxruntime_and_isolates_a_poison_record(
     poison.transaction.transaction_id = "t-poison"
     del poison.features.values[4:]
     expected = {r.transaction.transaction_id: float(s) for r, s in zip(records, direct_scores(records), strict=True)}
-    with TestPipeline() as p:
+    with TestPipeline(runner="FnApiRunner") as p:
         scored, dead = (
             p
             | beam.Create([*records[:10], poison, *records[10:]])

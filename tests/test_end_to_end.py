@@ -34,7 +34,7 @@ def labels(dataset):
 @pytest.fixture(scope="module")
 def first_run(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "a"
-    summary = runner.run(["--config", job_config(dataset, out)], test_pipeline=TestPipeline())
+    summary = runner.run(["--config", job_config(dataset, out)], test_pipeline=TestPipeline(runner="FnApiRunner"))
     return out, summary
 
 
@@ -120,7 +120,7 @@ def test_the_model_separates_fraud_on_the_job_output(first_run, dataset):
 def test_a_rerun_gives_identical_records(first_run, dataset, tmp_path):
     out, _ = first_run
     again = tmp_path / "b"
-    runner.run(["--config", job_config(dataset, again)], test_pipeline=TestPipeline())
+    runner.run(["--config", job_config(dataset, again)], test_pipeline=TestPipeline(runner="FnApiRunner"))
     assert read_jsonl(again / "scored") == read_jsonl(out / "scored")
     assert read_jsonl(again / "dead_letters") == read_jsonl(out / "dead_letters")
 
@@ -136,7 +136,8 @@ def test_wall_clock_reruns_differ_only_in_their_timestamps(dataset, tmp_path):
     for name in ("w1", "w2"):
         out = tmp_path / name
         runner.run(
-            ["--config", job_config(dataset, out, run__as_of=None), "--num_shards", "2"], test_pipeline=TestPipeline()
+            ["--config", job_config(dataset, out, run__as_of=None), "--num_shards", "2"],
+            test_pipeline=TestPipeline(runner="FnApiRunner"),
         )
         runs.append(out)
     assert strip(runs[0] / "scored", {"scored_at"}) == strip(runs[1] / "scored", {"scored_at"})
@@ -147,7 +148,8 @@ def test_wall_clock_reruns_differ_only_in_their_timestamps(dataset, tmp_path):
 def test_dead_letter_policy_refuses_records_without_profiles(dataset, tmp_path):
     out = tmp_path / "strict"
     summary = runner.run(
-        ["--config", job_config(dataset, out), "--missing_profile_policy", "dead_letter"], test_pipeline=TestPipeline()
+        ["--config", job_config(dataset, out), "--missing_profile_policy", "dead_letter"],
+        test_pipeline=TestPipeline(runner="FnApiRunner"),
     )
     expected = sum(1 for r in labels(dataset) if r["missing_profile"] and not r["expected_error_code"])
     assert summary["dead_letters_by_code"]["ERROR_CODE_PROFILE_NOT_FOUND"] == expected
@@ -167,7 +169,7 @@ def test_dead_letters_replay_through_the_job(dataset, tmp_path, capsys):
     strict = tmp_path / "strict"
     runner.run(
         ["--config", job_config(dataset, strict), "--missing_profile_policy", "dead_letter"],
-        test_pipeline=TestPipeline(),
+        test_pipeline=TestPipeline(runner="FnApiRunner"),
     )
     replay_file = tmp_path / "replay.jsonl"
     assert (
@@ -189,7 +191,8 @@ def test_dead_letters_replay_through_the_job(dataset, tmp_path, capsys):
     assert open(replay_file, "rb").read().split(b"\n")[:-1] == [lines[r["line"] - 1] for r in missing]
 
     again = runner.run(
-        ["--config", job_config(dataset, tmp_path / "again"), "--input", str(replay_file)], test_pipeline=TestPipeline()
+        ["--config", job_config(dataset, tmp_path / "again"), "--input", str(replay_file)],
+        test_pipeline=TestPipeline(runner="FnApiRunner"),
     )
     assert again["read"] == again["scored"] == len(missing)
     assert again["default_profiles_used"]["customer"] == len(missing)

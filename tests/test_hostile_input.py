@@ -187,7 +187,7 @@ def test_the_whole_job_on_generated_hostile_input_balances_with_one_outcome_per_
     }
 
     out = tmp_path / "out"
-    summary = runner.run(["--config", job_config(data, out)], test_pipeline=TestPipeline())
+    summary = runner.run(["--config", job_config(data, out)], test_pipeline=TestPipeline(runner="FnApiRunner"))
     assert summary["balanced"] and summary["exit_code"] == 0
     assert summary["read"] == len(non_blank) and summary["blank_lines_skipped"] == len(corpus) - len(non_blank)
     assert "ERROR_CODE_INTERNAL_ERROR" not in summary["dead_letters_by_code"]

@@ -106,7 +106,9 @@ def test_records_the_model_gives_nan_are_dead_letters_and_the_rest_is_scored(dat
     assert expected, "the poisoned card has transactions"
 
     out = tmp_path / "out"
-    summary = runner.run(["--config", job_config(data, out, predict__model=model)], test_pipeline=TestPipeline())
+    summary = runner.run(
+        ["--config", job_config(data, out, predict__model=model)], test_pipeline=TestPipeline(runner="FnApiRunner")
+    )
     assert summary["balanced"] and summary["exit_code"] == 0
     assert summary["dead_letters_by_code"]["ERROR_CODE_INVALID_SCORE"] == len(expected)
     letters = [json.loads(line) for line in read_jsonl(out / "dead_letters")]

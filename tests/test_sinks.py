@@ -81,7 +81,7 @@ def test_dead_letter_json_round_trips_with_payload_bytes(clock):
 
 def test_write_scored_writes_jsonl_and_parquet(tmp_path, clock):
     records = [scored(i) for i in range(1, 6)]
-    with TestPipeline() as p:
+    with TestPipeline(runner="FnApiRunner") as p:
         dead = p | beam.Create(records) | sink.WriteScored(str(tmp_path), 0, True, clock)
         assert_that(dead, equal_to([]))
     lines = [orjson.loads(line) for f in glob.glob(str(tmp_path / "scored" / "*.jsonl")) for line in open(f, "rb")]
@@ -99,7 +99,7 @@ def test_write_dead_letters_writes_every_letter(tmp_path, clock):
         )
         for i in range(3)
     ]
-    with TestPipeline() as p:
+    with TestPipeline(runner="FnApiRunner") as p:
         _ = p | beam.Create(letters) | dead_letter_sink.WriteDeadLetters(str(tmp_path), 1)
     rows = [json_format.Parse(line, DeadLetter()) for line in open(glob.glob(str(tmp_path / "dead_letters/*"))[0])]
     assert sorted(r.message for r in rows) == ["m0", "m1", "m2"]
@@ -112,7 +112,7 @@ def _explode(txn):
 
 
 def test_stage_guard_turns_an_unexpected_exception_into_an_internal_error(clock):
-    with TestPipeline() as p:
+    with TestPipeline(runner="FnApiRunner") as p:
         main, dead = apply_stage(
             p | beam.Create([transaction("t-ok"), transaction("t-bad", line=9)]),
             "Guarded",
@@ -161,7 +161,7 @@ def pan_letter(clock):
     ],
 )
 def test_written_dead_letters_mask_card_numbers_and_keep_the_payload_by_policy(tmp_path, clock, policy, payload):
-    with TestPipeline() as p:
+    with TestPipeline(runner="FnApiRunner") as p:
         _ = p | beam.Create([pan_letter(clock)]) | dead_letter_sink.WriteDeadLetters(str(tmp_path), 1, policy)
     (line,) = open(glob.glob(str(tmp_path / "dead_letters/*"))[0], encoding="utf-8").read().splitlines()
     assert "4111 1111 1111 1111" not in line and "5500-0000-0000-0004" not in line
