@@ -18,11 +18,13 @@ died, the runner failed) and nothing was published.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -357,6 +359,9 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     staging = folder.prepare()
 
     def worker_lost(pids: list[int]) -> None:
+        for pid in worker_processes(os.getpid()):  # the survivors would wait on a runner that is gone
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         folder.abandon()
         print(
             f"run failed: worker process {', '.join(map(str, pids))} ended while the job was running "

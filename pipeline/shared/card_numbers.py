@@ -32,6 +32,8 @@ def luhn_valid(digits: str) -> bool:
 
 def looks_like_pan(value: str) -> bool:
     """True when the whole value is a card number (13-19 digits, spaces or dashes allowed, Luhn)."""
+    if len(value) < 13:
+        return False
     digits = value.translate(_SEPARATORS)
     return 13 <= len(digits) <= 19 and digits.isascii() and digits.isdigit() and luhn_valid(digits)
 

@@ -8,6 +8,7 @@ clock is the wall clock, read per call.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import time
 
@@ -57,6 +58,18 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146097 + doe - 719468
 
 
+@functools.lru_cache(maxsize=4096)
+def _date_days(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a date that must exist; ValueError otherwise (cached: a feed's
+    records share a few dates)."""
+    if not 1 <= month <= 12:
+        raise ValueError(f"month {month:02d} does not exist")
+    leap_year = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not 1 <= day <= _DAYS_IN_MONTH[month - 1] + (month == 2 and leap_year):
+        raise ValueError(f"day {day:02d} does not exist in {year:04d}-{month:02d}")
+    return _days_from_civil(year, month, day)
+
+
 def parse_rfc3339_timestamp(text: str) -> Timestamp:
     """An RFC 3339 date-time -> Timestamp; ValueError (with the reason) for anything else.
 
@@ -71,13 +84,9 @@ def parse_rfc3339_timestamp(text: str) -> Timestamp:
     match = _RFC3339.fullmatch(text)
     if match is None:
         raise ValueError("not an RFC 3339 date-time (YYYY-MM-DDThh:mm:ss[.frac](Z|+hh:mm))")
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction, sign, offset_hours, offset_minutes = match.group(7, 8, 9, 10)
-    if not 1 <= month <= 12:
-        raise ValueError(f"month {month:02d} does not exist")
-    leap_year = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    if not 1 <= day <= _DAYS_IN_MONTH[month - 1] + (month == 2 and leap_year):
-        raise ValueError(f"day {day:02d} does not exist in {year:04d}-{month:02d}")
+    year, month, day, hour, minute, second, fraction, sign, offset_hours, offset_minutes = match.groups()
+    days = _date_days(int(year), int(month), int(day))
+    hour, minute, second = int(hour), int(minute), int(second)
     if hour > 23 or minute > 59 or second > 60:
         raise ValueError(f"time {hour:02d}:{minute:02d}:{second:02d} does not exist")
     offset = 0
@@ -85,10 +94,12 @@ def parse_rfc3339_timestamp(text: str) -> Timestamp:
         if int(offset_hours) > 23 or int(offset_minutes) > 59:
             raise ValueError(f"offset {sign}{offset_hours}:{offset_minutes} does not exist")
         offset = (int(offset_hours) * 3600 + int(offset_minutes) * 60) * (1 if sign == "+" else -1)
-    if fraction is not None and len(fraction) > 9:
-        raise ValueError("more than 9 fractional digits (a Timestamp holds nanoseconds)")
-    nanos = int(fraction.ljust(9, "0")) if fraction else 0
-    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + min(second, 59) - offset
+    nanos = 0
+    if fraction is not None:
+        if len(fraction) > 9:
+            raise ValueError("more than 9 fractional digits (a Timestamp holds nanoseconds)")
+        nanos = int(fraction.ljust(9, "0"))
+    seconds = days * 86400 + hour * 3600 + minute * 60 + min(second, 59) - offset
     if second == 60:
         if (seconds + 1) % 86400:
             raise ValueError("a leap second (:60) is only 23:59:60 UTC")
