@@ -1,4 +1,4 @@
-"""Benchmark: the job on the DirectRunner against a plain-Python loop doing the same work.
+"""Benchmark: the job on the FnApiRunner against a plain-Python loop doing the same work.
 
     python -m bench.run --records 1000000 [--seed 17] [--invalid-fraction 0.02]
                         [--job-args "--direct_num_workers=2 --direct_running_mode=multi_processing"]
@@ -137,14 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     n = plain["records"]
     plain_rps = n / plain["seconds"]
     job_rps = job["records"] / job["seconds"]
-    options = args.job_args or "(DirectRunner defaults)"
+    options = args.job_args or "(defaults: FnApiRunner, one process)"
     print(f"records: {n:,} ({plain['dead_letters']:,} invalid)   job options: {options}")
     if generate_seconds is not None:
         print(f"generator: {generate_seconds:.1f} s ({args.records / generate_seconds:,.0f} records/s)")
     print()
     print(f"| {'run':<24} | {'seconds':>8} | {'records/s':>10} | {'peak RSS MB':>11} |")
     print(f"|{'-' * 26}|{'-' * 10}|{'-' * 12}|{'-' * 13}|")
-    for name, figures, rps in (("plain Python loop", plain, plain_rps), ("Beam job, DirectRunner", job, job_rps)):
+    for name, figures, rps in (("plain Python loop", plain, plain_rps), ("Beam job", job, job_rps)):
         print(f"| {name:<24} | {figures['seconds']:>8.2f} | {rps:>10,.0f} | {figures['peak_rss_mb']:>11,.0f} |")
     if job["largest_worker_rss_mb"]:
         print(f"(the job's worker processes: largest peak RSS {job['largest_worker_rss_mb']:,.0f} MB each)")
