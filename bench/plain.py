@@ -93,11 +93,15 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
                 ranges += source.split_file(entry.path, entry.size)
         for line_range in ranges:
             t = tick()
-            for record in source.read_range(line_range, clock):
+            for record in source.read_range(line_range, clock, config.max_record_bytes):
                 if record is None:
                     continue
                 if isinstance(record, source.SourceError):
                     refuse(source.source_dead_letter(record, clock))
+                    continue
+                if isinstance(record, DeadLetter):
+                    read += 1
+                    refuse(record)
                     continue
                 read += 1
                 t1 = tick()

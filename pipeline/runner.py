@@ -137,7 +137,9 @@ def build_pipeline(
     """Adds the whole job to `p` and returns its named PCollections (for tests)."""
     clock = RunClock(config.as_of)
     thresholds = predict.Thresholds(config.thresholds_version, config.review_threshold, config.decline_threshold)
-    raw, refused_00 = p | "00_source" >> source.ReadTransactions(config.transactions, clock)
+    raw, refused_00 = p | "00_source" >> source.ReadTransactions(
+        config.transactions, clock, max_record_bytes=config.max_record_bytes
+    )
     transactions, refused_10 = raw | "10_validate" >> validate.Validate(clock, config.max_future_skew_seconds)
     enriched, refused_30 = transactions | "30_enrich" >> enrich.Enrich(
         config.customers, config.merchants, config.missing_profile_policy, clock

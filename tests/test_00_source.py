@@ -185,3 +185,29 @@ def test_a_byte_order_mark_is_not_part_of_the_first_record(tmp_path, clock):
     path.write_bytes(b'\xef\xbb\xbf{"n": 1}\n{"n": 2}\n')
     records, _ = read_all(path, clock)
     assert [r.payload for r in records] == [b'{"n": 1}', b'{"n": 2}']
+
+
+@pytest.mark.parametrize("name", ["big.jsonl", "big.jsonl.gz"])
+@pytest.mark.parametrize("split_bytes", [source.DEFAULT_SPLIT_BYTES, 50])
+def test_a_line_longer_than_the_limit_is_refused_without_being_held_whole(tmp_path, clock, name, split_bytes):
+    from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
+
+    data = b'{"n": 1}\n' + b'{"n": 2, "x": "' + b"y" * 5000 + b'"}\n{"n": 3}\n' + b"z" * 300
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    size = path.stat().st_size
+    out = [
+        r
+        for line_range in source.split_file(str(path), size, split_bytes)
+        for r in source.read_range(line_range, clock, max_record_bytes=100)
+        if r is not None
+    ]
+    records = [(r.source.line, r.payload) for r in out if not isinstance(r, DeadLetter)]
+    letters = [r for r in out if isinstance(r, DeadLetter)]
+    assert records == [(1, b'{"n": 1}'), (3, b'{"n": 3}')]
+    assert [(d.source.line, d.error_code) for d in letters] == [
+        (2, ErrorCode.ERROR_CODE_RECORD_TOO_LARGE),
+        (4, ErrorCode.ERROR_CODE_RECORD_TOO_LARGE),
+    ]
+    assert letters[0].payload == (b'{"n": 2, "x": "' + b"y" * 5000)[:1024]
+    assert "5,017 bytes" in letters[0].message and "300 bytes" in letters[1].message

@@ -184,3 +184,16 @@ def test_a_folder_that_holds_what_the_job_reads_is_never_replaced_even_with_over
         assert runner.main(args(source, out, "--overwrite")) == 2
         assert "choose a folder of its own" in capsys.readouterr().err
     assert source.exists() and (ROOT / "config.yaml").exists()
+
+
+def test_a_record_too_large_is_a_dead_letter_and_counts_as_read(tmp_path):
+    lines = records(10)
+    lines[4] = lines[4][:-1] + b', "padding": "' + b"p" * 5000 + b'"}'
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out"
+    summary = runner.run(args(path, out, "--max_record_bytes", "2000"))
+    assert summary["read"] == 10 and summary["scored"] == 9 and summary["balanced"] and summary["exit_code"] == 0
+    assert summary["dead_letters_by_code"] == {"ERROR_CODE_RECORD_TOO_LARGE": 1}
+    (letter,) = [json.loads(line) for line in read_jsonl(out / "dead_letters")]
+    assert letter["stage"] == "00_source" and letter["source"]["line"] == "5"

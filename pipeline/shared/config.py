@@ -50,6 +50,13 @@ SETTINGS: tuple[Setting, ...] = (
         required=True,
     ),
     Setting(
+        "input.max_record_bytes",
+        "max_record_bytes",
+        "int",
+        1024 * 1024,
+        "Longest line taken as a record; a longer one is a RECORD_TOO_LARGE dead letter, never held whole.",
+    ),
+    Setting(
         "reference.customers", "customers", "path", None, "Customer profiles (JSONL, one per card_id).", required=True
     ),
     Setting(
@@ -128,6 +135,7 @@ BY_OPTION = {s.option: s for s in SETTINGS}
 @dataclasses.dataclass(frozen=True)
 class JobConfig:
     transactions: str
+    max_record_bytes: int
     customers: str
     merchants: str
     output_dir: str
@@ -277,6 +285,8 @@ def _check(config: JobConfig, check_files: bool) -> None:
         raise ConfigError(
             f"validate.max_future_skew_seconds: must not be negative, got {config.max_future_skew_seconds}"
         )
+    if config.max_record_bytes < 1:
+        raise ConfigError(f"input.max_record_bytes: must be at least 1, got {config.max_record_bytes}")
     if config.num_shards < 0:
         raise ConfigError(f"output.num_shards: must not be negative, got {config.num_shards}")
     if not config.thresholds_version.strip():

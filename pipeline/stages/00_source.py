@@ -10,6 +10,8 @@ Dead letters (stage 00_source), not records but the parts of the input that coul
                       says. `source` names the file and the last line read before the damage
                       (0: none); the lines before it are records as usual; `payload` holds the
                       bytes of a line the damage cut short.
+  RECORD_TOO_LARGE    a line longer than input.max_record_bytes: a record, refused without
+                      being held in memory whole; `payload` holds its first KiB.
 The source knows nothing of the payload; 10_validate judges it.
 Blank lines are not records: they are skipped and counted (00_source.blank_lines_skipped), so that
 lines in = records read + blank lines skipped.
@@ -49,6 +51,8 @@ _SCAN_CHUNK = 4 * 1024 * 1024
 # decompressed from one such chunk.
 _COMPRESSED_CHUNK = 64 * 1024
 _BOM = b"\xef\xbb\xbf"
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+_OVERSIZED_HEAD = 1024  # bytes of an oversized line kept in its dead letter
 SOURCE_UNREADABLE_CODE = ErrorCode.ERROR_CODE_SOURCE_UNREADABLE
 
 
@@ -68,6 +72,13 @@ class SourceError(NamedTuple):
     last_line: int
     reason: str
     partial_line: bytes = b""
+
+
+class OversizedLine(NamedTuple):
+    """A line longer than the limit: its first bytes and its whole size (without the newline)."""
+
+    head: bytes
+    size: int
 
 
 class FileEntry(NamedTuple):
@@ -198,28 +209,65 @@ def _decompressed_chunks(stream, compression: str) -> Iterator[bytes]:
             yield out
 
 
-def _lines_of_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Lines (with their newline) of a stream of chunks; the last one may lack it.
+def _lines_of_chunks(chunks: Iterable[bytes], limit: int) -> Iterator[bytes | OversizedLine]:
+    """Lines (with their newline; the last one may lack it) of a stream of chunks; a line longer
+    than `limit` bytes is an OversizedLine, never held whole.
 
     A _DamagedError from `chunks` is raised again with the partial line it cut short attached.
     """
     pending = b""
+    skipping: list | None = None  # [head, size] of an oversized line still being passed over
     try:
         for chunk in chunks:
+            if skipping is not None:
+                cut = chunk.find(b"\n")
+                if len(skipping[0]) < _OVERSIZED_HEAD:
+                    skipping[0] += chunk[: min(cut if cut >= 0 else len(chunk), _OVERSIZED_HEAD - len(skipping[0]))]
+                if cut < 0:
+                    skipping[1] += len(chunk)
+                    continue
+                yield OversizedLine(skipping[0], skipping[1] + cut)
+                skipping, chunk = None, chunk[cut + 1 :]
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
             for line in lines:
-                yield line + b"\n"
+                yield OversizedLine(line[:_OVERSIZED_HEAD], len(line)) if len(line) > limit else line + b"\n"
+            if len(pending) > limit:
+                skipping, pending = [pending[:_OVERSIZED_HEAD], len(pending)], b""
     except _DamagedError as exc:
-        exc.partial_line = pending  # type: ignore[attr-defined]
+        exc.partial_line = pending if skipping is None else skipping[0]  # type: ignore[attr-defined]
         raise
-    if pending:
+    if skipping is not None:
+        yield OversizedLine(skipping[0], skipping[1])
+    elif pending:
         yield pending
 
 
-def read_range(line_range: LineRange, clock: RunClock) -> Iterator[RawRecord | SourceError | None]:
-    """RawRecords of one range (None for a blank line, a SourceError for damage); shared by the DoFn
-    and the plain loop. Never raises for a file that cannot be read: the error is yielded."""
+def _plain_lines(stream, limit: int) -> Iterator[bytes | OversizedLine]:
+    """Lines of a plain stream from where it stands; a line longer than `limit` bytes is an
+    OversizedLine, read past in pieces instead of whole."""
+    while line := stream.readline(limit + 2):
+        body = len(line) - line.endswith(b"\n")
+        if body <= limit:
+            yield line
+            continue
+        head, size = line, body
+        while not line.endswith(b"\n"):
+            line = stream.readline(1 << 20)
+            if not line:
+                break
+            size += len(line) - line.endswith(b"\n")
+            if len(head) < _OVERSIZED_HEAD:
+                head += line
+        yield OversizedLine(head[:_OVERSIZED_HEAD].rstrip(b"\r\n"), size)
+
+
+def read_range(
+    line_range: LineRange, clock: RunClock, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> Iterator[RawRecord | SourceError | DeadLetter | None]:
+    """RawRecords of one range (None for a blank line, a SourceError for damage, a DeadLetter for a
+    record too large); shared by the DoFn and the plain loop. Never raises for a file that cannot be
+    read: the error is yielded."""
     path, start, end, number = line_range
     uri = display_uri(path)
     ingest_time = clock.timestamp()
@@ -232,23 +280,27 @@ def read_range(line_range: LineRange, clock: RunClock) -> Iterator[RawRecord | S
     try:
         with stream:
             if compression != CompressionTypes.UNCOMPRESSED:
-                lines: Iterator[bytes] = _lines_of_chunks(_decompressed_chunks(stream, compression))
+                lines = _lines_of_chunks(_decompressed_chunks(stream, compression), max_record_bytes)
             else:
                 if start:
                     stream.seek(start)
-                lines = iter(stream.readline, b"")
+                lines = _plain_lines(stream, max_record_bytes)
             position = start
             for line in lines:
-                position += len(line)
-                if number == 1 and line.startswith(_BOM):
-                    line = line[len(_BOM) :]
-                payload = line.rstrip(b"\r\n")
-                if payload.strip():
-                    yield RawRecord(
-                        payload=payload, source=SourcePosition(uri=uri, line=number), ingest_time=ingest_time
-                    )
+                if isinstance(line, OversizedLine):
+                    position += line.size + 1
+                    yield _too_large(line, uri, number, max_record_bytes, clock)
                 else:
-                    yield None
+                    position += len(line)
+                    if number == 1 and line.startswith(_BOM):
+                        line = line[len(_BOM) :]
+                    payload = line.rstrip(b"\r\n")
+                    if payload.strip():
+                        yield RawRecord(
+                            payload=payload, source=SourcePosition(uri=uri, line=number), ingest_time=ingest_time
+                        )
+                    else:
+                        yield None
                 number += 1
                 if 0 <= end <= position:
                     return
@@ -256,6 +308,18 @@ def read_range(line_range: LineRange, clock: RunClock) -> Iterator[RawRecord | S
         yield SourceError(path, number - 1, str(exc), getattr(exc, "partial_line", b""))
     except Exception as exc:  # noqa: BLE001 - a read error mid-file: report where, keep what was read
         yield SourceError(path, number - 1, f"read failed: {type(exc).__name__}: {exc}")
+
+
+def _too_large(line: OversizedLine, uri: str, number: int, limit: int, clock: RunClock) -> DeadLetter:
+    origin = RawRecord(payload=line.head, source=SourcePosition(uri=uri, line=number))
+    return make_dead_letter(
+        STAGE,
+        ErrorCode.ERROR_CODE_RECORD_TOO_LARGE,
+        f"a line of {line.size:,} bytes, more than input.max_record_bytes ({limit:,}); payload holds its first "
+        f"{len(line.head):,} bytes",
+        origin,
+        clock.timestamp(),
+    )
 
 
 def source_dead_letter(error: SourceError, clock: RunClock) -> DeadLetter:
@@ -290,8 +354,9 @@ class SplitFileFn(beam.DoFn):
 
 
 class ReadRangeFn(beam.DoFn):
-    def __init__(self, clock: RunClock):
+    def __init__(self, clock: RunClock, max_record_bytes: int):
         self._clock = clock
+        self._max_record_bytes = max_record_bytes
 
     def setup(self) -> None:
         self._read = metrics.counter(metrics.RECORDS_READ)
@@ -300,12 +365,15 @@ class ReadRangeFn(beam.DoFn):
 
     def process(self, line_range: LineRange):
         read = blank = 0
-        for record in read_range(line_range, self._clock):
+        for record in read_range(line_range, self._clock, self._max_record_bytes):
             if record is None:
                 blank += 1
             elif isinstance(record, SourceError):
                 self._errors.inc()
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, source_dead_letter(record, self._clock))
+            elif isinstance(record, DeadLetter):
+                read += 1  # a record, refused here
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)
             else:
                 read += 1
                 yield record
@@ -316,11 +384,18 @@ class ReadRangeFn(beam.DoFn):
 class ReadTransactions(beam.PTransform):
     """Every line of every file matching `pattern`, as a RawRecord; returns (records, source errors)."""
 
-    def __init__(self, pattern: str, clock: RunClock, split_bytes: int = DEFAULT_SPLIT_BYTES):
+    def __init__(
+        self,
+        pattern: str,
+        clock: RunClock,
+        split_bytes: int = DEFAULT_SPLIT_BYTES,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ):
         super().__init__()
         self._pattern = pattern
         self._clock = clock
         self._split_bytes = split_bytes
+        self._max_record_bytes = max_record_bytes
 
     def expand(self, pbegin: beam.pvalue.PBegin):
         matched = (
@@ -332,7 +407,8 @@ class ReadTransactions(beam.PTransform):
             matched[MAIN]
             | "SplitFiles" >> beam.ParDo(SplitFileFn(self._split_bytes))
             | "SpreadRanges" >> beam.Reshuffle()
-            | "ReadRanges" >> beam.ParDo(ReadRangeFn(self._clock)).with_outputs(DEAD_LETTER, main=MAIN)
+            | "ReadRanges"
+            >> beam.ParDo(ReadRangeFn(self._clock, self._max_record_bytes)).with_outputs(DEAD_LETTER, main=MAIN)
         )
         records = read[MAIN]
         records.element_type = RawRecord

@@ -29,6 +29,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_INTERNAL_ERROR: _ClassVar[ErrorCode]
     ERROR_CODE_INVALID_SCORE: _ClassVar[ErrorCode]
     ERROR_CODE_SOURCE_UNREADABLE: _ClassVar[ErrorCode]
+    ERROR_CODE_RECORD_TOO_LARGE: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_NOT_UTF8: ErrorCode
 ERROR_CODE_MALFORMED_JSON: ErrorCode
@@ -45,6 +46,7 @@ ERROR_CODE_INFERENCE_FAILED: ErrorCode
 ERROR_CODE_INTERNAL_ERROR: ErrorCode
 ERROR_CODE_INVALID_SCORE: ErrorCode
 ERROR_CODE_SOURCE_UNREADABLE: ErrorCode
+ERROR_CODE_RECORD_TOO_LARGE: ErrorCode
 
 class FieldViolation(_message.Message):
     __slots__ = ("field_path", "rule_id", "message", "value")
