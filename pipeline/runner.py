@@ -384,7 +384,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         except Exception as exc:
             raise RunFailedError(f"{type(exc).__name__}: {str(exc)[:2000]}") from exc
         summary = summarize(result)
-        summary["source_error_details"] = source_error_details(staging)
+        summary["source_error_details"] = source_error_details(staging) if summary["source_errors"] else []
         summary["stage_msecs"] = stage_msecs(result)
         summary["output_dir"] = config.output_dir
         summary["model_version"] = model_version

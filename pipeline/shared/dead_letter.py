@@ -77,9 +77,7 @@ def make_dead_letter(
     )
     letter.failed_at.CopyFrom(failed_at)
     if origin is not None:
-        letter.payload = origin.payload
-        with contextlib.suppress(UnicodeDecodeError):
-            letter.payload_text = origin.payload.decode("utf-8")
+        letter.payload = origin.payload  # payload_text is added by redact(), as the letter is written
         letter.source.CopyFrom(origin.source)
         letter.attributes.update(origin.attributes)
         if origin.attributes.get("attempt", "").isdigit():
@@ -91,14 +89,19 @@ def make_dead_letter(
 
 
 def redact(letter: DeadLetter, payload_policy: str) -> DeadLetter:
-    """A copy of `letter` fit to be written: card numbers masked in every text field, and the
-    payload bytes kept as they are (raw), with card numbers masked (masked) or dropped (none)."""
+    """A copy of `letter` fit to be written: `payload_text` filled in from the payload where it is
+    UTF-8 (in flight a letter carries its bytes once), card numbers masked in every text field, and
+    the payload bytes kept as they are (raw), with card numbers masked (masked) or dropped (none)."""
     if payload_policy not in PAYLOAD_POLICIES:
         raise ValueError(f"payload policy must be one of {PAYLOAD_POLICIES}, got {payload_policy!r}")
     out = DeadLetter()
     out.CopyFrom(letter)
     out.message = mask_pans(out.message)
-    out.payload_text = mask_pans(out.payload_text)
+    text = out.payload_text
+    if not text and out.payload:
+        with contextlib.suppress(UnicodeDecodeError):
+            text = out.payload.decode("utf-8")
+    out.payload_text = mask_pans(text)
     out.transaction_id = mask_pans(out.transaction_id)
     out.stacktrace = mask_pans(out.stacktrace)
     for violation in out.violations:
