@@ -329,7 +329,7 @@ def _check_input(pattern: str) -> None:
 def _check_readable_file(key: str, path: str) -> None:
     if os.path.isdir(path):
         raise ConfigError(f"{key}: {path!r} is a folder, not a file")
-    if not os.path.lexists(path) or not os.path.exists(path):
+    if not os.path.exists(path):
         raise ConfigError(f"{key}: no such file {path!r}" + (" (a broken link)" if os.path.lexists(path) else ""))
     if not os.path.isfile(path):
         raise ConfigError(f"{key}: {path!r} is not a regular file (a FIFO or device is never opened)")
