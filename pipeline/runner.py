@@ -104,31 +104,35 @@ def parse_options(argv: Sequence[str]) -> PipelineOptions:
     if standard.runner is None:
         # Named, never left to Beam: its DirectRunner would first try to download a Prism binary.
         standard.runner = DEFAULT_RUNNER
-    runner = standard.runner
-    if runner is not None:
-        try:
-            create_runner(runner)
-        except (ValueError, ImportError) as exc:
-            raise job_config.ConfigError(f"--runner: {runner!r} is not a runner Beam knows: {exc}") from None
+    try:
+        create_runner(standard.runner)
+    except (ValueError, ImportError) as exc:
+        raise job_config.ConfigError(f"--runner: {standard.runner!r} is not a runner Beam knows: {exc}") from None
     return options
 
 
-def check_model(config: job_config.JobConfig) -> None:
-    """Load and probe the model before the job starts, so that a broken model stops it with exit 2."""
-    model_check.check_model(config.model)
+def check_model(config: job_config.JobConfig) -> dict[str, Any] | None:
+    """Load and probe the model before the job starts, so that a broken model stops it with exit 2;
+    returns its model card (None when it has none), checked against the file."""
+    return model_check.check_model(config.model)
 
 
-def resolve_model_version(config: job_config.JobConfig) -> str:
-    """The version to stamp on scores; fails when the card is not the model's or its feature set
-    is not the job's."""
-    card = model_check.read_model_card(config.model)
-    if card is not None:
-        model_check.check_card(config.model, card)
+def model_version(config: job_config.JobConfig, card: dict[str, Any] | None, digest: str = "") -> str:
+    """The version to stamp on scores: the configured one, the card's, or the file's sha256."""
     if config.model_version:
         return config.model_version
     if card is not None and card.get("model_version"):
         return str(card["model_version"])
-    return "sha256:" + file_digest(config.model)[:12]
+    return "sha256:" + (digest or file_digest(config.model))[:12]
+
+
+def resolve_model_version(config: job_config.JobConfig) -> str:
+    """The version to stamp on scores, without loading the model; fails when the card is not the
+    model's or its feature set is not the job's."""
+    card = model_check.read_model_card(config.model)
+    if card is not None:
+        model_check.check_card(config.model, card)
+    return model_version(config, card)
 
 
 def build_pipeline(
@@ -347,9 +351,13 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     job = options.view_as(JobOptions)
     overrides = {s.option: getattr(job, s.option) for s in job_config.SETTINGS}
     config = job_config.load(job.config, overrides)
-    check_model(config)
-    model_version = resolve_model_version(config)
-    model_sha256 = file_digest(config.model) if "://" not in config.model else ""
+    card = check_model(config)
+    # The card's sha256 has just been checked against the file: no need to read the file again.
+    if "://" in config.model:
+        model_sha256 = ""
+    else:
+        model_sha256 = card["sha256"].lower() if card is not None else file_digest(config.model)
+    version = model_version(config, card, model_sha256)
     protected = (
         os.path.dirname(config.transactions) or ".",
         config.customers,
@@ -376,7 +384,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     try:
         folder.retire_previous()
         pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-        build_pipeline(pipeline, dataclasses.replace(config, output_dir=staging), model_version, model_sha256)
+        build_pipeline(pipeline, dataclasses.replace(config, output_dir=staging), version, model_sha256)
         try:
             with WorkerWatchdog(worker_lost):
                 result = pipeline.run()
@@ -387,7 +395,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         summary["source_error_details"] = source_error_details(staging) if summary["source_errors"] else []
         summary["stage_msecs"] = stage_msecs(result)
         summary["output_dir"] = config.output_dir
-        summary["model_version"] = model_version
+        summary["model_version"] = version
         summary["exit_code"] = exit_code(summary)
         folder.write_summary(json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
         folder.publish()

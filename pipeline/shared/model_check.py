@@ -26,7 +26,6 @@ from pipeline.shared.features import FEATURE_NAMES, FEATURE_SET_VERSION, compute
 from pipeline.shared.model_card import card_path, file_digest, read_card_bytes
 
 PROBABILITIES = "probabilities"
-_DAY = 86400
 _NOV_2026 = 1793750400  # 2026-11-04T00:00:00Z
 
 

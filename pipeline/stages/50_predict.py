@@ -18,7 +18,6 @@ Dead letters (stage 50_predict):
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import traceback
 from collections.abc import Sequence
@@ -28,7 +27,6 @@ from typing import Any, cast
 import apache_beam as beam
 import numpy as np
 import onnxruntime as ort
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
 
@@ -37,9 +35,10 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
+from pipeline.shared.model_card import file_digest
+from pipeline.shared.model_check import PROBABILITIES
 
 STAGE = "50_predict"
-PROBABILITIES = "probabilities"
 _APPROVE, _REVIEW, _DECLINE = Decision.DECISION_APPROVE, Decision.DECISION_REVIEW, Decision.DECISION_DECLINE
 
 
@@ -108,8 +107,7 @@ class SingleThreadOnnxModelHandler(OnnxModelHandlerNumpy):
 
     def load_model(self) -> ort.InferenceSession:
         if self._expected_sha256:
-            with FileSystems.open(self._model_uri) as f:
-                actual = hashlib.sha256(f.read()).hexdigest()
+            actual = file_digest(self._model_uri)
             if actual != self._expected_sha256:
                 raise RuntimeError(
                     f"model file {self._model_uri} has sha256 {actual}, the job was started with "
