@@ -94,6 +94,17 @@ class SideBySide:
     identical: bool
 
 
+def side_by_side_parser(doc: str | None, records: int, seed: int, invalid_fraction: float) -> argparse.ArgumentParser:
+    """The options of a script that runs the plain loop and the job on generated data."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=records)
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--invalid-fraction", type=float, default=invalid_fraction)
+    parser.add_argument("--work-dir", type=pathlib.Path, default=ROOT / ".bench")
+    parser.add_argument("--job-args", default="", help="extra Beam options for the job, one string")
+    return parser
+
+
 def run_side_by_side(
     work_dir: pathlib.Path, records: int, seed: int, invalid: float, job_args: str, name: str
 ) -> SideBySide:
@@ -118,12 +129,7 @@ def sorted_lines(folder: pathlib.Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=17)
-    parser.add_argument("--invalid-fraction", type=float, default=0.02)
-    parser.add_argument("--work-dir", type=pathlib.Path, default=ROOT / ".bench")
-    parser.add_argument("--job-args", default="", help="extra Beam options for the job, one string")
+    parser = side_by_side_parser(__doc__, records=100_000, seed=17, invalid_fraction=0.02)
     parser.add_argument("--keep-output", action="store_true")
     args = parser.parse_args(argv)
 

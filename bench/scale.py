@@ -13,7 +13,6 @@ balanced, or the two outputs differ.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import pathlib
@@ -22,7 +21,7 @@ import sys
 
 import orjson
 
-from bench.run import ROOT, run_side_by_side, sorted_lines
+from bench.run import run_side_by_side, side_by_side_parser, sorted_lines
 from tools.generate import INVALID_KINDS
 
 
@@ -71,13 +70,7 @@ def check(data: pathlib.Path, got: dict[int, str]) -> tuple[list[dict], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--seed", type=int, default=23)
-    parser.add_argument("--invalid-fraction", type=float, default=0.1)
-    parser.add_argument("--work-dir", type=pathlib.Path, default=ROOT / ".bench")
-    parser.add_argument("--job-args", default="", help="extra Beam options for the job, one string")
-    args = parser.parse_args(argv)
+    args = side_by_side_parser(__doc__, records=1_000_000, seed=23, invalid_fraction=0.1).parse_args(argv)
 
     run = run_side_by_side(args.work_dir, args.records, args.seed, args.invalid_fraction, args.job_args, "scale")
     plain, job, identical, generate_seconds = run.plain, run.job, run.identical, run.generate_seconds

@@ -11,6 +11,19 @@ from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
 from tests.conftest import AS_OF, MODEL, ROOT
 
+# A valid transaction in the job's input format.
+GOOD = {
+    "transaction_id": "t-1",
+    "card_id": "c-1",
+    "merchant_id": "m-1",
+    "amount": {"minor_units": 1999, "currency": "EUR"},
+    "event_time": "2026-11-03T14:22:05.250+01:00",
+    "channel": "ECOMMERCE",
+    "mcc": "5732",
+    "country": "FR",
+    "device_id": "d-9",
+}
+
 
 def transaction(
     txn_id="t-1",

@@ -13,20 +13,9 @@ from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Transaction
 from pipeline.stage_loader import load_stage
+from tests.helpers import GOOD
 
 validate = load_stage("10_validate")
-
-GOOD = {
-    "transaction_id": "t-1",
-    "card_id": "c-1",
-    "merchant_id": "m-1",
-    "amount": {"minor_units": 1999, "currency": "EUR"},
-    "event_time": "2026-11-03T14:22:05.250+01:00",
-    "channel": "ECOMMERCE",
-    "mcc": "5732",
-    "country": "FR",
-    "device_id": "d-9",
-}
 
 
 def raw(payload, line=7) -> RawRecord:

@@ -25,21 +25,10 @@ from pipeline.shared.dead_letter import redact
 from pipeline.shared.json_codec import dead_letter_json
 from pipeline.stage_loader import load_stage
 from tests.conftest import AS_OF, ROOT
-from tests.helpers import job_config, read_jsonl
+from tests.helpers import GOOD, job_config, read_jsonl
 
 validate = load_stage("10_validate")
 
-GOOD = {
-    "transaction_id": "t-1",
-    "card_id": "c0000001",
-    "merchant_id": "m000001",
-    "amount": {"minor_units": 1999, "currency": "EUR"},
-    "event_time": "2026-11-03T14:22:05Z",
-    "channel": "ECOMMERCE",
-    "mcc": "5732",
-    "country": "FR",
-    "device_id": "d-9",
-}
 FIELDS = [*GOOD, "amount.minor_units", "amount.currency"]
 NOT_FOR_PAYLOADS = {ErrorCode.ERROR_CODE_INTERNAL_ERROR, ErrorCode.ERROR_CODE_UNSPECIFIED}
 
