@@ -30,6 +30,8 @@ import shutil
 import time
 from typing import IO
 
+from apache_beam.io.filesystems import FileSystems
+
 from pipeline.shared.config import ConfigError
 
 OURS = frozenset({"scored", "dead_letters", "scored_parquet", "summary.json", ".riskpipe-run"})
@@ -132,8 +134,6 @@ class OutputFolder:
 
     def write_summary(self, data: bytes) -> None:
         """summary.json, written last (still into the staging folder for local folders)."""
-        from apache_beam.io.filesystems import FileSystems
-
         with FileSystems.create(f"{self.staging.rstrip('/')}/summary.json") as f:
             f.write(data)
 
