@@ -30,6 +30,8 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_INVALID_SCORE: _ClassVar[ErrorCode]
     ERROR_CODE_SOURCE_UNREADABLE: _ClassVar[ErrorCode]
     ERROR_CODE_RECORD_TOO_LARGE: _ClassVar[ErrorCode]
+    ERROR_CODE_LATE_RECORD: _ClassVar[ErrorCode]
+    ERROR_CODE_TRANSACTION_ID_CONFLICT: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_NOT_UTF8: ErrorCode
 ERROR_CODE_MALFORMED_JSON: ErrorCode
@@ -47,6 +49,8 @@ ERROR_CODE_INTERNAL_ERROR: ErrorCode
 ERROR_CODE_INVALID_SCORE: ErrorCode
 ERROR_CODE_SOURCE_UNREADABLE: ErrorCode
 ERROR_CODE_RECORD_TOO_LARGE: ErrorCode
+ERROR_CODE_LATE_RECORD: ErrorCode
+ERROR_CODE_TRANSACTION_ID_CONFLICT: ErrorCode
 
 class FieldViolation(_message.Message):
     __slots__ = ("field_path", "rule_id", "message", "value")

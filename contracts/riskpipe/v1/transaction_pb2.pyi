@@ -35,7 +35,7 @@ class Money(_message.Message):
     def __init__(self, minor_units: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class Transaction(_message.Message):
-    __slots__ = ("transaction_id", "card_id", "merchant_id", "amount", "event_time", "channel", "mcc", "country", "device_id", "origin")
+    __slots__ = ("transaction_id", "card_id", "merchant_id", "amount", "event_time", "channel", "mcc", "country", "device_id", "late", "origin")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     CARD_ID_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class Transaction(_message.Message):
     MCC_FIELD_NUMBER: _ClassVar[int]
     COUNTRY_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    LATE_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     card_id: str
@@ -55,5 +56,6 @@ class Transaction(_message.Message):
     mcc: str
     country: str
     device_id: str
+    late: bool
     origin: _raw_record_pb2.RawRecord
-    def __init__(self, transaction_id: _Optional[str] = ..., card_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., amount: _Optional[_Union[Money, _Mapping]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., channel: _Optional[_Union[Channel, str]] = ..., mcc: _Optional[str] = ..., country: _Optional[str] = ..., device_id: _Optional[str] = ..., origin: _Optional[_Union[_raw_record_pb2.RawRecord, _Mapping]] = ...) -> None: ...
+    def __init__(self, transaction_id: _Optional[str] = ..., card_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., amount: _Optional[_Union[Money, _Mapping]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., channel: _Optional[_Union[Channel, str]] = ..., mcc: _Optional[str] = ..., country: _Optional[str] = ..., device_id: _Optional[str] = ..., late: _Optional[bool] = ..., origin: _Optional[_Union[_raw_record_pb2.RawRecord, _Mapping]] = ...) -> None: ...
