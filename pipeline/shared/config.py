@@ -46,8 +46,7 @@ SETTINGS: tuple[Setting, ...] = (
         "input",
         "glob",
         None,
-        "Transactions to score: JSONL files, plain or .gz; a glob pattern.",
-        required=True,
+        "Transactions to score (source.kind files): JSONL files, plain or compressed; a glob pattern.",
     ),
     Setting(
         "input.max_record_bytes",
@@ -55,6 +54,79 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         1024 * 1024,
         "Longest line taken as a record; a longer one is a RECORD_TOO_LARGE dead letter, never held whole.",
+    ),
+    Setting(
+        "source.kind",
+        "source",
+        "choice",
+        "files",
+        "files: read input.transactions once (batch); watch: watch source.watch_dir for new files and score "
+        "them as they arrive (streaming, on Prism by default).",
+        choices=("files", "watch"),
+    ),
+    Setting(
+        "source.watch_dir",
+        "watch_dir",
+        "dir",
+        None,
+        "The folder source kind `watch` watches. Writers must write `NAME.tmp` (or a hidden `.NAME`) and rename "
+        "it when complete; other files are taken once their size and time have not changed for "
+        "source.settle_seconds.",
+    ),
+    Setting("source.poll_interval_seconds", "poll_interval_seconds", "float", 1.0, "How often the folder is listed."),
+    Setting(
+        "source.settle_seconds",
+        "settle_seconds",
+        "float",
+        1.0,
+        "A watched file is taken only when it has not changed for this long (a second guard behind the rename rule).",
+    ),
+    Setting(
+        "streaming.window_seconds",
+        "window_seconds",
+        "int",
+        60,
+        "Streaming output: scored records and dead letters go to one file set per fixed event-time window of this "
+        "length, written when the window closes.",
+    ),
+    Setting(
+        "streaming.allowed_lateness_seconds",
+        "allowed_lateness_seconds",
+        "int",
+        300,
+        "How far a transaction's event_time may lie behind its source's watermark (the time it was taken) and "
+        "still be on time; later ones follow streaming.late_policy.",
+    ),
+    Setting(
+        "streaming.late_policy",
+        "late_policy",
+        "choice",
+        "dead_letter",
+        "A record later than allowed: dead_letter (LATE_RECORD) or score (scored, `late: true`, in the window of "
+        "its arrival).",
+        choices=("dead_letter", "score"),
+    ),
+    Setting(
+        "streaming.stop_after_idle_seconds",
+        "stop_after_idle_seconds",
+        "float",
+        0.0,
+        "Drain and stop a streaming run after this many seconds without a new file; 0: run until Ctrl-C.",
+    ),
+    Setting(
+        "streaming.summary_interval_seconds",
+        "summary_interval_seconds",
+        "float",
+        30.0,
+        "How often a running streaming job refreshes summary.json.",
+    ),
+    Setting(
+        "dedupe.horizon_seconds",
+        "dedupe_horizon_seconds",
+        "int",
+        3600,
+        "A transaction_id is remembered this long after its event_time: a copy seen within it is a duplicate "
+        "(dropped and counted) or, with different content, a TRANSACTION_ID_CONFLICT dead letter.",
     ),
     Setting(
         "reference.customers", "customers", "path", None, "Customer profiles (JSONL, one per card_id).", required=True
@@ -134,8 +206,18 @@ BY_OPTION = {s.option: s for s in SETTINGS}
 
 @dataclasses.dataclass(frozen=True)
 class JobConfig:
-    transactions: str
+    transactions: str | None
     max_record_bytes: int
+    source: str
+    watch_dir: str | None
+    poll_interval_seconds: float
+    settle_seconds: float
+    window_seconds: int
+    allowed_lateness_seconds: int
+    late_policy: str
+    stop_after_idle_seconds: float
+    summary_interval_seconds: float
+    dedupe_horizon_seconds: int
     customers: str
     merchants: str
     output_dir: str
@@ -155,7 +237,13 @@ class JobConfig:
     as_of: dt.datetime | None
 
     @property
+    def streaming(self) -> bool:
+        return self.source == "watch"
+
+    @property
     def transaction_files(self) -> list[str]:
+        if self.transactions is None:
+            return []
         return sorted(glob.glob(self.transactions)) if not _is_remote(self.transactions) else [self.transactions]
 
 
@@ -287,6 +375,28 @@ def _check(config: JobConfig, check_files: bool) -> None:
         )
     if config.max_record_bytes < 1:
         raise ConfigError(f"input.max_record_bytes: must be at least 1, got {config.max_record_bytes}")
+    for key, value in (
+        ("source.poll_interval_seconds", config.poll_interval_seconds),
+        ("streaming.window_seconds", config.window_seconds),
+        ("streaming.summary_interval_seconds", config.summary_interval_seconds),
+        ("dedupe.horizon_seconds", config.dedupe_horizon_seconds),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value}")
+    for key, value in (
+        ("source.settle_seconds", config.settle_seconds),
+        ("streaming.allowed_lateness_seconds", config.allowed_lateness_seconds),
+        ("streaming.stop_after_idle_seconds", config.stop_after_idle_seconds),
+    ):
+        if value < 0:
+            raise ConfigError(f"{key}: must not be negative, got {value}")
+    if config.source == "files" and config.transactions is None:
+        raise ConfigError("input.transactions (--input): a value is required when source.kind is files")
+    if config.source == "watch":
+        if config.watch_dir is None:
+            raise ConfigError("source.watch_dir (--watch_dir): a value is required when source.kind is watch")
+        if config.parquet:
+            raise ConfigError("output.parquet: Parquet output is written by batch runs only (source.kind files)")
     if config.num_shards < 0:
         raise ConfigError(f"output.num_shards: must not be negative, got {config.num_shards}")
     if not config.thresholds_version.strip():
@@ -301,7 +411,10 @@ def _check(config: JobConfig, check_files: bool) -> None:
         )
     if not check_files:
         return
-    _check_input(config.transactions)
+    if config.source == "watch":
+        _check_watch_dir(config.watch_dir or "")
+    else:
+        _check_input(config.transactions or "")
     for key, path in (
         ("reference.customers", config.customers),
         ("reference.merchants", config.merchants),
@@ -324,6 +437,17 @@ def _check_input(pattern: str) -> None:
         raise ConfigError(f"input.transactions: no file matches {pattern!r}")
     if all(os.path.isdir(m) for m in matches):
         raise ConfigError(f"input.transactions: {pattern!r} matches only folders, no file")
+
+
+def _check_watch_dir(folder: str) -> None:
+    if _is_remote(folder):
+        raise ConfigError(f"source.watch_dir: {folder!r}: only a local folder can be watched")
+    if not os.path.isdir(folder):
+        raise ConfigError(
+            f"source.watch_dir: {folder!r} is not a folder" + ("" if os.path.exists(folder) else " (no such folder)")
+        )
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise ConfigError(f"source.watch_dir: {folder!r} cannot be listed")
 
 
 def _check_readable_file(key: str, path: str) -> None:
