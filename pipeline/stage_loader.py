@@ -13,6 +13,7 @@ from types import ModuleType
 STAGES = (
     "00_source",
     "10_validate",
+    "20_dedupe",
     "30_enrich",
     "40_features",
     "50_predict",
