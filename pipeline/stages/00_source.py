@@ -13,6 +13,16 @@ Dead letters (stage 00_source), not records but the parts of the input that coul
   RECORD_TOO_LARGE    a line longer than input.max_record_bytes: a record, refused without
                       being held in memory whole; `payload` holds its first KiB.
 The source knows nothing of the payload; 10_validate judges it.
+
+Kind `watch` (streaming, WatchTransactions): a local folder is listed every poll interval and each
+new file in it is read once, as above. A file is taken only when it is complete: names that writers
+use while writing (`*.tmp`, `*.part`, `*.partial`, `*.inprogress`, `*~`, hidden `.NAME`) are never
+taken, so a writer writes under such a name and renames the file when it is whole; as a second
+guard a file is taken only when it has not changed for `settle_seconds`. Sub-folders are not
+entered. Each name is taken once per run (Beam state keyed by path), and a file's records carry the
+time it was taken as their Beam timestamp: the source's watermark, which follows the wall clock.
+The input ends (and the job drains) after `stop_after_idle_seconds` without a change in the folder,
+or when a drain is requested (Ctrl-C); 0 watches until then.
 Blank lines are not records: they are skipped and counted (00_source.blank_lines_skipped), so that
 lines in = records read + blank lines skipped.
 
@@ -29,18 +39,24 @@ import glob
 import lzma
 import os
 import stat
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
 import zstandard
+from apache_beam.coders import BooleanCoder
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
-from pipeline.shared import metrics
+from pipeline.shared import drain, metrics
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import DEAD_LETTER, MAIN, make_dead_letter
 
@@ -413,5 +429,163 @@ class ReadTransactions(beam.PTransform):
         records = read[MAIN]
         records.element_type = RawRecord
         errors = (matched[DEAD_LETTER], read[DEAD_LETTER]) | "SourceErrors" >> beam.Flatten()
+        errors.element_type = DeadLetter
+        return records, errors
+
+
+# Names a writer uses while a file is incomplete; never taken.
+IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".inprogress", "~")
+
+
+def in_progress(name: str) -> bool:
+    return name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES)
+
+
+def list_folder(folder: str, settle_seconds: float, now: float) -> tuple[list[FileEntry], float]:
+    """The complete files in `folder` (by name), and the latest change time of anything in it
+    (files still being written included), for the idleness check."""
+    complete: list[FileEntry] = []
+    latest = 0.0
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return complete, latest
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue  # gone since the listing (renamed by its writer)
+        changed = max(info.st_mtime, info.st_ctime)
+        latest = max(latest, changed)
+        if in_progress(name) or not stat.S_ISREG(info.st_mode):
+            continue
+        if now - changed >= settle_seconds:
+            complete.append(FileEntry(path, info.st_size))
+    return complete, latest
+
+
+_POLLS = 2**62  # the poll sequence is unbounded in practice
+
+
+class _PollTracker(OffsetRestrictionTracker):
+    """One poller per folder: the runner may checkpoint it (split at 0) but never split it in two."""
+
+    def try_split(self, fraction_of_remainder):
+        return super().try_split(0) if fraction_of_remainder == 0 else None
+
+
+class _PollRestrictions(beam.transforms.core.RestrictionProvider):
+    def initial_restriction(self, element):
+        return OffsetRange(0, _POLLS)
+
+    def create_tracker(self, restriction):
+        return _PollTracker(restriction)
+
+    def restriction_size(self, element, restriction):
+        return 1
+
+    def split(self, element, restriction):
+        yield restriction
+
+    def truncate(self, element, restriction):
+        return None  # a runner's drain: stop polling at once
+
+
+_POLL_RESTRICTIONS = _PollRestrictions()
+_POLL_WATERMARK = ManualWatermarkEstimator.default_provider()
+
+
+class WatchFolderFn(beam.DoFn):
+    """folder -> the FileEntry of every complete file in it, at each poll, timestamped with the
+    poll's time, which is also the output watermark. Ends after `idle_seconds` without a change
+    in the folder (0: never) or when a drain is requested."""
+
+    def __init__(self, poll_seconds: float, settle_seconds: float, idle_seconds: float):
+        self._poll = poll_seconds
+        self._settle = settle_seconds
+        self._idle = idle_seconds
+
+    def setup(self) -> None:
+        self._started = time.time()
+        self._emitted: set[tuple[str, int]] = set()
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        folder: str,
+        tracker=beam.DoFn.RestrictionParam(_POLL_RESTRICTIONS),
+        watermark=beam.DoFn.WatermarkEstimatorParam(_POLL_WATERMARK),
+    ):
+        position = tracker.current_restriction().start
+        if not tracker.try_claim(position):
+            return
+        now = time.time()
+        files, latest_change = list_folder(folder, self._settle, now)
+        at = Timestamp.of(now)
+        for entry in files:
+            if (entry.path, entry.size) not in self._emitted:
+                self._emitted.add((entry.path, entry.size))
+                yield beam.window.TimestampedValue(entry, at)
+        current = watermark.current_watermark()
+        if current is None or at > current:
+            watermark.set_watermark(at)
+        idle_for = now - max(self._started, latest_change)
+        if drain.requested() or (self._idle and idle_for >= self._idle):
+            tracker.try_claim(_POLLS - 1)  # the rest of the sequence: the input ends here
+            return
+        tracker.defer_remainder(Duration.of(self._poll))
+
+
+class TakeOnceFn(beam.DoFn):
+    """(path, FileEntry) -> the FileEntry the first time its path is seen; Beam state remembers."""
+
+    TAKEN = ReadModifyWriteStateSpec("taken", BooleanCoder())
+
+    def process(self, keyed: tuple[str, FileEntry], taken=beam.DoFn.StateParam(TAKEN)):
+        if not taken.read():
+            taken.write(True)
+            yield keyed[1]
+
+
+class WatchTransactions(beam.PTransform):
+    """Every line of every file that appears in `folder`, as a RawRecord, unbounded; returns
+    (records, source errors) as ReadTransactions does."""
+
+    def __init__(
+        self,
+        folder: str,
+        clock: RunClock,
+        poll_seconds: float = 1.0,
+        settle_seconds: float = 1.0,
+        idle_seconds: float = 0.0,
+        split_bytes: int = DEFAULT_SPLIT_BYTES,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ):
+        super().__init__()
+        self._folder = folder
+        self._clock = clock
+        self._watch = WatchFolderFn(poll_seconds, settle_seconds, idle_seconds)
+        self._split_bytes = split_bytes
+        self._max_record_bytes = max_record_bytes
+
+    def expand(self, pbegin: beam.pvalue.PBegin):
+        files = (
+            pbegin
+            | "Folder" >> beam.Create([self._folder])
+            | "Watch" >> beam.ParDo(self._watch).with_output_types(FileEntry)
+            | "ByPath" >> beam.Map(lambda entry: (entry.path, entry)).with_output_types(tuple[str, FileEntry])
+            | "TakeOnce" >> beam.ParDo(TakeOnceFn()).with_output_types(FileEntry)
+        )
+        read = (
+            files
+            | "SplitFiles" >> beam.ParDo(SplitFileFn(self._split_bytes))
+            | "SpreadRanges" >> beam.Reshuffle()
+            | "ReadRanges"
+            >> beam.ParDo(ReadRangeFn(self._clock, self._max_record_bytes)).with_outputs(DEAD_LETTER, main=MAIN)
+        )
+        records = read[MAIN]
+        records.element_type = RawRecord
+        errors = read[DEAD_LETTER]
         errors.element_type = DeadLetter
         return records, errors
