@@ -12,6 +12,15 @@ Dead letters (stage 10_validate), every problem of the record listed in `violati
                                             (rule riskpipe.pan_in_clear)
   EVENT_TIME_IN_FUTURE                      event_time is ahead of the run's clock by more than
                                             validate.max_future_skew_seconds
+  LATE_RECORD                               streaming: event_time lies behind the source's
+                                            watermark (the record's Beam timestamp as read: when
+                                            it was taken) by more than
+                                            streaming.allowed_lateness_seconds, and
+                                            streaming.late_policy is dead_letter
+Event time: a valid transaction leaves with its event_time as its Beam timestamp. A late one under
+streaming.late_policy score keeps its arrival time instead (so it lands in the window being
+written, not one already closed) and is flagged `late`. In batch the records are read at the
+start of time, so none is late.
 The rules themselves live in contracts/riskpipe/v1/transaction.proto (buf.validate annotations).
 The `in` lists of that file (currencies, countries) are also checked here first, from the same
 annotations: protovalidate spends half a millisecond writing out a 165-value list for a miss, which
@@ -26,15 +35,17 @@ from typing import Any
 import apache_beam as beam
 import orjson
 import protovalidate
+from apache_beam.utils.timestamp import Duration, Timestamp
 from google.protobuf.descriptor import Descriptor
 
 from contracts.buf.validate import validate_pb2
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
+from pipeline.shared import metrics
 from pipeline.shared.card_numbers import looks_like_pan
 from pipeline.shared.clock import RunClock, parse_rfc3339_timestamp
-from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
+from pipeline.shared.dead_letter import DEAD_LETTER, MAIN, StageFn, apply_stage, make_dead_letter
 
 STAGE = "10_validate"
 _STRING_FIELDS = ("transaction_id", "card_id", "merchant_id", "mcc", "country", "device_id")
@@ -259,15 +270,72 @@ class TransactionParser:
         return make_dead_letter(STAGE, code, message, raw, self._clock.timestamp(), violations, transaction_id)
 
 
-class Validate(beam.PTransform):
-    """RawRecords -> (Transactions, DeadLetters)."""
+class EventTimeFn(beam.DoFn):
+    """Transaction -> the same, timestamped with its event_time; or, when it is later than allowed,
+    a LATE_RECORD dead letter or the transaction flagged `late` at its arrival time."""
 
-    def __init__(self, clock: RunClock, max_future_skew_seconds: int):
+    def __init__(self, allowed_lateness_seconds: int, late_policy: str, clock: RunClock):
+        self._allowed = Duration(seconds=allowed_lateness_seconds)
+        self._allowed_seconds = allowed_lateness_seconds
+        self._policy = late_policy
+        self._clock = clock
+
+    def setup(self) -> None:
+        self._late = metrics.counter(metrics.LATE_RECORDS)
+
+    def process(self, txn: Transaction, arrival=beam.DoFn.TimestampParam):
+        event = Timestamp(seconds=txn.event_time.seconds, micros=txn.event_time.nanos // 1000)
+        if arrival - event <= self._allowed:
+            yield beam.window.TimestampedValue(txn, event)
+            return
+        self._late.inc()
+        if self._policy == "score":
+            flagged = Transaction()
+            flagged.CopyFrom(txn)
+            flagged.late = True
+            yield flagged
+            return
+        behind = (arrival - event).micros / 1e6
+        yield beam.pvalue.TaggedOutput(
+            DEAD_LETTER,
+            make_dead_letter(
+                STAGE,
+                ErrorCode.ERROR_CODE_LATE_RECORD,
+                f"event_time {event.to_rfc3339()} is {behind:,.0f} s behind the source's watermark "
+                f"({arrival.to_rfc3339()}, when the record was taken), more than "
+                f"streaming.allowed_lateness_seconds ({self._allowed_seconds})",
+                txn.origin,
+                self._clock.timestamp(),
+                transaction_id=txn.transaction_id,
+            ),
+        )
+
+
+class Validate(beam.PTransform):
+    """RawRecords -> (Transactions at their event time, DeadLetters)."""
+
+    def __init__(
+        self,
+        clock: RunClock,
+        max_future_skew_seconds: int,
+        allowed_lateness_seconds: int = 300,
+        late_policy: str = "dead_letter",
+    ):
         super().__init__()
         self._clock = clock
         self._max_skew = max_future_skew_seconds
+        self._allowed_lateness = allowed_lateness_seconds
+        self._late_policy = late_policy
 
     def expand(self, raw_records: beam.PCollection):
         clock, max_skew = self._clock, self._max_skew
         fn = StageFn(STAGE, functools.partial(TransactionParser, clock, max_skew), clock)
-        return apply_stage(raw_records, "ParseAndCheck", fn, Transaction)
+        parsed, refused = apply_stage(raw_records, "ParseAndCheck", fn, Transaction)
+        timed = parsed | "EventTime" >> beam.ParDo(
+            EventTimeFn(self._allowed_lateness, self._late_policy, clock)
+        ).with_outputs(DEAD_LETTER, main=MAIN)
+        transactions = timed[MAIN]
+        transactions.element_type = Transaction
+        late = timed[DEAD_LETTER]
+        late.element_type = DeadLetter
+        return transactions, (refused, late) | "DeadLetters" >> beam.Flatten()
