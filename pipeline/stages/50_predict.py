@@ -10,6 +10,8 @@ dead letters, the rest of the batch is scored.
 A score that is not a probability (NaN, infinite, outside [0, 1]) is never turned into a decision:
 the record becomes a dead letter (fail closed). Each worker checks, as it loads the model, that the
 file's sha256 is the one the runner checked against the model card.
+Each output keeps its record's event_time as its Beam timestamp (a late one scored under
+streaming.late_policy score: the time it is scored), for the windows of the streaming sinks.
 Dead letters (stage 50_predict):
   INFERENCE_FAILED   the model could not score this record on its own
   INVALID_SCORE      the model gave this record a score that is not a probability
@@ -29,6 +31,7 @@ import numpy as np
 import onnxruntime as ort
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
+from apache_beam.utils.timestamp import Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
@@ -209,8 +212,21 @@ class Decider:
             scored_at=self._clock.timestamp(),
             missing_profiles=enriched.missing_profiles,
             source=txn.origin.source,
+            late=txn.late,
         )
         return scored
+
+
+def record_time(keyed: tuple[EnrichedTransaction, PredictionResult], now: RunClock):
+    """A prediction at its record's Beam timestamp again (RunInference's batching stamps its
+    outputs with the end of the window): the event_time, or now for a record scored late."""
+    txn = keyed[0].transaction
+    if txn.late:
+        at = now.timestamp()
+        return beam.window.TimestampedValue(keyed, Timestamp(seconds=at.seconds, micros=at.nanos // 1000))
+    return beam.window.TimestampedValue(
+        keyed, Timestamp(seconds=txn.event_time.seconds, micros=txn.event_time.nanos // 1000)
+    )
 
 
 class Predict(beam.PTransform):
@@ -232,5 +248,10 @@ class Predict(beam.PTransform):
         self._clock = clock
 
     def expand(self, enriched: beam.PCollection):
-        predictions = enriched | "ToModelInput" >> beam.Map(model_input) | "RunInference" >> RunInference(self._handler)
+        predictions = (
+            enriched
+            | "ToModelInput" >> beam.Map(model_input)
+            | "RunInference" >> RunInference(self._handler)
+            | "RecordTime" >> beam.Map(record_time, self._clock)
+        )
         return apply_stage(predictions, "Decide", StageFn(STAGE, self._decider, self._clock), ScoredTransaction)
