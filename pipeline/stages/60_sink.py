@@ -3,6 +3,9 @@
 In:  ScoredTransaction.
 Out: scored/part-*.jsonl, one proto3-JSON object per line (proto field names); with
      output.parquet, also scored_parquet/part-*.parquet with flat columns (see PARQUET_SCHEMA).
+     Streaming: scored/<window start>-<window end>.pane<N>.<run>.s<shard>.jsonl, one file set per
+     fixed event-time window (streaming.window_seconds), each written whole when the window closes
+     (pipeline.shared.windowed_files); no Parquet.
 Dead letters: none; an encoding failure is an INTERNAL_ERROR from the stage guard.
 A given input gives the same lines (their order inside and across files is the runner's).
 """
@@ -20,6 +23,7 @@ from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import StageFn, apply_stage
 from pipeline.shared.json_codec import scored_json
+from pipeline.shared.windowed_files import Windowing, WriteWindowedFiles
 
 STAGE = "60_sink"
 
@@ -77,15 +81,21 @@ class ScoredEncoder:
 class WriteScored(beam.PTransform):
     """ScoredTransactions -> JSONL (and Parquet) files; returns the encoding dead letters."""
 
-    def __init__(self, output_dir: str, num_shards: int, parquet: bool, clock: RunClock):
+    def __init__(
+        self, output_dir: str, num_shards: int, parquet: bool, clock: RunClock, windowing: Windowing | None = None
+    ):
         super().__init__()
         self._dir = output_dir.rstrip("/")
         self._num_shards = num_shards
         self._parquet = parquet
         self._clock = clock
+        self._windowing = windowing
 
     def expand(self, scored: beam.PCollection):
         lines, dead = apply_stage(scored, "ToJson", StageFn(STAGE, functools.partial(ScoredEncoder), self._clock), str)
+        if self._windowing is not None:
+            lines | "WriteWindows" >> WriteWindowedFiles(f"{self._dir}/scored", self._windowing)
+            return dead
         lines | "WriteJsonl" >> beam.io.WriteToText(
             f"{self._dir}/scored/part", file_name_suffix=".jsonl", num_shards=self._num_shards
         )
