@@ -2,7 +2,8 @@
 
 In:  DeadLetter (one PCollection: the runner flattens the dead letters of all stages).
 Out: dead_letters/part-*.jsonl, one proto3-JSON DeadLetter per line (proto field names; payload
-     base64 as the JSON mapping says, payload_text beside it when the bytes are UTF-8).
+     base64 as the JSON mapping says, payload_text beside it when the bytes are UTF-8). Streaming:
+     one file set per fixed window, as 60_sink writes scored records (pipeline.shared.windowed_files).
 Before a letter is written, card numbers are masked in its text fields (payload_text, message,
 violations, stack trace) and its payload bytes follow dead_letter.payload: raw, masked or none.
 Counts every letter (dead_letters_written) and every error code (dead_letters.<ERROR_CODE_...>).
@@ -17,6 +18,7 @@ from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from pipeline.shared import metrics
 from pipeline.shared.dead_letter import redact
 from pipeline.shared.json_codec import dead_letter_json
+from pipeline.shared.windowed_files import Windowing, WriteWindowedFiles
 
 STAGE = "90_dead_letter"
 
@@ -38,18 +40,19 @@ class EncodeDeadLetterFn(beam.DoFn):
 
 
 class WriteDeadLetters(beam.PTransform):
-    def __init__(self, output_dir: str, num_shards: int, payload_policy: str = "raw"):
+    def __init__(
+        self, output_dir: str, num_shards: int, payload_policy: str = "raw", windowing: Windowing | None = None
+    ):
         super().__init__()
         self._dir = output_dir.rstrip("/")
         self._num_shards = num_shards
         self._payload_policy = payload_policy
+        self._windowing = windowing
 
     def expand(self, dead_letters: beam.PCollection):
-        return (
-            dead_letters
-            | "ToJson" >> beam.ParDo(EncodeDeadLetterFn(self._payload_policy)).with_output_types(str)
-            | "WriteJsonl"
-            >> beam.io.WriteToText(
-                f"{self._dir}/dead_letters/part", file_name_suffix=".jsonl", num_shards=self._num_shards
-            )
+        lines = dead_letters | "ToJson" >> beam.ParDo(EncodeDeadLetterFn(self._payload_policy)).with_output_types(str)
+        if self._windowing is not None:
+            return lines | "WriteWindows" >> WriteWindowedFiles(f"{self._dir}/dead_letters", self._windowing)
+        return lines | "WriteJsonl" >> beam.io.WriteToText(
+            f"{self._dir}/dead_letters/part", file_name_suffix=".jsonl", num_shards=self._num_shards
         )
