@@ -2,14 +2,18 @@ r"""The job's entry point: composes the stages into one PCollection graph and ru
 
     python -m pipeline.runner --config config.yaml [--input GLOB] [--output_dir DIR] [Beam options]
 
-    source -> validate -> enrich -> features -> predict -> sink
-                 \__________\_________\___________\________\--> dead-letter sink
+    source -> validate -> dedupe -> enrich -> features -> predict -> sink
+                 \__________\_________\_________\___________\________\--> dead-letter sink
 
 Every config key has a pipeline option (see `--help` and README); Beam's own options (--runner,
 --direct_num_workers, --flink_master, ...) pass through; an option that neither the job nor Beam
-knows is an error. The results are published into <output_dir> only when the job has finished
-(pipeline.shared.output_folder); the run summary goes to <output_dir>/summary.json, written last,
-and to stdout. Exit codes: 0 every record accounted for and the whole input read; 1 a run that
+knows is an error. A batch run's results are published into <output_dir> only when the job has
+finished (pipeline.shared.output_folder); the run summary goes to <output_dir>/summary.json,
+written last, and to stdout. A streaming run (source.kind watch) adds one file set per window to
+<output_dir> as windows close, refreshes summary.json every streaming.summary_interval_seconds,
+and drains and stops after streaming.stop_after_idle_seconds without input, or on Ctrl-C.
+Every run names its runner: the FnApiRunner for batch, Prism (scripts/prism.sh) for streaming.
+Exit codes: 0 every record accounted for and the whole input read; 1 a run that
 did not account for every record; 2 a configuration that cannot run (nothing read or written);
 3 balanced, but part of the input could not be read (source errors); 4 the run failed (a worker
 died, the runner failed) and nothing was published.
@@ -32,20 +36,28 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    PipelineOptions,
+    PrismRunnerOptions,
+    StandardOptions,
+    _BeamArgumentParser,
+)
 from apache_beam.runners.runner import create_runner
 
-from contracts.riskpipe.v1.dead_letter_pb2 import ErrorCode
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from pipeline.shared import config as job_config
-from pipeline.shared import metrics, model_check
+from pipeline.shared import drain, metrics, model_check, prism
 from pipeline.shared.clock import RunClock
 from pipeline.shared.model_card import file_digest
 from pipeline.shared.output_folder import OutputFolder
 from pipeline.shared.version import PIPELINE_VERSION
+from pipeline.shared.windowed_files import Windowing, new_run_id
 from pipeline.stage_loader import STAGES, load_stage
 
 source = load_stage("00_source")
 validate = load_stage("10_validate")
+dedupe = load_stage("20_dedupe")
 enrich = load_stage("30_enrich")
 featurize = load_stage("40_features")
 predict = load_stage("50_predict")
@@ -53,8 +65,12 @@ sink = load_stage("60_sink")
 dead_letter_sink = load_stage("90_dead_letter")
 
 # The engine Beam's DirectRunner uses for batch pipelines, in this process (or in worker processes
-# with --direct_running_mode=multi_processing).
+# with --direct_running_mode=multi_processing); faster than Prism on the batch job (README).
 DEFAULT_RUNNER = "FnApiRunner"
+# Beam's local runner for unbounded input (the FnApiRunner and the classic DirectRunner cannot run
+# an unbounded source here).
+DEFAULT_STREAMING_RUNNER = "PrismRunner"
+_BATCH_ONLY_RUNNERS = ("FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
 EXIT_CONFIG = 2
@@ -101,14 +117,40 @@ def parse_options(argv: Sequence[str]) -> PipelineOptions:
         raise job_config.ConfigError("; ".join(problems))
     options = PipelineOptions(list(argv))
     standard = options.view_as(StandardOptions)
-    if standard.runner is None:
-        # Named, never left to Beam: its DirectRunner would first try to download a Prism binary.
-        standard.runner = DEFAULT_RUNNER
-    try:
-        create_runner(standard.runner)
-    except (ValueError, ImportError) as exc:
-        raise job_config.ConfigError(f"--runner: {standard.runner!r} is not a runner Beam knows: {exc}") from None
+    if standard.runner is not None:
+        try:
+            create_runner(standard.runner)
+        except (ValueError, ImportError) as exc:
+            raise job_config.ConfigError(f"--runner: {standard.runner!r} is not a runner Beam knows: {exc}") from None
     return options
+
+
+def choose_runner(options: PipelineOptions, streaming: bool) -> str:
+    """Names the runner (never left to Beam: its DirectRunner would first try to download a Prism
+    binary) and gives Prism the project's binary; returns the runner's name."""
+    standard = options.view_as(StandardOptions)
+    if streaming:
+        standard.streaming = True
+    if standard.runner is None:
+        standard.runner = DEFAULT_STREAMING_RUNNER if standard.streaming else DEFAULT_RUNNER
+    name = standard.runner
+    if standard.streaming and name in _BATCH_ONLY_RUNNERS:
+        raise job_config.ConfigError(
+            f"--runner: {name} cannot run an unbounded source; streaming runs on PrismRunner here "
+            "(the default for source.kind watch), or on Flink or Dataflow"
+        )
+    located = options.view_as(PrismRunnerOptions)
+    if name in prism.PRISM_RUNNERS:
+        # Prism splits a bundle that seems slow and can then fire a split-off timer a second time,
+        # concurrently with the first (github.com/apache/beam/issues/35771): 20_dedupe would
+        # release a record twice. Its splitting is switched off.
+        options.view_as(DebugOptions).add_experiment(prism.NO_SPLITS)
+    if name in prism.PRISM_RUNNERS and not located.prism_location:
+        try:
+            located.prism_location = prism.find()
+        except prism.PrismMissingError as exc:
+            raise job_config.ConfigError(f"--runner {name}: {exc}") from None
+    return name
 
 
 def check_model(config: job_config.JobConfig) -> dict[str, Any] | None:
@@ -135,33 +177,73 @@ def resolve_model_version(config: job_config.JobConfig) -> str:
     return model_version(config, card)
 
 
+def windowing(config: job_config.JobConfig, run_id: str = "") -> Windowing | None:
+    """How a streaming run writes its windows; None for batch."""
+    if not config.streaming:
+        return None
+    return Windowing(
+        config.window_seconds, config.allowed_lateness_seconds, run_id or new_run_id(), max(config.num_shards, 1)
+    )
+
+
 def build_pipeline(
-    p: beam.Pipeline, config: job_config.JobConfig, model_version: str, model_sha256: str = ""
+    p: beam.Pipeline,
+    config: job_config.JobConfig,
+    model_version: str,
+    model_sha256: str = "",
+    run_id: str = "",
+    raw_records: beam.PCollection | None = None,
 ) -> dict[str, beam.PCollection]:
-    """Adds the whole job to `p` and returns its named PCollections (for tests)."""
+    """Adds the whole job to `p` and returns its named PCollections (for tests). `raw_records`
+    replaces the source (a TestStream in tests)."""
     clock = RunClock(config.as_of)
     thresholds = predict.Thresholds(config.thresholds_version, config.review_threshold, config.decline_threshold)
-    raw, refused_00 = p | "00_source" >> source.ReadTransactions(
-        config.transactions, clock, max_record_bytes=config.max_record_bytes
+    windows = windowing(config, run_id)
+    if raw_records is not None:
+        raw, refused_00 = raw_records, p | "00_source" >> beam.Create([]).with_output_types(DeadLetter)
+    elif config.streaming:
+        raw, refused_00 = p | "00_source" >> source.WatchTransactions(
+            config.watch_dir or "",
+            clock,
+            config.poll_interval_seconds,
+            config.settle_seconds,
+            config.stop_after_idle_seconds,
+            max_record_bytes=config.max_record_bytes,
+        )
+    else:
+        raw, refused_00 = p | "00_source" >> source.ReadTransactions(
+            config.transactions or "", clock, max_record_bytes=config.max_record_bytes
+        )
+    transactions, refused_10 = raw | "10_validate" >> validate.Validate(
+        clock, config.max_future_skew_seconds, config.allowed_lateness_seconds, config.late_policy
     )
-    transactions, refused_10 = raw | "10_validate" >> validate.Validate(clock, config.max_future_skew_seconds)
-    enriched, refused_30 = transactions | "30_enrich" >> enrich.Enrich(
+    unique, refused_20 = transactions | "20_dedupe" >> dedupe.Dedupe(config.dedupe_horizon_seconds, clock)
+    enriched, refused_30 = unique | "30_enrich" >> enrich.Enrich(
         config.customers, config.merchants, config.missing_profile_policy, clock
     )
     featured, refused_40 = enriched | "40_features" >> featurize.ComputeFeatures(clock)
     scored, refused_50 = featured | "50_predict" >> predict.Predict(
         config.model, model_version, thresholds, config.min_batch_size, config.max_batch_size, clock, model_sha256
     )
-    refused_60 = scored | "60_sink" >> sink.WriteScored(config.output_dir, config.num_shards, config.parquet, clock)
-    dead_letters = (refused_00, refused_10, refused_30, refused_40, refused_50, refused_60) | "AllDeadLetters" >> (
-        beam.Flatten()
+    refused_60 = scored | "60_sink" >> sink.WriteScored(
+        config.output_dir, config.num_shards, config.parquet, clock, windows
     )
+    dead_letters = (
+        refused_00,
+        refused_10,
+        refused_20,
+        refused_30,
+        refused_40,
+        refused_50,
+        refused_60,
+    ) | "AllDeadLetters" >> beam.Flatten()
     dead_letters | "90_dead_letter" >> dead_letter_sink.WriteDeadLetters(
-        config.output_dir, config.num_shards, config.dead_letter_payload
+        config.output_dir, config.num_shards, config.dead_letter_payload, windows
     )
     return {
         "raw": raw,
         "transactions": transactions,
+        "unique": unique,
         "featured": featured,
         "scored": scored,
         "dead_letters": dead_letters,
@@ -198,6 +280,7 @@ def summarize(result: Any) -> dict[str, Any]:
             kind: counters.get(metrics.DEFAULT_PROFILE_USED_PREFIX + kind, 0) for kind in ("customer", "merchant")
         },
         "reference_rows_rejected": counters.get(metrics.REFERENCE_ROWS_REJECTED, 0),
+        "late_records": counters.get(metrics.LATE_RECORDS, 0),
     }
 
 
@@ -208,6 +291,8 @@ def source_error_details(output_dir: str) -> list[dict[str, Any]]:
     folder = os.path.join(output_dir, "dead_letters")
     details: list[dict[str, Any]] = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        if name.startswith("."):
+            continue  # a window file still being written
         with open(os.path.join(folder, name), "rb") as f:
             for line in f:
                 if _SOURCE_UNREADABLE.encode() in line:
@@ -264,6 +349,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     rows += [(f"  {code}", n) for code, n in sorted(summary["dead_letters_by_code"].items())]
     rows += [
         ("duplicates dropped", summary["duplicates"]),
+        ("late records", summary.get("late_records", 0)),
         ("default customer profiles", summary["default_profiles_used"]["customer"]),
         ("default merchant profiles", summary["default_profiles_used"]["merchant"]),
         ("reference rows rejected", summary["reference_rows_rejected"]),
@@ -341,6 +427,59 @@ class WorkerWatchdog:
                 return
 
 
+def live_summary(result: Any) -> dict[str, Any] | None:
+    """The summary of a job still running, from the runner's metrics so far; None where the runner
+    cannot tell yet."""
+    try:
+        if hasattr(result, "_metrics"):
+            result._metrics = None  # the portable runner keeps the first answer; ask again
+        return summarize(result)
+    except Exception:  # noqa: BLE001 - a runner without live metrics: no refresh, the final summary still comes
+        return None
+
+
+class StreamingWatch:
+    """While a streaming job runs: summary.json refreshed every `interval` seconds, and Ctrl-C asks
+    the job to drain (a second Ctrl-C stops at once, losing what is in flight)."""
+
+    def __init__(self, result: Any, interval: float, write):
+        self._result = result
+        self._interval = interval
+        self._write = write
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._refresh, name="riskpipe-summary", daemon=True)
+        self._previous: Any = None
+
+    def __enter__(self) -> StreamingWatch:
+        self._thread.start()
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._interrupted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _interrupted(self, signum: int, frame: Any) -> None:
+        if drain.requested():
+            raise KeyboardInterrupt
+        drain.request()
+        print(
+            "draining: no new input is taken; the job stops once every record read is written "
+            "(Ctrl-C again stops at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _refresh(self) -> None:
+        while not self._done.wait(self._interval):
+            summary = live_summary(self._result)
+            if summary is not None:
+                summary["running"] = True
+                self._write(summary)
+
+
 def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
     """Parse options, validate the configuration, run the job, publish the output, return the summary.
 
@@ -351,6 +490,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     job = options.view_as(JobOptions)
     overrides = {s.option: getattr(job, s.option) for s in job_config.SETTINGS}
     config = job_config.load(job.config, overrides)
+    runner_name = choose_runner(options, config.streaming)
     card = check_model(config)
     # The card's sha256 has just been checked against the file: no need to read the file again.
     if "://" in config.model:
@@ -358,14 +498,15 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     else:
         model_sha256 = card["sha256"].lower() if card is not None else file_digest(config.model)
     version = model_version(config, card, model_sha256)
+    read_from = config.watch_dir if config.streaming else os.path.dirname(config.transactions or "") or "."
     protected = (
-        os.path.dirname(config.transactions) or ".",
+        read_from or ".",
         config.customers,
         config.merchants,
         config.model,
         *([job.config] if job.config else []),
     )
-    folder = OutputFolder(config.output_dir, config.overwrite, protected)
+    folder = OutputFolder(config.output_dir, config.overwrite, protected, appending=config.streaming)
     staging = folder.prepare()
 
     def worker_lost(pids: list[int]) -> None:
@@ -381,28 +522,56 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         )
         os._exit(EXIT_RUN_FAILED)
 
+    def finish(summary: dict[str, Any]) -> dict[str, Any]:
+        summary["output_dir"] = config.output_dir
+        summary["model_version"] = version
+        summary["runner"] = runner_name
+        summary["mode"] = "streaming" if config.streaming else "batch"
+        summary["exit_code"] = exit_code(summary)
+        return summary
+
+    def write_live(summary: dict[str, Any]) -> None:
+        folder.write_summary(json.dumps(finish(summary), indent=2, sort_keys=True).encode() + b"\n")
+
     try:
         folder.retire_previous()
+        drain.reset()
         pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
         build_pipeline(pipeline, dataclasses.replace(config, output_dir=staging), version, model_sha256)
         try:
             with WorkerWatchdog(worker_lost):
-                result = pipeline.run()
-                result.wait_until_finish()
+                if config.streaming:
+                    # Prism starts now and inherits an ignored SIGINT: a Ctrl-C in the terminal
+                    # reaches only this process, which drains the job instead of losing it.
+                    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
+                    try:
+                        result = pipeline.run()
+                    finally:
+                        if previous is not None:
+                            signal.signal(signal.SIGINT, previous)
+                    with StreamingWatch(result, config.summary_interval_seconds, write_live):
+                        result.wait_until_finish()
+                else:
+                    result = pipeline.run()
+                    result.wait_until_finish()
         except Exception as exc:
             raise RunFailedError(f"{type(exc).__name__}: {str(exc)[:2000]}") from exc
         summary = summarize(result)
         summary["source_error_details"] = source_error_details(staging) if summary["source_errors"] else []
         summary["stage_msecs"] = stage_msecs(result)
-        summary["output_dir"] = config.output_dir
-        summary["model_version"] = version
-        summary["exit_code"] = exit_code(summary)
-        folder.write_summary(json.dumps(summary, indent=2, sort_keys=True).encode() + b"\n")
+        if config.streaming:
+            summary["running"] = False
+            summary["stopped_by"] = "drain" if drain.requested() else "idle"
+        folder.write_summary(json.dumps(finish(summary), indent=2, sort_keys=True).encode() + b"\n")
         folder.publish()
     except BaseException:
         folder.abandon()
         raise
     return summary
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 class _KnownNoise(logging.Filter):

@@ -15,6 +15,12 @@ flock) lets one run at a time write into DIR: a second run started at once stops
 touches nothing. The lock goes with the process, so a killed run never leaves it held; its stale
 staging folder is removed by the next run.
 
+A streaming run appends instead (`appending`): it writes into DIR itself, one file set per window,
+each file renamed into place whole (pipeline.shared.windowed_files), and a restarted run adds to
+the same DIR; summary.json is replaced whole (written beside it, then renamed) at every refresh.
+A batch run never replaces a streaming run's DIR, nor a streaming run a batch run's, unless
+`overwrite` is set.
+
 Remote folders (gs://, s3://) cannot be renamed: there the run writes into DIR directly, and DIR
 should be a fresh prefix per run.
 """
@@ -39,7 +45,7 @@ MARKER = ".riskpipe-run"
 
 
 def _is_ours(folder: pathlib.Path) -> bool:
-    entries = set(os.listdir(folder))
+    entries = {e for e in os.listdir(folder) if not e.startswith(".summary.json.")}  # a refresh cut short
     if not entries:
         return True
     if not entries <= OURS:
@@ -52,14 +58,23 @@ def _is_ours(folder: pathlib.Path) -> bool:
         return False
 
 
+def _mode(folder: pathlib.Path) -> str:
+    """batch or streaming: the kind of run whose results `folder` holds."""
+    try:
+        return str(json.loads((folder / MARKER).read_text(encoding="utf-8")).get("mode", "batch"))
+    except (OSError, ValueError, AttributeError):
+        return "batch"
+
+
 class OutputFolder:
-    def __init__(self, final: str, overwrite: bool = False, protected: tuple[str, ...] = ()):
+    def __init__(self, final: str, overwrite: bool = False, protected: tuple[str, ...] = (), appending: bool = False):
         """`protected`: paths the run reads (input, reference files, model, config); a folder that
         holds one of them, the working directory or the home folder is never replaced."""
         self.final = final
         self._protected = protected
         self.remote = "://" in final
         self._overwrite = overwrite
+        self.appending = appending
         self._lock: IO[str] | None = None
         self.staging = final
         if not self.remote:
@@ -110,12 +125,28 @@ class OutputFolder:
                     f"{where} holds files the job did not write ({', '.join(sorted(os.listdir(path))[:5])}); "
                     "choose another folder or pass --overwrite to replace it"
                 )
+            if path.is_dir() and os.listdir(path) and _mode(path) != self.mode and not self._overwrite:
+                raise ConfigError(
+                    f"{where} holds a {_mode(path)} run's results and this is a {self.mode} run; choose another "
+                    "folder or pass --overwrite"
+                )
+            if self.appending:
+                try:
+                    path.mkdir(exist_ok=True)
+                    if _mode(path) != self.mode:
+                        (path / MARKER).write_text(json.dumps({"mode": self.mode, "started": time.time()}) + "\n")
+                except OSError as exc:
+                    raise ConfigError(f"{where}: not writable ({exc.strerror or exc})") from None
+                self.staging = str(path)
+                return self.staging
             for stale in path.parent.glob(f".{path.name}.staging-*"):
                 shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; the lock says none runs
             staging = path.with_name(f".{path.name}.staging-{os.getpid()}-{time.time_ns()}")
             try:
                 staging.mkdir()
-                (staging / MARKER).write_text(json.dumps({"pid": os.getpid(), "started": time.time()}) + "\n")
+                (staging / MARKER).write_text(
+                    json.dumps({"mode": self.mode, "pid": os.getpid(), "started": time.time()}) + "\n"
+                )
             except OSError as exc:
                 raise ConfigError(f"{where}: not writable ({exc.strerror or exc})") from None
         except BaseException:
@@ -124,9 +155,13 @@ class OutputFolder:
         self.staging = str(staging)
         return self.staging
 
+    @property
+    def mode(self) -> str:
+        return "streaming" if self.appending else "batch"
+
     def retire_previous(self) -> None:
         """Moves an earlier run's DIR aside to NAME.previous, so that DIR is never stale."""
-        if self.remote or not self._path.exists():
+        if self.remote or self.appending or not self._path.exists():
             return
         if self._previous.exists():
             shutil.rmtree(self._previous)
@@ -134,11 +169,16 @@ class OutputFolder:
 
     def write_summary(self, data: bytes) -> None:
         """summary.json, written last (still into the staging folder for local folders)."""
+        if self.appending and not self.remote:
+            temporary = self._path / f".summary.json.{os.getpid()}.tmp"
+            temporary.write_bytes(data)
+            os.replace(temporary, self._path / "summary.json")
+            return
         with FileSystems.create(f"{self.staging.rstrip('/')}/summary.json") as f:
             f.write(data)
 
     def publish(self) -> None:
-        if not self.remote:
+        if not self.remote and not self.appending:
             os.rename(self.staging, self._path)
             if self._previous.exists():
                 shutil.rmtree(self._previous, ignore_errors=True)
@@ -146,7 +186,7 @@ class OutputFolder:
 
     def abandon(self) -> None:
         """A failed run: its staging folder goes, nothing is published."""
-        if not self.remote and self.staging != self.final:
+        if not self.remote and not self.appending and self.staging != self.final:
             shutil.rmtree(self.staging, ignore_errors=True)
         self.release()
 
