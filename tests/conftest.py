@@ -46,3 +46,15 @@ def buf() -> str:
     found = str(path) if path.exists() else shutil.which("buf")
     need(found is not None, "buf is not installed: run `npm ci` (package.json pins @bufbuild/buf)")
     return found
+
+
+@pytest.fixture(scope="session")
+def prism_binary() -> str:
+    """Beam's Prism runner, built by the project's own scripts/prism.sh when it is not cached yet."""
+    from pipeline.shared import prism
+
+    try:
+        return prism.ensure()
+    except prism.PrismMissingError as exc:
+        need(False, str(exc))
+        raise

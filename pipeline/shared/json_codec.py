@@ -72,6 +72,8 @@ def scored_dict(s: ScoredTransaction) -> dict:
             if (s.source.topic or s.source.message_id or s.source.partition or s.source.offset)
             else _file_source(s)
         )
+    if s.late:
+        out["late"] = True
     return out
 
 

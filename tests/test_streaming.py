@@ -1,0 +1,261 @@
+"""The job unbounded, on Beam's Prism runner (built by scripts/prism.sh; under CI a missing Prism
+fails these tests instead of skipping them).
+
+- A TestStream through 10_validate's event time, 20_dedupe and the windowed sinks.
+- The watched folder: files dropped while the job runs (some written slowly) all scored exactly
+  once, the job stopping by idleness, balanced, and the same records as a batch run over the same
+  files.
+- Ctrl-C drains: every record read is written before the process exits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import apache_beam as beam
+import orjson
+from apache_beam.coders import ProtoCoder
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.utils.timestamp import Timestamp
+
+from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
+from pipeline import runner
+from pipeline.shared import config as job_config_module
+from pipeline.shared.windowed_files import compact_time
+from tests.conftest import AS_OF, ROOT
+from tests.helpers import GOOD, job_config, read_jsonl
+from tools import stream_files
+
+PYTHON = sys.executable
+
+
+def record(line: int, txn_id: str, event: float, **changes) -> RawRecord:
+    obj = dict(GOOD, transaction_id=txn_id, **changes)
+    obj["event_time"] = dt.datetime.fromtimestamp(event, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return RawRecord(payload=orjson.dumps(obj), source=SourcePosition(uri="stream", line=line))
+
+
+def test_teststream_through_event_time_dedupe_and_windowed_sinks(dataset, tmp_path, prism_binary):
+    out, watch = tmp_path / "out", tmp_path / "watch"
+    out.mkdir()
+    watch.mkdir()
+    config = job_config_module.load(
+        job_config(
+            dataset,
+            out,
+            source__kind="watch",
+            source__watch_dir=str(watch),
+            streaming__window_seconds=60,
+            streaming__allowed_lateness_seconds=600,
+            dedupe__horizon_seconds=120,
+        )
+    )
+    options = PipelineOptions(["--runner=PrismRunner"])
+    runner.choose_runner(options, streaming=True)
+    t0 = int(AS_OF.timestamp()) - 86400  # on a minute: the first window is [t0, t0 + 60)
+    stream = (
+        TestStream(coder=ProtoCoder(RawRecord))
+        .advance_watermark_to(Timestamp(t0))
+        .add_elements(
+            [
+                beam.window.TimestampedValue(record(1, "a", t0), t0 + 1),
+                beam.window.TimestampedValue(record(2, "b", t0), t0 + 2),
+                beam.window.TimestampedValue(record(3, "a", t0), t0 + 5),  # a redelivery
+                beam.window.TimestampedValue(record(4, "b", t0, device_id="d-other"), t0 + 6),  # a conflict
+            ]
+        )
+        .advance_watermark_to(Timestamp(t0 + 200))  # window 1 closes; a and b are forgotten at t0 + 120
+        .add_elements(
+            [
+                beam.window.TimestampedValue(record(5, "a", t0), t0 + 250),  # after the horizon: a new record
+                beam.window.TimestampedValue(record(6, "l", t0 - 700), t0 + 300),  # 1,000 s behind: late
+            ]
+        )
+        .advance_watermark_to_infinity()
+    )
+    p = TestPipeline(runner="PrismRunner", options=options)
+    raw = p | "Stream" >> stream
+    runner.build_pipeline(p, config, "v-test", run_id="r1", raw_records=raw)
+    result = p.run()
+    result.wait_until_finish()
+
+    scored = [orjson.loads(line) for line in read_jsonl(out / "scored")]
+    assert sorted((s["transaction_id"], int(s["source"]["line"])) for s in scored) == [("a", 1), ("a", 5), ("b", 2)]
+    letters = [orjson.loads(line) for line in read_jsonl(out / "dead_letters")]
+    assert sorted((d["transaction_id"], d["error_code"]) for d in letters) == [
+        ("b", "ERROR_CODE_TRANSACTION_ID_CONFLICT"),
+        ("l", "ERROR_CODE_LATE_RECORD"),
+    ]
+    summary = runner.summarize(result)
+    assert summary["duplicates"] == 1 and summary["late_records"] == 1
+    # One file set per window, the window in the name; the record that came after its window
+    # closed is in a later pane beside the first, never in a replaced file.
+    window = f"{compact_time(Timestamp(t0))}-{compact_time(Timestamp(t0 + 60))}"
+    names = sorted(os.path.basename(f) for f in glob.glob(str(out / "scored" / "*.jsonl")))
+    assert all(name.startswith(window) and ".r1." in name for name in names), names
+    assert {name.split(".")[1] for name in names} == {"pane0", "pane1"}
+    assert not [n for n in os.listdir(out / "scored") if n.startswith(".")]
+
+
+def test_the_late_policy_score_flags_a_late_record_and_scores_it(dataset, tmp_path, prism_binary):
+    out, watch = tmp_path / "out", tmp_path / "watch"
+    out.mkdir()
+    watch.mkdir()
+    config = job_config_module.load(
+        job_config(
+            dataset,
+            out,
+            source__kind="watch",
+            source__watch_dir=str(watch),
+            streaming__allowed_lateness_seconds=60,
+            streaming__late_policy="score",
+        )
+    )
+    options = PipelineOptions(["--runner=PrismRunner"])
+    runner.choose_runner(options, streaming=True)
+    t0 = int(AS_OF.timestamp()) - 86400
+    stream = (
+        TestStream(coder=ProtoCoder(RawRecord))
+        .advance_watermark_to(Timestamp(t0))
+        .add_elements([beam.window.TimestampedValue(record(1, "on-time", t0), t0 + 1)])
+        .advance_watermark_to(Timestamp(t0 + 500))
+        .add_elements([beam.window.TimestampedValue(record(2, "late", t0), t0 + 500)])
+        .advance_watermark_to_infinity()
+    )
+    p = TestPipeline(runner="PrismRunner", options=options)
+    runner.build_pipeline(p, config, "v-test", run_id="r1", raw_records=p | "Stream" >> stream)
+    result = p.run()
+    result.wait_until_finish()
+    scored = {s["transaction_id"]: s for s in map(orjson.loads, read_jsonl(out / "scored"))}
+    assert set(scored) == {"on-time", "late"}
+    assert scored["late"].get("late") is True and "late" not in scored["on-time"]
+    assert runner.summarize(result)["late_records"] == 1
+
+
+def watch_config(dataset, out, watch, **overrides):
+    settings = {
+        "source__kind": "watch",
+        "source__watch_dir": str(watch),
+        "source__poll_interval_seconds": 0.2,
+        "source__settle_seconds": 1.0,
+        "streaming__window_seconds": 5,
+        "streaming__stop_after_idle_seconds": 6,
+        "streaming__summary_interval_seconds": 1,
+        "run__as_of": None,
+    }
+    settings.update(overrides)
+    return job_config(dataset, out, **settings)
+
+
+def start_job(config: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PYTHON, "-m", "pipeline.runner", "--config", config, *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def slow_lines(prefix: str, count: int) -> bytes:
+    now = time.time()
+    return b"".join(record(i, f"{prefix}-{i}", now, card_id="c0000001").payload + b"\n" for i in range(1, count + 1))
+
+
+def write_slowly(path: pathlib.Path, data: bytes, pieces: int, pause: float) -> None:
+    """Writes `data` in `pieces` chunks that cut lines in the middle, pausing between them."""
+    step = max(1, len(data) // pieces + 1)
+    with open(path, "wb") as f:
+        for start in range(0, len(data), step):
+            f.write(data[start : start + step])
+            f.flush()
+            time.sleep(pause)
+
+
+def test_a_watched_folder_scores_every_dropped_file_once_and_matches_batch(dataset, tmp_path, prism_binary):
+    watch, out, batch_out = tmp_path / "watch", tmp_path / "stream-out", tmp_path / "batch-out"
+    watch.mkdir()
+    job = start_job(watch_config(dataset, out, watch))
+    fed: dict = {}
+
+    def feed():
+        fed.update(stream_files.stream(dataset, watch, rate=1500, file_seconds=0.5, redeliver=0.02))
+        # A writer that takes 3 s, under a temporary name, then renames: never read half.
+        temporary = watch / "slow.jsonl.tmp"
+        write_slowly(temporary, slow_lines("slow", 40), pieces=6, pause=0.5)
+        os.replace(temporary, watch / "slow.jsonl")
+        # A writer that writes under the final name, pausing less than source.settle_seconds.
+        write_slowly(watch / "direct.jsonl", slow_lines("direct", 40), pieces=6, pause=0.3)
+
+    feeder = threading.Thread(target=feed)
+    time.sleep(2)  # the job is starting: the first files arrive while it runs
+    feeder.start()
+    feeder.join()
+    stdout, stderr = job.communicate(timeout=300)
+    assert job.returncode == 0, stderr.decode()[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    lines_in_folder = sum(1 for f in glob.glob(str(watch / "*.jsonl")) for line in open(f, "rb") if line.strip())
+    assert summary["balanced"] and summary["read"] == lines_in_folder == fed["lines_written"] + 80
+    assert summary["stopped_by"] == "idle" and summary["mode"] == "streaming" and summary["runner"] == "PrismRunner"
+    assert summary["duplicates"] > 0 and summary["source_errors"] == 0
+
+    scored_ids = [orjson.loads(line)["transaction_id"] for line in read_jsonl(out / "scored")]
+    assert len(scored_ids) == len(set(scored_ids)) == summary["scored"]
+    assert {f"{p}-{i}" for p in ("slow", "direct") for i in range(1, 41)} <= set(scored_ids)
+    labels = [orjson.loads(line) for line in open(dataset / "labels.jsonl", "rb")]
+    valid = {row["transaction_id"] for row in labels if not row["expected_error_code"]}
+    assert valid <= set(scored_ids)
+    # Nothing was read half: the only dead letters are the generator's invalid records.
+    expected_codes = {row["expected_error_code"] for row in labels if row["expected_error_code"]}
+    assert set(summary["dead_letters_by_code"]) <= expected_codes
+
+    batch = runner.run(
+        [
+            "--config",
+            job_config(dataset, batch_out, input__transactions=str(watch / "*.jsonl"), run__as_of=None),
+            "--runner=FnApiRunner",
+        ]
+    )
+    assert batch["balanced"]
+    for key in ("read", "scored", "dead_letters", "duplicates", "dead_letters_by_code"):
+        assert batch[key] == summary[key], key
+
+    def without(folder, field):
+        rows = []
+        for line in read_jsonl(folder):
+            row = orjson.loads(line)
+            row.pop(field, None)
+            rows.append(orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
+        return sorted(rows)
+
+    assert without(out / "scored", "scored_at") == without(batch_out / "scored", "scored_at")
+    assert without(out / "dead_letters", "failed_at") == without(batch_out / "dead_letters", "failed_at")
+
+
+def test_ctrl_c_drains_the_job_and_loses_nothing(dataset, tmp_path, prism_binary):
+    watch, out = tmp_path / "watch", tmp_path / "out"
+    watch.mkdir()
+    stream_files.stream(dataset, watch, rate=100_000, limit=500)
+    job = start_job(watch_config(dataset, out, watch, streaming__stop_after_idle_seconds=0))
+    deadline = time.time() + 120
+    while time.time() < deadline and not glob.glob(str(out / "scored" / "*.jsonl")):
+        assert job.poll() is None, job.communicate()[1].decode()[-3000:]
+        time.sleep(0.5)
+    job.send_signal(signal.SIGINT)
+    stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == 0, stderr.decode()[-3000:]
+    assert b"draining" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"] == "drain" and summary["balanced"] and summary["read"] == 500
+    assert len(read_jsonl(out / "scored")) == summary["scored"]
+    assert len(read_jsonl(out / "dead_letters")) == summary["dead_letters"]
