@@ -201,7 +201,7 @@ def test_a_watched_folder_scores_every_dropped_file_once_and_matches_batch(datas
     time.sleep(2)  # the job is starting: the first files arrive while it runs
     feeder.start()
     feeder.join()
-    stdout, stderr = job.communicate(timeout=300)
+    _, stderr = job.communicate(timeout=300)
     assert job.returncode == 0, stderr.decode()[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     lines_in_folder = sum(1 for f in glob.glob(str(watch / "*.jsonl")) for line in open(f, "rb") if line.strip())
@@ -252,7 +252,7 @@ def test_ctrl_c_drains_the_job_and_loses_nothing(dataset, tmp_path, prism_binary
         assert job.poll() is None, job.communicate()[1].decode()[-3000:]
         time.sleep(0.5)
     job.send_signal(signal.SIGINT)
-    stdout, stderr = job.communicate(timeout=120)
+    _, stderr = job.communicate(timeout=120)
     assert job.returncode == 0, stderr.decode()[-3000:]
     assert b"draining" in stderr
     summary = json.loads((out / "summary.json").read_text())

@@ -57,10 +57,8 @@ def rebase(line: bytes, now: float, newest: float, jitter: float, rng: random.Ra
         original = _parse(match)
     except ValueError:
         return line  # not a calendar date: left for the job to refuse
-    if original > newest or original < 946684800:
-        shifted = now + (original - newest)
-    else:
-        shifted = now - rng.uniform(0, jitter)
+    abnormal = original > newest or original < 946684800
+    shifted = now + (original - newest) if abnormal else now - rng.uniform(0, jitter)
     if not 946684800 < shifted < 253402300799:
         return line
     return line[: match.start()] + b'"event_time":"' + _format(shifted) + b'"' + line[match.end() :]
