@@ -129,6 +129,10 @@ def choose_runner(options: PipelineOptions, streaming: bool) -> str:
     """Names the runner (never left to Beam: its DirectRunner would first try to download a Prism
     binary) and gives Prism the project's binary; returns the runner's name."""
     standard = options.view_as(StandardOptions)
+    if standard.streaming and not streaming:
+        raise job_config.ConfigError(
+            "--streaming: a streaming run needs an unbounded source (--source watch); source.kind files is batch"
+        )
     if streaming:
         standard.streaming = True
     if standard.runner is None:
