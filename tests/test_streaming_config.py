@@ -122,4 +122,4 @@ def test_the_watched_folder_takes_only_complete_files(tmp_path):
 
 def test_window_file_names_carry_the_window_pane_run_and_shard():
     win = IntervalWindow(1_796_000_000, 1_796_000_060)
-    assert file_name(win, 2, "r1", 0) == "20261129T054000Z-20261129T054100Z.pane2.r1.s0.jsonl"
+    assert file_name(win, 2, "r1", 0) == "20261130T005320Z-20261130T005420Z.pane2.r1.s0.jsonl"

@@ -52,6 +52,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
@@ -526,7 +527,7 @@ class WatchFolderFn(beam.DoFn):
         for entry in files:
             if (entry.path, entry.size) not in self._emitted:
                 self._emitted.add((entry.path, entry.size))
-                yield beam.window.TimestampedValue(entry, at)
+                yield TimestampedValue(entry, at)
         current = watermark.current_watermark()
         if current is None or at > current:
             watermark.set_watermark(at)

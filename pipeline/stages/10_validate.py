@@ -35,6 +35,7 @@ from typing import Any
 import apache_beam as beam
 import orjson
 import protovalidate
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from google.protobuf.descriptor import Descriptor
 
@@ -286,7 +287,7 @@ class EventTimeFn(beam.DoFn):
     def process(self, txn: Transaction, arrival=beam.DoFn.TimestampParam):
         event = Timestamp(seconds=txn.event_time.seconds, micros=txn.event_time.nanos // 1000)
         if arrival - event <= self._allowed:
-            yield beam.window.TimestampedValue(txn, event)
+            yield TimestampedValue(txn, event)
             return
         self._late.inc()
         if self._policy == "score":

@@ -31,6 +31,7 @@ import numpy as np
 import onnxruntime as ort
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
@@ -223,10 +224,8 @@ def record_time(keyed: tuple[EnrichedTransaction, PredictionResult], now: RunClo
     txn = keyed[0].transaction
     if txn.late:
         at = now.timestamp()
-        return beam.window.TimestampedValue(keyed, Timestamp(seconds=at.seconds, micros=at.nanos // 1000))
-    return beam.window.TimestampedValue(
-        keyed, Timestamp(seconds=txn.event_time.seconds, micros=txn.event_time.nanos // 1000)
-    )
+        return TimestampedValue(keyed, Timestamp(seconds=at.seconds, micros=at.nanos // 1000))
+    return TimestampedValue(keyed, Timestamp(seconds=txn.event_time.seconds, micros=txn.event_time.nanos // 1000))
 
 
 class Predict(beam.PTransform):
