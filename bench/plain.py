@@ -1,7 +1,9 @@
 """The whole job as one plain-Python loop in one process: the benchmark's baseline.
 
 It calls the same stage functions the Beam job runs (00_source's read_lines, 10_validate's
-TransactionParser, 30_enrich's read_profile_file and ProfileJoiner, 40_features' FeatureComputer,
+TransactionParser, 20_dedupe's fingerprint and conflict (first copy in input order: the job picks
+the earliest event time, the same copy when a data set's copies come in time order), 30_enrich's
+read_profile_file and ProfileJoiner, 40_features' FeatureComputer,
 50_predict's score_batch on the same single-threaded ONNX session, Decider, the sinks' JSON
 encoders), in batches of predict.max_batch_size, and writes the same two JSONL files. It prints
 one JSON object: records, seconds, per-stage seconds, peak RSS.
@@ -30,6 +32,7 @@ from pipeline.stage_loader import load_stage
 
 source = load_stage("00_source")
 validate = load_stage("10_validate")
+dedupe = load_stage("20_dedupe")
 enrich = load_stage("30_enrich")
 featurize = load_stage("40_features")
 predict = load_stage("50_predict")
@@ -54,7 +57,8 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
 
     os.makedirs(f"{output_dir}/scored", exist_ok=True)
     os.makedirs(f"{output_dir}/dead_letters", exist_ok=True)
-    read = scored = dead = 0
+    read = scored = dead = duplicates = 0
+    kept: dict[str, bytes] = {}
     batch: list = []
     with (
         open(f"{output_dir}/scored/part-plain.jsonl", "w", encoding="utf-8") as scored_out,
@@ -113,6 +117,18 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
                     refuse(out)
                     t = tick()
                     continue
+                fingerprint = dedupe.fingerprint(out)
+                first = kept.setdefault(out.transaction_id, fingerprint)
+                t2b = tick()
+                spent["20_dedupe"] += t2b - t2
+                if first is not fingerprint:
+                    if first == fingerprint:
+                        duplicates += 1
+                    else:
+                        refuse(dedupe.conflict(out, config.dedupe_horizon_seconds, clock))
+                    t = tick()
+                    continue
+                t2 = t2b
                 out = join(out, customers, merchants)
                 t3 = tick()
                 spent["30_enrich"] += t3 - t2
@@ -136,6 +152,7 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
         "records": read,
         "scored": scored,
         "dead_letters": dead,
+        "duplicates": duplicates,
         "seconds": elapsed,
         "stage_seconds": dict(spent),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -29,10 +29,10 @@ import time
 
 import yaml
 
+from pipeline.stage_loader import STAGES
 from tools.generate import GENERATOR_VERSION
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-STAGES = ("00_source", "10_validate", "30_enrich", "40_features", "50_predict", "60_sink", "90_dead_letter")
 
 
 def dataset(work: pathlib.Path, records: int, seed: int, invalid: float) -> tuple[pathlib.Path, float | None]:
