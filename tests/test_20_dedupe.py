@@ -91,3 +91,13 @@ def test_the_fingerprint_ignores_where_a_copy_was_read_and_nothing_else():
     changed = transaction("a", line=1)
     changed.device_id = "d-2"
     assert dedupe.fingerprint(first) != dedupe.fingerprint(changed)
+
+
+def test_in_batch_a_copy_beyond_the_horizon_of_event_time_is_a_new_record_as_in_streaming(clock):
+    txns = [
+        transaction("h", line=1, seconds=1793712125),
+        transaction("h", line=2, seconds=1793712125 + 7200),  # two hours later: after a one-hour horizon
+        transaction("h", line=3, seconds=1793712125 + 7200),  # a redelivery of that one
+    ]
+    p, got = run_dedupe(clock, txns, horizon=3600)
+    assert collect(p, got, [("h", 1, 5000), ("h", 2, 5000)], []) == 1

@@ -9,22 +9,28 @@ Dropped and counted (00 duplicates_dropped, part of the balance): a later copy w
 Dead letters (stage 20_dedupe):
   TRANSACTION_ID_CONFLICT   a copy with the same transaction_id and different content (any field
                             but the source position): a producer fault; the first copy is kept.
-State is per transaction_id (Beam state and event-time timers): the copies waiting for the
-watermark, then the kept copy's fingerprint until the watermark passes its event_time plus
-dedupe.horizon_seconds, when a timer clears it. A copy that comes after that is a new record.
-In batch the watermark reaches the end only after all input is read: every copy falls within the
-horizon, as it does in streaming when redeliveries come within it. Idempotent: the same copies give
-the same kept record, duplicates and conflicts, in any order.
+Unbounded input (streaming): state per transaction_id (Beam state and event-time timers) holds the
+copies waiting for the watermark, then the kept copy's fingerprint until the watermark passes its
+event_time plus dedupe.horizon_seconds, when a timer clears it; a copy that comes after that is a
+new record. Bounded input (batch): the copies of an id are grouped (GroupByKey) and taken in the
+same order; a copy whose event_time lies more than the horizon after the kept one's is a new
+record, as it would be in streaming (it comes after the watermark has cleared the state). Batch
+and streaming give the same records when copies arrive within the horizon of their event time.
+State and timers cost a round trip to the runner per call, which a multi-process batch run cannot
+afford; the grouping does the same work in one pass. Idempotent: the same copies give the same
+kept record, duplicates and conflicts, in any order.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, ProtoCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
@@ -143,6 +149,30 @@ class DedupeFn(beam.DoFn):
         kept.clear()
 
 
+class FirstCopiesFn(beam.DoFn):
+    """(transaction_id, all its copies) -> the copies kept; duplicates counted, conflicts refused."""
+
+    def __init__(self, horizon_seconds: int, clock: RunClock):
+        self._horizon = horizon_seconds
+        self._clock = clock
+
+    def setup(self) -> None:
+        self._duplicates = metrics.counter(metrics.DUPLICATES_DROPPED)
+
+    def process(self, grouped: tuple[str, Iterable[Transaction]]):
+        kept_print, forget_at = b"", None
+        for txn in sorted(grouped[1], key=order):
+            if forget_at is not None and event_timestamp(txn) <= forget_at:
+                if fingerprint(txn) == kept_print:
+                    self._duplicates.inc()
+                else:
+                    yield beam.pvalue.TaggedOutput(DEAD_LETTER, conflict(txn, self._horizon, self._clock))
+                continue
+            kept_print = fingerprint(txn)
+            forget_at = event_timestamp(txn) + Duration(seconds=self._horizon)
+            yield TimestampedValue(txn, event_timestamp(txn))
+
+
 class Dedupe(beam.PTransform):
     """Transactions -> (Transactions, DeadLetters): redeliveries dropped and counted, conflicts refused."""
 
@@ -152,11 +182,20 @@ class Dedupe(beam.PTransform):
         self._clock = clock
 
     def expand(self, transactions: beam.PCollection):
-        out = (
-            transactions
-            | "ById" >> beam.Map(lambda t: (t.transaction_id, t)).with_output_types(tuple[str, Transaction])
-            | "FirstCopy" >> beam.ParDo(DedupeFn(self._horizon, self._clock)).with_outputs(DEAD_LETTER, main=MAIN)
+        keyed = transactions | "ById" >> beam.Map(lambda t: (t.transaction_id, t)).with_output_types(
+            tuple[str, Transaction]
         )
+        if transactions.is_bounded:
+            out = (
+                keyed
+                | "GroupById" >> beam.GroupByKey()
+                | "FirstCopies"
+                >> beam.ParDo(FirstCopiesFn(self._horizon, self._clock)).with_outputs(DEAD_LETTER, main=MAIN)
+            )
+        else:
+            out = keyed | "FirstCopy" >> beam.ParDo(DedupeFn(self._horizon, self._clock)).with_outputs(
+                DEAD_LETTER, main=MAIN
+            )
         kept = out[MAIN]
         kept.element_type = Transaction
         refused = out[DEAD_LETTER]
