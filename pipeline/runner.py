@@ -462,6 +462,7 @@ class StreamingWatch:
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
+        self._thread.join()  # a refresh in flight must not outlive the run (nor overwrite its summary)
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
 
@@ -560,6 +561,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
                     result.wait_until_finish()
         except Exception as exc:
             raise RunFailedError(f"{type(exc).__name__}: {str(exc)[:2000]}") from exc
+        if hasattr(result, "_metrics"):
+            result._metrics = None  # not the answer a live refresh got while the job ran
         summary = summarize(result)
         summary["source_error_details"] = source_error_details(staging) if summary["source_errors"] else []
         summary["stage_msecs"] = stage_msecs(result)
