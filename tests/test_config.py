@@ -10,19 +10,6 @@ from pipeline.shared import config
 from tests.conftest import ROOT
 
 
-@pytest.fixture
-def config_dir(tmp_path):
-    """A copy of the default config whose paths point at the repository's sample data and model."""
-    data = yaml.safe_load((ROOT / "config.yaml").read_text())
-    data["input"]["transactions"] = str(ROOT / "data/sample/transactions.jsonl")
-    data["reference"]["customers"] = str(ROOT / "data/sample/customers.jsonl")
-    data["reference"]["merchants"] = str(ROOT / "data/sample/merchants.jsonl")
-    data["predict"]["model"] = str(ROOT / "models/fraud-gbm-v1/model.onnx")
-    data["output"]["dir"] = str(tmp_path / "out")
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
-    return tmp_path
-
-
 def write(config_dir, mutate):
     data = yaml.safe_load((config_dir / "config.yaml").read_text())
     mutate(data)

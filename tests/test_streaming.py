@@ -46,23 +46,25 @@ def record(line: int, txn_id: str, event: float, **changes) -> RawRecord:
     return RawRecord(payload=orjson.dumps(obj), source=SourcePosition(uri="stream", line=line))
 
 
-def test_teststream_through_event_time_dedupe_and_windowed_sinks(dataset, tmp_path, prism_binary):
-    out, watch = tmp_path / "out", tmp_path / "watch"
+def run_stream(dataset, out: pathlib.Path, stream: TestStream, **settings):
+    """The whole job on Prism with `stream` in place of the source; returns the result."""
+    watch = out.parent / "watch"
     out.mkdir()
     watch.mkdir()
     config = job_config_module.load(
-        job_config(
-            dataset,
-            out,
-            source__kind="watch",
-            source__watch_dir=str(watch),
-            streaming__window_seconds=60,
-            streaming__allowed_lateness_seconds=600,
-            dedupe__horizon_seconds=120,
-        )
+        job_config(dataset, out, source__kind="watch", source__watch_dir=str(watch), **settings)
     )
     options = PipelineOptions(["--runner=PrismRunner"])
     runner.choose_runner(options, streaming=True)
+    p = TestPipeline(runner="PrismRunner", options=options)
+    runner.build_pipeline(p, config, "v-test", run_id="r1", raw_records=p | "Stream" >> stream)
+    result = p.run()
+    result.wait_until_finish()
+    return result
+
+
+def test_teststream_through_event_time_dedupe_and_windowed_sinks(dataset, tmp_path, prism_binary):
+    out = tmp_path / "out"
     t0 = int(AS_OF.timestamp()) - 86400  # on a minute: the first window is [t0, t0 + 60)
     stream = (
         TestStream(coder=ProtoCoder(RawRecord))
@@ -84,11 +86,14 @@ def test_teststream_through_event_time_dedupe_and_windowed_sinks(dataset, tmp_pa
         )
         .advance_watermark_to_infinity()
     )
-    p = TestPipeline(runner="PrismRunner", options=options)
-    raw = p | "Stream" >> stream
-    runner.build_pipeline(p, config, "v-test", run_id="r1", raw_records=raw)
-    result = p.run()
-    result.wait_until_finish()
+    result = run_stream(
+        dataset,
+        out,
+        stream,
+        streaming__window_seconds=60,
+        streaming__allowed_lateness_seconds=600,
+        dedupe__horizon_seconds=120,
+    )
 
     scored = [orjson.loads(line) for line in read_jsonl(out / "scored")]
     assert sorted((s["transaction_id"], int(s["source"]["line"])) for s in scored) == [("a", 1), ("a", 5), ("b", 2)]
@@ -109,21 +114,7 @@ def test_teststream_through_event_time_dedupe_and_windowed_sinks(dataset, tmp_pa
 
 
 def test_the_late_policy_score_flags_a_late_record_and_scores_it(dataset, tmp_path, prism_binary):
-    out, watch = tmp_path / "out", tmp_path / "watch"
-    out.mkdir()
-    watch.mkdir()
-    config = job_config_module.load(
-        job_config(
-            dataset,
-            out,
-            source__kind="watch",
-            source__watch_dir=str(watch),
-            streaming__allowed_lateness_seconds=60,
-            streaming__late_policy="score",
-        )
-    )
-    options = PipelineOptions(["--runner=PrismRunner"])
-    runner.choose_runner(options, streaming=True)
+    out = tmp_path / "out"
     t0 = int(AS_OF.timestamp()) - 86400
     stream = (
         TestStream(coder=ProtoCoder(RawRecord))
@@ -133,10 +124,7 @@ def test_the_late_policy_score_flags_a_late_record_and_scores_it(dataset, tmp_pa
         .add_elements([beam.window.TimestampedValue(record(2, "late", t0), t0 + 500)])
         .advance_watermark_to_infinity()
     )
-    p = TestPipeline(runner="PrismRunner", options=options)
-    runner.build_pipeline(p, config, "v-test", run_id="r1", raw_records=p | "Stream" >> stream)
-    result = p.run()
-    result.wait_until_finish()
+    result = run_stream(dataset, out, stream, streaming__allowed_lateness_seconds=60, streaming__late_policy="score")
     scored = {s["transaction_id"]: s for s in map(orjson.loads, read_jsonl(out / "scored"))}
     assert set(scored) == {"on-time", "late"}
     assert scored["late"].get("late") is True and "late" not in scored["on-time"]

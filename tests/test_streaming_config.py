@@ -7,7 +7,6 @@ import os
 import time
 
 import pytest
-import yaml
 from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, PrismRunnerOptions, StandardOptions
 from apache_beam.transforms.window import IntervalWindow
 
@@ -17,22 +16,14 @@ from pipeline.shared import prism
 from pipeline.shared.output_folder import OutputFolder
 from pipeline.shared.windowed_files import file_name
 from pipeline.stage_loader import load_stage
-from tests.conftest import ROOT
 
 source = load_stage("00_source")
 
 
 @pytest.fixture
-def config_dir(tmp_path):
-    data = yaml.safe_load((ROOT / "config.yaml").read_text())
-    data["input"]["transactions"] = str(ROOT / "data/sample/transactions.jsonl")
-    data["reference"]["customers"] = str(ROOT / "data/sample/customers.jsonl")
-    data["reference"]["merchants"] = str(ROOT / "data/sample/merchants.jsonl")
-    data["predict"]["model"] = str(ROOT / "models/fraud-gbm-v1/model.onnx")
-    data["output"]["dir"] = str(tmp_path / "out")
-    (tmp_path / "watch").mkdir()
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
-    return tmp_path
+def watch_dir(config_dir):
+    (config_dir / "watch").mkdir()
+    return config_dir / "watch"
 
 
 @pytest.mark.parametrize(
@@ -51,16 +42,18 @@ def config_dir(tmp_path):
         (["--streaming"], "a streaming run needs an unbounded source"),
     ],
 )
-def test_streaming_mistakes_are_exit_2_naming_the_key(config_dir, capsys, extra, message):
-    args = [a.replace("{watch}", str(config_dir / "watch")) for a in extra]
+def test_streaming_mistakes_are_exit_2_naming_the_key(config_dir, watch_dir, capsys, extra, message):
+    args = [a.replace("{watch}", str(watch_dir)) for a in extra]
     assert runner.main(["--config", str(config_dir / "config.yaml"), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (config_dir / "out").exists()
 
 
-def test_a_missing_prism_is_exit_2_with_how_to_build_it_and_nothing_is_downloaded(config_dir, capsys, monkeypatch):
+def test_a_missing_prism_is_exit_2_with_how_to_build_it_and_nothing_is_downloaded(
+    config_dir, watch_dir, capsys, monkeypatch
+):
     monkeypatch.setenv("RISKPIPE_PRISM", str(config_dir / "no-prism"))
-    args = ["--config", str(config_dir / "config.yaml"), "--source", "watch", "--watch_dir", str(config_dir / "watch")]
+    args = ["--config", str(config_dir / "config.yaml"), "--source", "watch", "--watch_dir", str(watch_dir)]
     assert runner.main(args) == 2
     err = capsys.readouterr().err
     assert "Prism runner" in err and "scripts/prism.sh" in err

@@ -398,6 +398,23 @@ class ReadRangeFn(beam.DoFn):
         self._blank.inc(blank)
 
 
+def read_files(
+    files: beam.PCollection, clock: RunClock, split_bytes: int, max_record_bytes: int
+) -> tuple[beam.PCollection, beam.PCollection]:
+    """FileEntries -> (RawRecords, the dead letters of reading): each file cut into ranges, the
+    ranges spread over the workers and read."""
+    read = (
+        files
+        | "SplitFiles" >> beam.ParDo(SplitFileFn(split_bytes))
+        | "SpreadRanges" >> beam.Reshuffle()
+        | "ReadRanges" >> beam.ParDo(ReadRangeFn(clock, max_record_bytes)).with_outputs(DEAD_LETTER, main=MAIN)
+    )
+    records, errors = read[MAIN], read[DEAD_LETTER]
+    records.element_type = RawRecord
+    errors.element_type = DeadLetter
+    return records, errors
+
+
 class ReadTransactions(beam.PTransform):
     """Every line of every file matching `pattern`, as a RawRecord; returns (records, source errors)."""
 
@@ -420,16 +437,8 @@ class ReadTransactions(beam.PTransform):
             | "Pattern" >> beam.Create([self._pattern])
             | "MatchFiles" >> beam.ParDo(MatchFn(self._clock)).with_outputs(DEAD_LETTER, main=MAIN)
         )
-        read = (
-            matched[MAIN]
-            | "SplitFiles" >> beam.ParDo(SplitFileFn(self._split_bytes))
-            | "SpreadRanges" >> beam.Reshuffle()
-            | "ReadRanges"
-            >> beam.ParDo(ReadRangeFn(self._clock, self._max_record_bytes)).with_outputs(DEAD_LETTER, main=MAIN)
-        )
-        records = read[MAIN]
-        records.element_type = RawRecord
-        errors = (matched[DEAD_LETTER], read[DEAD_LETTER]) | "SourceErrors" >> beam.Flatten()
+        records, read_errors = read_files(matched[MAIN], self._clock, self._split_bytes, self._max_record_bytes)
+        errors = (matched[DEAD_LETTER], read_errors) | "SourceErrors" >> beam.Flatten()
         errors.element_type = DeadLetter
         return records, errors
 
@@ -578,15 +587,4 @@ class WatchTransactions(beam.PTransform):
             | "ByPath" >> beam.Map(lambda entry: (entry.path, entry)).with_output_types(tuple[str, FileEntry])
             | "TakeOnce" >> beam.ParDo(TakeOnceFn()).with_output_types(FileEntry)
         )
-        read = (
-            files
-            | "SplitFiles" >> beam.ParDo(SplitFileFn(self._split_bytes))
-            | "SpreadRanges" >> beam.Reshuffle()
-            | "ReadRanges"
-            >> beam.ParDo(ReadRangeFn(self._clock, self._max_record_bytes)).with_outputs(DEAD_LETTER, main=MAIN)
-        )
-        records = read[MAIN]
-        records.element_type = RawRecord
-        errors = read[DEAD_LETTER]
-        errors.element_type = DeadLetter
-        return records, errors
+        return read_files(files, self._clock, self._split_bytes, self._max_record_bytes)
