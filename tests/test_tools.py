@@ -134,3 +134,42 @@ def test_replay_leaves_out_source_errors_and_letters_without_payload(tmp_path, c
     assert out.read_bytes() == b'{"broken\n'
     printed = capsys.readouterr().out
     assert "source errors (not records)" in printed and "without payload" in printed
+
+
+def test_stream_files_drops_complete_files_and_byte_identical_redeliveries(dataset, tmp_path):
+    import collections
+
+    from tools import stream_files
+
+    done = stream_files.stream(dataset, tmp_path / "in", rate=20_000, file_seconds=0.01, redeliver=0.05, limit=600)
+    names = sorted(p.name for p in (tmp_path / "in").iterdir())
+    assert names == [f["name"] for f in done["files"]] and not [n for n in names if n.endswith(".tmp")]
+    lines = [line for name in names for line in (tmp_path / "in" / name).read_bytes().splitlines()]
+    assert len(lines) == done["lines_written"] == 600 + done["redelivered"] and done["redelivered"] > 0
+    counts = collections.Counter(lines)
+    assert sum(n - 1 for n in counts.values()) >= done["redelivered"]  # redeliveries repeat a line byte for byte
+
+
+def test_stream_files_makes_event_times_live_and_keeps_the_bad_ones_bad():
+    import random
+
+    from tools import stream_files
+
+    rng, now, newest = random.Random(1), 1_800_000_000.0, 1_790_000_000.0
+    line = b'{"transaction_id":"t","event_time":"2026-09-01T10:00:00Z","amount":1}\n'
+    rebased = stream_files.rebase(line, now, newest, 2.0, rng)
+    assert now - 2 <= stream_files._parse(stream_files._EVENT_TIME.search(rebased)) <= now
+    assert rebased.replace(rebased[rebased.index(b'"event_time"') :][:35], b"") == line.replace(
+        line[line.index(b'"event_time"') :][:35], b""
+    )  # nothing else changed
+    future = b'{"event_time":"2099-09-01T10:00:00Z"}'
+    assert (
+        stream_files._parse(stream_files._EVENT_TIME.search(stream_files.rebase(future, now, newest, 2.0, rng)))
+        > now + 1e9
+    )
+    for bad in (
+        b'{"event_time":"1999-09-01T10:00:00Z"}',
+        b'{"event_time":"2026-09-01 10:00:00"}',
+        b"\xff\xfe not json",
+    ):
+        assert stream_files.rebase(bad, now, newest, 2.0, rng) == bad
