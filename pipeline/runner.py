@@ -39,6 +39,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import (
     DebugOptions,
     PipelineOptions,
+    PortableOptions,
     PrismRunnerOptions,
     StandardOptions,
     _BeamArgumentParser,
@@ -70,6 +71,8 @@ DEFAULT_RUNNER = "FnApiRunner"
 # Beam's local runner for unbounded input (the FnApiRunner and the classic DirectRunner cannot run
 # an unbounded source here).
 DEFAULT_STREAMING_RUNNER = "PrismRunner"
+_BEAM_JOB_SERVER_TIMEOUT = 300  # Beam's default --job_server_timeout
+JOB_STREAM_TIMEOUT_SECONDS = 365 * 24 * 3600
 _BATCH_ONLY_RUNNERS = ("FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
@@ -149,6 +152,12 @@ def choose_runner(options: PipelineOptions, streaming: bool) -> str:
         # concurrently with the first (github.com/apache/beam/issues/35771): 20_dedupe would
         # release a record twice. Its splitting is switched off.
         options.view_as(DebugOptions).add_experiment(prism.NO_SPLITS)
+    portable = options.view_as(PortableOptions)
+    if portable.job_server_timeout == _BEAM_JOB_SERVER_TIMEOUT:
+        # Beam opens the job's state and message streams with this as their deadline: a job on
+        # Prism or another portable runner that runs longer (any streaming job) would fail
+        # with DEADLINE_EXCEEDED after five minutes.
+        portable.job_server_timeout = JOB_STREAM_TIMEOUT_SECONDS
     if name in prism.PRISM_RUNNERS and not located.prism_location:
         try:
             located.prism_location = prism.find()

@@ -7,7 +7,13 @@ import os
 import time
 
 import pytest
-from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, PrismRunnerOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    PipelineOptions,
+    PortableOptions,
+    PrismRunnerOptions,
+    StandardOptions,
+)
 from apache_beam.transforms.window import IntervalWindow
 
 from pipeline import runner
@@ -72,6 +78,7 @@ def test_every_run_names_its_runner_and_prism_gets_the_projects_binary_without_s
     assert stream.view_as(StandardOptions).streaming
     assert stream.view_as(PrismRunnerOptions).prism_location == str(binary)
     assert prism.NO_SPLITS in stream.view_as(DebugOptions).experiments
+    assert stream.view_as(PortableOptions).job_server_timeout > 30 * 24 * 3600  # not Beam's five minutes
     named = PipelineOptions(["--runner=PrismRunner", "--prism_location=/opt/prism"])
     assert runner.choose_runner(named, streaming=False) == "PrismRunner"
     assert named.view_as(PrismRunnerOptions).prism_location == "/opt/prism"

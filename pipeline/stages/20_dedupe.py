@@ -4,18 +4,19 @@ In:  Transaction, with its event_time as its Beam timestamp (10_validate).
 Out: Transaction: of the copies of a transaction_id, the first (earliest event_time, then source
      position, then content), once the watermark has passed its event time, so that the choice
      does not depend on the order in which copies arrive.
-Dropped and counted (00 duplicates_dropped, part of the balance): a later copy with the same
+Dropped and counted (duplicates_dropped, part of the balance): a later copy with the same
      content, a redelivery by an at-least-once source.
 Dead letters (stage 20_dedupe):
   TRANSACTION_ID_CONFLICT   a copy with the same transaction_id and different content (any field
                             but the source position): a producer fault; the first copy is kept.
+An id is remembered until dedupe.horizon_seconds after the event_time of its latest copy; a copy
+that comes later than that is a new record.
 Unbounded input (streaming): state per transaction_id (Beam state and event-time timers) holds the
-copies waiting for the watermark, then the kept copy's fingerprint until the watermark passes its
-event_time plus dedupe.horizon_seconds, when a timer clears it; a copy that comes after that is a
-new record. Bounded input (batch): the copies of an id are grouped (GroupByKey) and taken in the
-same order; a copy whose event_time lies more than the horizon after the kept one's is a new
-record, as it would be in streaming (it comes after the watermark has cleared the state). Batch
-and streaming give the same records when copies arrive within the horizon of their event time.
+copies waiting for the watermark, then the kept copy's fingerprint, until a timer clears it when
+the watermark passes the horizon. Bounded input (batch): the copies of an id are grouped
+(GroupByKey) and taken in the same order, a copy more than the horizon after the one before it in
+event time being a new record, as in streaming. Batch and streaming give the same records when
+copies arrive within the horizon.
 State and timers cost a round trip to the runner per call, which a multi-process batch run cannot
 afford; the grouping does the same work in one pass. Idempotent: the same copies give the same
 kept record, duplicates and conflicts, in any order.
@@ -27,9 +28,9 @@ import hashlib
 from collections.abc import Iterable
 
 import apache_beam as beam
-from apache_beam.coders import BytesCoder, ProtoCoder, VarIntCoder
+from apache_beam.coders import BytesCoder, StrUtf8Coder, TupleCoder
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
@@ -84,14 +85,19 @@ def conflict(txn: Transaction, horizon_seconds: int, clock: RunClock) -> DeadLet
 
 
 class DedupeFn(beam.DoFn):
-    PENDING = BagStateSpec("pending", ProtoCoder(Transaction))
-    KEPT = ReadModifyWriteStateSpec("kept", BytesCoder())
-    RELEASE_AT = ReadModifyWriteStateSpec("release_at", VarIntCoder())
+    """Keyed by transaction_id, unbounded input. A bag per id holds the copies waiting for the
+    watermark and, once one is kept, its fingerprint. A state read is a round trip to the runner
+    (about a quarter of a millisecond on Prism, which caches nothing between bundles), so a copy is
+    only appended as it comes (no read) and the bag is read once, when the release timer fires.
+    Every copy moves the forget timer to its event time plus the horizon."""
+
+    COPIES = BagStateSpec("copies", TupleCoder([StrUtf8Coder(), BytesCoder()]))
     RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
     FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
 
     def __init__(self, horizon_seconds: int, clock: RunClock):
-        self._horizon = horizon_seconds
+        self._horizon = Duration(seconds=horizon_seconds)
+        self._horizon_seconds = horizon_seconds
         self._clock = clock
 
     def setup(self) -> None:
@@ -101,52 +107,47 @@ class DedupeFn(beam.DoFn):
         if fingerprint(txn) == kept:
             self._duplicates.inc()
         else:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, conflict(txn, self._horizon, self._clock))
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, conflict(txn, self._horizon_seconds, self._clock))
 
     def process(
         self,
         keyed: tuple[str, Transaction],
         at=beam.DoFn.TimestampParam,
-        pending=beam.DoFn.StateParam(PENDING),
-        kept=beam.DoFn.StateParam(KEPT),
-        release_at=beam.DoFn.StateParam(RELEASE_AT),
+        copies=beam.DoFn.StateParam(COPIES),
         release=beam.DoFn.TimerParam(RELEASE),
-    ):
-        txn = keyed[1]
-        first = kept.read()
-        if first is not None:
-            yield from self._judge(txn, first)
-            return
-        pending.add(txn)
-        waiting_until = release_at.read()
-        if waiting_until is None or at.micros < waiting_until:
-            release_at.write(at.micros)
-            release.set(at)
-
-    @on_timer(RELEASE)
-    def release(
-        self,
-        pending=beam.DoFn.StateParam(PENDING),
-        kept=beam.DoFn.StateParam(KEPT),
-        release_at=beam.DoFn.StateParam(RELEASE_AT),
         forget=beam.DoFn.TimerParam(FORGET),
     ):
-        copies = sorted(pending.read(), key=order)
-        pending.clear()
-        release_at.clear()
-        if not copies:
+        copies.add((_COPY, keyed[1].SerializeToString()))
+        release.set(at)
+        forget.set(at + self._horizon)
+
+    @on_timer(RELEASE)
+    def release(self, copies=beam.DoFn.StateParam(COPIES)):
+        kept = None
+        waiting = []
+        for kind, data in copies.read():
+            if kind == _KEPT:
+                kept = data
+            else:
+                waiting.append(Transaction.FromString(data))
+        if not waiting:
             return
-        first, rest = copies[0], copies[1:]
-        kept_print = fingerprint(first)
-        kept.write(kept_print)
-        forget.set(event_timestamp(first) + Duration(seconds=self._horizon))
-        yield first
-        for txn in rest:
-            yield from self._judge(txn, kept_print)
+        waiting.sort(key=order)
+        if kept is None:
+            first, waiting = waiting[0], waiting[1:]
+            kept = fingerprint(first)
+            yield first
+        for txn in waiting:
+            yield from self._judge(txn, kept)
+        copies.clear()
+        copies.add((_KEPT, kept))
 
     @on_timer(FORGET)
-    def forget(self, kept=beam.DoFn.StateParam(KEPT)):
-        kept.clear()
+    def forget(self, copies=beam.DoFn.StateParam(COPIES)):
+        copies.clear()
+
+
+_COPY, _KEPT = "copy", "kept"
 
 
 class FirstCopiesFn(beam.DoFn):
@@ -162,14 +163,15 @@ class FirstCopiesFn(beam.DoFn):
     def process(self, grouped: tuple[str, Iterable[Transaction]]):
         kept_print, forget_at = b"", None
         for txn in sorted(grouped[1], key=order):
-            if forget_at is not None and event_timestamp(txn) <= forget_at:
+            remembered = forget_at is not None and event_timestamp(txn) < forget_at
+            forget_at = event_timestamp(txn) + Duration(seconds=self._horizon)
+            if remembered:
                 if fingerprint(txn) == kept_print:
                     self._duplicates.inc()
                 else:
                     yield beam.pvalue.TaggedOutput(DEAD_LETTER, conflict(txn, self._horizon, self._clock))
                 continue
             kept_print = fingerprint(txn)
-            forget_at = event_timestamp(txn) + Duration(seconds=self._horizon)
             yield TimestampedValue(txn, event_timestamp(txn))
 
 
