@@ -36,12 +36,14 @@ from pipeline.shared.clock import parse_rfc3339
 from tools import stream_files
 
 
-def streaming_config(work: pathlib.Path, batch_config: pathlib.Path, watch: pathlib.Path, window: int) -> pathlib.Path:
+def streaming_config(
+    work: pathlib.Path, batch_config: pathlib.Path, watch: pathlib.Path, window: int, idle: float = 5
+) -> pathlib.Path:
     config = yaml.safe_load(batch_config.read_text())
     config["source"]["kind"] = "watch"
     config["source"]["watch_dir"] = str(watch)
     config["streaming"]["window_seconds"] = window
-    config["streaming"]["stop_after_idle_seconds"] = 5
+    config["streaming"]["stop_after_idle_seconds"] = idle
     config["run"]["as_of"] = None  # live event times: the wall clock judges them
     path = work / f"stream-config-{watch.name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -109,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(watch, ignore_errors=True)
     watch.mkdir(parents=True)
     out = work / "stream-latency-out"
-    config = streaming_config(work, batch_config, watch, args.window_seconds)
+    config = streaming_config(work, batch_config, watch, args.window_seconds, idle=20)
     fed: dict = {}
     limit = int(offered * args.latency_seconds)
 
     def feed() -> None:
-        time.sleep(8)  # the job is starting (Prism, the model)
+        time.sleep(8)  # the job is starting (Prism, the model); it waits 20 s for a first file
         fed.update(stream_files.stream(side.data, watch, rate=offered, file_seconds=1.0, redeliver=0.0, limit=limit))
 
     feeder = threading.Thread(target=feed)
