@@ -7,8 +7,9 @@ files (`part-000001.jsonl`, ...), one file every --file_seconds at --rate record
 file is written as `NAME.tmp` and renamed when complete, the rule the job's watched folder relies
 on. The line bytes are kept as they are, except that a well-formed `"event_time":"...Z"` is
 rewritten to the moment the line is dropped (minus up to --jitter_seconds), so that the feed is
-live and its event times are close to the job's watermark; event times in the future or before
-2000 (the generator's invalid records) keep their distance from the original data's newest time.
+live and its event times are close to the job's watermark; event times more than a day in the
+future or before 2000 (the generator's invalid records) keep their distance from the data's newest
+valid time, so they stay invalid.
 A fraction of lines (--redeliver) is written a second time, byte for byte, in a later file: the
 redeliveries an at-least-once source makes, which the job's 20_dedupe drops.
 
@@ -40,16 +41,21 @@ def _format(seconds: float) -> bytes:
     return dt.datetime.fromtimestamp(int(seconds), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
 
 
+def out_of_range(seconds: float) -> bool:
+    """An event time no producer could send: before 2000, or more than a day after today (the
+    generator's deliberately invalid records)."""
+    return seconds < 946684800 or seconds > time.time() + 86400
+
+
 def newest_event_time(lines: list[bytes]) -> float:
-    """The newest plausible event time of the data: the 99.9th percentile, so that the generator's
-    far-future records do not count."""
-    times = sorted(_parse(m) for line in lines if (m := _EVENT_TIME.search(line)))
-    return times[int(len(times) * 0.999) - 1] if times else time.time()
+    """The newest event time of the data that is not out of range."""
+    times = [_parse(m) for line in lines if (m := _EVENT_TIME.search(line))]
+    return max((t for t in times if not out_of_range(t)), default=time.time())
 
 
 def rebase(line: bytes, now: float, newest: float, jitter: float, rng: random.Random) -> bytes:
-    """The line with its event_time set to about `now`; an event time outside the data's normal
-    range keeps its offset from the data's newest time."""
+    """The line with its event_time set to about `now`; an event time out of range keeps its
+    offset from the data's newest time (so it stays out of range)."""
     match = _EVENT_TIME.search(line)
     if match is None:
         return line
@@ -57,8 +63,7 @@ def rebase(line: bytes, now: float, newest: float, jitter: float, rng: random.Ra
         original = _parse(match)
     except ValueError:
         return line  # not a calendar date: left for the job to refuse
-    abnormal = original > newest or original < 946684800
-    shifted = now + (original - newest) if abnormal else now - rng.uniform(0, jitter)
+    shifted = now + (original - newest) if out_of_range(original) else now - rng.uniform(0, jitter)
     if not 946684800 < shifted < 253402300799:
         return line
     return line[: match.start()] + b'"event_time":"' + _format(shifted) + b'"' + line[match.end() :]
