@@ -236,9 +236,14 @@ def test_ctrl_c_drains_the_job_and_loses_nothing(dataset, tmp_path, prism_binary
     stream_files.stream(dataset, watch, rate=100_000, limit=500)
     job = start_job(watch_config(dataset, out, watch, streaming__stop_after_idle_seconds=0))
     deadline = time.time() + 120
-    while time.time() < deadline and not glob.glob(str(out / "scored" / "*.jsonl")):
+    live: dict = {}
+    while time.time() < deadline and not (glob.glob(str(out / "scored" / "*.jsonl")) and live.get("scored")):
         assert job.poll() is None, job.communicate()[1].decode()[-3000:]
         time.sleep(0.5)
+        if (out / "summary.json").exists():
+            live = json.loads((out / "summary.json").read_text())
+    # While it runs, summary.json is refreshed (every second here) with the counts so far.
+    assert live["running"] is True and 0 < live["read"] <= 500
     job.send_signal(signal.SIGINT)
     _, stderr = job.communicate(timeout=120)
     assert job.returncode == 0, stderr.decode()[-3000:]
