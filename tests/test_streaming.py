@@ -147,11 +147,13 @@ def watch_config(dataset, out, watch, **overrides):
 
 
 def start_job(config: str, *extra: str) -> subprocess.Popen:
+    """The job in a process group of its own, as a terminal starts it."""
     return subprocess.Popen(
         [PYTHON, "-m", "pipeline.runner", "--config", config, *extra],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,
     )
 
 
@@ -244,7 +246,7 @@ def test_ctrl_c_drains_the_job_and_loses_nothing(dataset, tmp_path, prism_binary
             live = json.loads((out / "summary.json").read_text())
     # While it runs, summary.json is refreshed (every second here) with the counts so far.
     assert live["running"] is True and 0 < live["read"] <= 500
-    job.send_signal(signal.SIGINT)
+    os.killpg(job.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group, Prism included
     _, stderr = job.communicate(timeout=120)
     assert job.returncode == 0, stderr.decode()[-3000:]
     assert b"draining" in stderr
