@@ -125,7 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
         "dedupe_horizon_seconds",
         "int",
         3600,
-        "A transaction_id is remembered this long after its event_time: a copy seen within it is a duplicate "
+        "A transaction_id is remembered this long after its latest copy's event_time: a copy within it is a duplicate "
         "(dropped and counted) or, with different content, a TRANSACTION_ID_CONFLICT dead letter.",
     ),
     Setting(
