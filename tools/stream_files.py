@@ -29,6 +29,9 @@ import re
 import sys
 import time
 
+from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS
+
+_YEAR_2000 = 946684800  # the contract's earliest event_time
 _EVENT_TIME = re.compile(rb'"event_time":"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z"')
 
 
@@ -44,7 +47,7 @@ def _format(seconds: float) -> bytes:
 def out_of_range(seconds: float) -> bool:
     """An event time no producer could send: before 2000, or more than a day after today (the
     generator's deliberately invalid records)."""
-    return seconds < 946684800 or seconds > time.time() + 86400
+    return seconds < _YEAR_2000 or seconds > time.time() + 86400
 
 
 def newest_event_time(lines: list[bytes]) -> float:
@@ -64,7 +67,7 @@ def rebase(line: bytes, now: float, newest: float, jitter: float, rng: random.Ra
     except ValueError:
         return line  # not a calendar date: left for the job to refuse
     shifted = now + (original - newest) if out_of_range(original) else now - rng.uniform(0, jitter)
-    if not 946684800 < shifted < 253402300799:
+    if not _YEAR_2000 < shifted < TIMESTAMP_MAX_SECONDS:
         return line
     return line[: match.start()] + b'"event_time":"' + _format(shifted) + b'"' + line[match.end() :]
 

@@ -12,6 +12,7 @@ import functools
 import re
 import time
 
+from apache_beam.utils.timestamp import Timestamp as BeamTimestamp
 from google.protobuf.timestamp_pb2 import Timestamp
 
 
@@ -107,6 +108,11 @@ def parse_rfc3339_timestamp(text: str) -> Timestamp:
     if not TIMESTAMP_MIN_SECONDS <= seconds <= TIMESTAMP_MAX_SECONDS:
         raise ValueError("outside what a Timestamp holds (years 0001 to 9999 in UTC)")
     return Timestamp(seconds=seconds, nanos=nanos)
+
+
+def beam_time(ts: Timestamp) -> BeamTimestamp:
+    """A protobuf Timestamp as a Beam element timestamp (microseconds; finer digits dropped)."""
+    return BeamTimestamp(seconds=ts.seconds, micros=ts.nanos // 1000)
 
 
 def parse_rfc3339(text: str) -> dt.datetime:

@@ -23,6 +23,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS
+
 LATE_PANE_DELAY_SECONDS = 1
 
 
@@ -35,7 +37,7 @@ class Windowing:
 
 
 def compact_time(at: Timestamp) -> str:
-    seconds = max(min(at.micros // 1_000_000, 253402300799), -62135596800)
+    seconds = max(min(at.micros // 1_000_000, TIMESTAMP_MAX_SECONDS), TIMESTAMP_MIN_SECONDS)
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 

@@ -36,7 +36,7 @@ import apache_beam as beam
 import orjson
 import protovalidate
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import Duration
 from google.protobuf.descriptor import Descriptor
 
 from contracts.buf.validate import validate_pb2
@@ -45,7 +45,7 @@ from contracts.riskpipe.v1.raw_record_pb2 import RawRecord
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
 from pipeline.shared import metrics
 from pipeline.shared.card_numbers import looks_like_pan
-from pipeline.shared.clock import RunClock, parse_rfc3339_timestamp
+from pipeline.shared.clock import RunClock, beam_time, parse_rfc3339_timestamp
 from pipeline.shared.dead_letter import DEAD_LETTER, MAIN, StageFn, apply_stage, make_dead_letter
 
 STAGE = "10_validate"
@@ -285,7 +285,7 @@ class EventTimeFn(beam.DoFn):
         self._late = metrics.counter(metrics.LATE_RECORDS)
 
     def process(self, txn: Transaction, arrival=beam.DoFn.TimestampParam):
-        event = Timestamp(seconds=txn.event_time.seconds, micros=txn.event_time.nanos // 1000)
+        event = beam_time(txn.event_time)
         if arrival - event <= self._allowed:
             yield TimestampedValue(txn, event)
             return

@@ -32,12 +32,12 @@ from apache_beam.coders import BytesCoder, StrUtf8Coder, TupleCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import Duration
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
 from pipeline.shared import metrics
-from pipeline.shared.clock import RunClock
+from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import DEAD_LETTER, MAIN, make_dead_letter
 
 STAGE = "20_dedupe"
@@ -66,10 +66,6 @@ def order(txn: Transaction) -> tuple:
         source.message_id,
         fingerprint(txn),
     )
-
-
-def event_timestamp(txn: Transaction) -> Timestamp:
-    return Timestamp(seconds=txn.event_time.seconds, micros=txn.event_time.nanos // 1000)
 
 
 def conflict(txn: Transaction, horizon_seconds: int, clock: RunClock) -> DeadLetter:
@@ -163,8 +159,8 @@ class FirstCopiesFn(beam.DoFn):
     def process(self, grouped: tuple[str, Iterable[Transaction]]):
         kept_print, forget_at = b"", None
         for txn in sorted(grouped[1], key=order):
-            remembered = forget_at is not None and event_timestamp(txn) < forget_at
-            forget_at = event_timestamp(txn) + Duration(seconds=self._horizon)
+            remembered = forget_at is not None and beam_time(txn.event_time) < forget_at
+            forget_at = beam_time(txn.event_time) + Duration(seconds=self._horizon)
             if remembered:
                 if fingerprint(txn) == kept_print:
                     self._duplicates.inc()
@@ -172,7 +168,7 @@ class FirstCopiesFn(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(DEAD_LETTER, conflict(txn, self._horizon, self._clock))
                 continue
             kept_print = fingerprint(txn)
-            yield TimestampedValue(txn, event_timestamp(txn))
+            yield TimestampedValue(txn, beam_time(txn.event_time))
 
 
 class Dedupe(beam.PTransform):

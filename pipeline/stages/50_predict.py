@@ -32,12 +32,11 @@ import onnxruntime as ort
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
-from pipeline.shared.clock import RunClock
+from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 from pipeline.shared.model_card import file_digest
 from pipeline.shared.model_check import PROBABILITIES
@@ -222,10 +221,7 @@ def record_time(keyed: tuple[EnrichedTransaction, PredictionResult], now: RunClo
     """A prediction at its record's Beam timestamp again (RunInference's batching stamps its
     outputs with the end of the window): the event_time, or now for a record scored late."""
     txn = keyed[0].transaction
-    if txn.late:
-        at = now.timestamp()
-        return TimestampedValue(keyed, Timestamp(seconds=at.seconds, micros=at.nanos // 1000))
-    return TimestampedValue(keyed, Timestamp(seconds=txn.event_time.seconds, micros=txn.event_time.nanos // 1000))
+    return TimestampedValue(keyed, beam_time(now.timestamp() if txn.late else txn.event_time))
 
 
 class Predict(beam.PTransform):
