@@ -53,7 +53,8 @@ def fingerprint(txn: Transaction) -> bytes:
 
 
 def order(txn: Transaction) -> tuple:
-    """Which copy comes first: earliest event_time, then source position, then content."""
+    """Which copy comes first: earliest event_time, then source position, then content (the last
+    part of the key is the copy's fingerprint)."""
     source = txn.origin.source
     return (
         txn.event_time.seconds,
@@ -80,16 +81,13 @@ def conflict(txn: Transaction, horizon_seconds: int, clock: RunClock) -> DeadLet
     )
 
 
-class DedupeFn(beam.DoFn):
-    """Keyed by transaction_id, unbounded input. A bag per id holds the copies waiting for the
-    watermark and, once one is kept, its fingerprint. A state read is a round trip to the runner
-    (about a quarter of a millisecond on Prism, which caches nothing between bundles), so a copy is
-    only appended as it comes (no read) and the bag is read once, when the release timer fires.
-    Every copy moves the forget timer to its event time plus the horizon."""
+def ranked(copies: Iterable[Transaction]) -> list[tuple[tuple, Transaction]]:
+    """The copies in `order`, each with its order key (whose last part is its fingerprint)."""
+    return sorted(((order(txn), txn) for txn in copies), key=lambda pair: pair[0])
 
-    COPIES = BagStateSpec("copies", TupleCoder([StrUtf8Coder(), BytesCoder()]))
-    RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
-    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+
+class _FirstCopyFn(beam.DoFn):
+    """What both ways of finding the first copy share: judging a later copy against the kept one."""
 
     def __init__(self, horizon_seconds: int, clock: RunClock):
         self._horizon = Duration(seconds=horizon_seconds)
@@ -99,11 +97,24 @@ class DedupeFn(beam.DoFn):
     def setup(self) -> None:
         self._duplicates = metrics.counter(metrics.DUPLICATES_DROPPED)
 
-    def _judge(self, txn: Transaction, kept: bytes):
-        if fingerprint(txn) == kept:
+    def _judge(self, txn: Transaction, its_print: bytes, kept: bytes):
+        """A later copy: a redelivery (counted) or a conflict (a dead letter)."""
+        if its_print == kept:
             self._duplicates.inc()
         else:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, conflict(txn, self._horizon_seconds, self._clock))
+
+
+class DedupeFn(_FirstCopyFn):
+    """Keyed by transaction_id, unbounded input. A bag per id holds the copies waiting for the
+    watermark and, once one is kept, its fingerprint. A state read is a round trip to the runner
+    (about a quarter of a millisecond on Prism, which caches nothing between bundles), so a copy is
+    only appended as it comes (no read) and the bag is read once, when the release timer fires.
+    Every copy moves the forget timer to its event time plus the horizon."""
+
+    COPIES = BagStateSpec("copies", TupleCoder([StrUtf8Coder(), BytesCoder()]))
+    RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
 
     def process(
         self,
@@ -128,13 +139,13 @@ class DedupeFn(beam.DoFn):
                 waiting.append(Transaction.FromString(data))
         if not waiting:
             return
-        waiting.sort(key=order)
+        judged = ranked(waiting)
         if kept is None:
-            first, waiting = waiting[0], waiting[1:]
-            kept = fingerprint(first)
+            (key, first), judged = judged[0], judged[1:]
+            kept = key[-1]
             yield first
-        for txn in waiting:
-            yield from self._judge(txn, kept)
+        for key, txn in judged:
+            yield from self._judge(txn, key[-1], kept)
         copies.clear()
         copies.add((_KEPT, kept))
 
@@ -146,29 +157,20 @@ class DedupeFn(beam.DoFn):
 _COPY, _KEPT = "copy", "kept"
 
 
-class FirstCopiesFn(beam.DoFn):
+class FirstCopiesFn(_FirstCopyFn):
     """(transaction_id, all its copies) -> the copies kept; duplicates counted, conflicts refused."""
-
-    def __init__(self, horizon_seconds: int, clock: RunClock):
-        self._horizon = horizon_seconds
-        self._clock = clock
-
-    def setup(self) -> None:
-        self._duplicates = metrics.counter(metrics.DUPLICATES_DROPPED)
 
     def process(self, grouped: tuple[str, Iterable[Transaction]]):
         kept_print, forget_at = b"", None
-        for txn in sorted(grouped[1], key=order):
-            remembered = forget_at is not None and beam_time(txn.event_time) < forget_at
-            forget_at = beam_time(txn.event_time) + Duration(seconds=self._horizon)
+        for key, txn in ranked(grouped[1]):
+            event = beam_time(txn.event_time)
+            remembered = forget_at is not None and event < forget_at
+            forget_at = event + self._horizon
             if remembered:
-                if fingerprint(txn) == kept_print:
-                    self._duplicates.inc()
-                else:
-                    yield beam.pvalue.TaggedOutput(DEAD_LETTER, conflict(txn, self._horizon, self._clock))
+                yield from self._judge(txn, key[-1], kept_print)
                 continue
-            kept_print = fingerprint(txn)
-            yield TimestampedValue(txn, beam_time(txn.event_time))
+            kept_print = key[-1]
+            yield TimestampedValue(txn, event)
 
 
 class Dedupe(beam.PTransform):
