@@ -146,23 +146,23 @@ def choose_runner(options: PipelineOptions, streaming: bool) -> str:
             f"--runner: {name} cannot run an unbounded source; streaming runs on PrismRunner here "
             "(the default for source.kind watch), or on Flink or Dataflow"
         )
-    located = options.view_as(PrismRunnerOptions)
-    if name in prism.PRISM_RUNNERS:
-        # Prism splits a bundle that seems slow and can then fire a split-off timer a second time,
-        # concurrently with the first (github.com/apache/beam/issues/35771): 20_dedupe would
-        # release a record twice. Its splitting is switched off.
-        options.view_as(DebugOptions).add_experiment(prism.NO_SPLITS)
     portable = options.view_as(PortableOptions)
     if portable.job_server_timeout == _BEAM_JOB_SERVER_TIMEOUT:
         # Beam opens the job's state and message streams with this as their deadline: a job on
         # Prism or another portable runner that runs longer (any streaming job) would fail
         # with DEADLINE_EXCEEDED after five minutes.
         portable.job_server_timeout = JOB_STREAM_TIMEOUT_SECONDS
-    if name in prism.PRISM_RUNNERS and not located.prism_location:
-        try:
-            located.prism_location = prism.find()
-        except prism.PrismMissingError as exc:
-            raise job_config.ConfigError(f"--runner {name}: {exc}") from None
+    if name in prism.PRISM_RUNNERS:
+        # Prism splits a bundle that seems slow and can then fire a split-off timer a second time,
+        # concurrently with the first (github.com/apache/beam/issues/35771): 20_dedupe would
+        # release a record twice. Its splitting is switched off.
+        options.view_as(DebugOptions).add_experiment(prism.NO_SPLITS)
+        located = options.view_as(PrismRunnerOptions)
+        if not located.prism_location:
+            try:
+                located.prism_location = prism.find()
+            except prism.PrismMissingError as exc:
+                raise job_config.ConfigError(f"--runner {name}: {exc}") from None
     return name
 
 
@@ -264,6 +264,8 @@ def build_pipeline(
 
 
 def summarize(result: Any) -> dict[str, Any]:
+    if hasattr(result, "_metrics"):
+        result._metrics = None  # the portable runner keeps its first answer (a live one): ask again
     counters = {
         r.key.metric.name: r.committed
         for r in result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))["counters"]
@@ -444,8 +446,6 @@ def live_summary(result: Any) -> dict[str, Any] | None:
     """The summary of a job still running, from the runner's metrics so far; None where the runner
     cannot tell yet."""
     try:
-        if hasattr(result, "_metrics"):
-            result._metrics = None  # the portable runner keeps the first answer; ask again
         return summarize(result)
     except Exception:  # noqa: BLE001 - a runner without live metrics: no refresh, the final summary still comes
         return None
@@ -465,7 +465,7 @@ class StreamingWatch:
 
     def __enter__(self) -> StreamingWatch:
         self._thread.start()
-        if threading.current_thread() is threading.main_thread():
+        if _in_main_thread():
             self._previous = signal.signal(signal.SIGINT, self._interrupted)
         return self
 
@@ -512,7 +512,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     else:
         model_sha256 = card["sha256"].lower() if card is not None else file_digest(config.model)
     version = model_version(config, card, model_sha256)
-    read_from = config.watch_dir if config.streaming else os.path.dirname(config.transactions or "") or "."
+    read_from = config.watch_dir if config.streaming else os.path.dirname(config.transactions or "")
     protected = (
         read_from or ".",
         config.customers,
@@ -544,7 +544,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         summary["exit_code"] = exit_code(summary)
         return summary
 
-    def write_live(summary: dict[str, Any]) -> None:
+    def write_summary(summary: dict[str, Any]) -> None:
         folder.write_summary(json.dumps(finish(summary), indent=2, sort_keys=True).encode() + b"\n")
 
     try:
@@ -563,22 +563,20 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
                     finally:
                         if previous is not None:
                             signal.signal(signal.SIGINT, previous)
-                    with StreamingWatch(result, config.summary_interval_seconds, write_live):
+                    with StreamingWatch(result, config.summary_interval_seconds, write_summary):
                         result.wait_until_finish()
                 else:
                     result = pipeline.run()
                     result.wait_until_finish()
         except Exception as exc:
             raise RunFailedError(f"{type(exc).__name__}: {str(exc)[:2000]}") from exc
-        if hasattr(result, "_metrics"):
-            result._metrics = None  # not the answer a live refresh got while the job ran
         summary = summarize(result)
         summary["source_error_details"] = source_error_details(staging) if summary["source_errors"] else []
         summary["stage_msecs"] = stage_msecs(result)
         if config.streaming:
             summary["running"] = False
             summary["stopped_by"] = "drain" if drain.requested() else "idle"
-        folder.write_summary(json.dumps(finish(summary), indent=2, sort_keys=True).encode() + b"\n")
+        write_summary(summary)
         folder.publish()
     except BaseException:
         folder.abandon()

@@ -390,9 +390,9 @@ def _check(config: JobConfig, check_files: bool) -> None:
     ):
         if value < 0:
             raise ConfigError(f"{key}: must not be negative, got {value}")
-    if config.source == "files" and config.transactions is None:
+    if not config.streaming and config.transactions is None:
         raise ConfigError("input.transactions (--input): a value is required when source.kind is files")
-    if config.source == "watch":
+    if config.streaming:
         if config.watch_dir is None:
             raise ConfigError("source.watch_dir (--watch_dir): a value is required when source.kind is watch")
         if config.parquet:
@@ -411,7 +411,7 @@ def _check(config: JobConfig, check_files: bool) -> None:
         )
     if not check_files:
         return
-    if config.source == "watch":
+    if config.streaming:
         _check_watch_dir(config.watch_dir or "")
     else:
         _check_input(config.transactions or "")
