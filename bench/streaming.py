@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import random
 import shutil
 import subprocess
 import sys
@@ -94,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     # Sustained: every file present before the job starts.
     watch = work / "stream-sustained-in"
     shutil.rmtree(watch, ignore_errors=True)
-    _drop_all(side.data, watch, args.file_records)
+    per_file = args.file_records
+    stream_files.stream(side.data, watch, rate=per_file, file_seconds=0.0, redeliver=0.0, per_file=per_file)
     out = work / "stream-sustained-out"
     summary = run_job(streaming_config(work, batch_config, watch, args.window_seconds), out)
     times = [
@@ -162,18 +162,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     return 0 if summary["balanced"] and latency_summary["balanced"] else 1
-
-
-def _drop_all(data: pathlib.Path, watch: pathlib.Path, per_file: int) -> None:
-    """The data set as files of `per_file` lines, event times rebased to now, all at once."""
-    watch.mkdir(parents=True)
-    lines = (data / "transactions.jsonl").read_bytes().splitlines(keepends=True)
-    newest = stream_files.newest_event_time(lines)
-    rng = random.Random(1)
-    now = time.time()
-    for number, start in enumerate(range(0, len(lines), per_file), start=1):
-        chunk = [stream_files.rebase(line, now, newest, 2.0, rng) for line in lines[start : start + per_file]]
-        stream_files.write_file(watch, f"part-{number:06d}.jsonl", chunk)
 
 
 if __name__ == "__main__":

@@ -89,14 +89,17 @@ def stream(
     limit: int = 0,
     seed: int = 7,
     rebase_times: bool = True,
+    per_file: int = 0,
 ) -> dict:
+    """Writes the data into `out` as described above; `per_file` lines a file instead of
+    rate × file_seconds (with file_seconds 0: every file at once)."""
     rng = random.Random(seed)
     lines = [line if line.endswith(b"\n") else line + b"\n" for line in (data / "transactions.jsonl").open("rb")]
     if limit:
         lines = lines[:limit]
     newest = newest_event_time(lines)
     out.mkdir(parents=True, exist_ok=True)
-    per_file = max(1, round(rate * file_seconds))
+    per_file = per_file or max(1, round(rate * file_seconds))
     pending_redeliveries: list[bytes] = []
     files: list[dict] = []
     written = redelivered = 0
@@ -113,7 +116,7 @@ def stream(
             for line in lines[position : position + per_file]
         ]
         position += len(batch)
-        batch, pending_redeliveries = batch + pending_redeliveries, []
+        batch += pending_redeliveries
         pending_redeliveries = [line for line in batch if rng.random() < redeliver and position < len(lines)]
         redelivered += len(pending_redeliveries)
         name = f"part-{len(files) + 1:06d}.jsonl"
