@@ -48,7 +48,7 @@ from apache_beam.runners.runner import create_runner
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from pipeline.shared import config as job_config
-from pipeline.shared import drain, metrics, model_check, prism
+from pipeline.shared import drain, kafka, metrics, model_check, prism
 from pipeline.shared.clock import RunClock
 from pipeline.shared.model_card import file_digest
 from pipeline.shared.output_folder import OutputFolder
@@ -128,23 +128,34 @@ def parse_options(argv: Sequence[str]) -> PipelineOptions:
     return options
 
 
-def choose_runner(options: PipelineOptions, streaming: bool) -> str:
+def choose_runner(options: PipelineOptions, streaming: bool, java: bool = False, source: str = "") -> str:
     """Names the runner (never left to Beam: its DirectRunner would first try to download a Prism
-    binary) and gives Prism the project's binary; returns the runner's name."""
+    binary) and gives Prism the project's binary; returns the runner's name. `java`: the job has
+    cross-language (Java) transforms, which Prism runs and the FnApiRunner cannot."""
     standard = options.view_as(StandardOptions)
     if standard.streaming and not streaming:
         raise job_config.ConfigError(
-            "--streaming: a streaming run needs an unbounded source (--source watch); source.kind files is batch"
+            "--streaming: a streaming run needs an unbounded source (--source watch, kafka or pubsub); "
+            "source.kind files is batch"
         )
     if streaming:
         standard.streaming = True
+    if source == "pubsub" and standard.runner is None:
+        raise job_config.ConfigError(
+            "source.kind pubsub: name the runner (--runner=DataflowRunner): Pub/Sub is read by Dataflow, and "
+            "no local runner here can reach it"
+        )
     if standard.runner is None:
-        standard.runner = DEFAULT_STREAMING_RUNNER if standard.streaming else DEFAULT_RUNNER
+        standard.runner = DEFAULT_STREAMING_RUNNER if (standard.streaming or java) else DEFAULT_RUNNER
     name = standard.runner
     if standard.streaming and name in _BATCH_ONLY_RUNNERS:
         raise job_config.ConfigError(
             f"--runner: {name} cannot run an unbounded source; streaming runs on PrismRunner here "
-            "(the default for source.kind watch), or on Flink or Dataflow"
+            "(the default for a streaming source), or on Flink or Dataflow"
+        )
+    if java and name in _BATCH_ONLY_RUNNERS:
+        raise job_config.ConfigError(
+            f"--runner: {name} cannot run Kafka's Java transforms; use PrismRunner (the default when Kafka is used)"
         )
     portable = options.view_as(PortableOptions)
     if portable.job_server_timeout == _BEAM_JOB_SERVER_TIMEOUT:
@@ -199,6 +210,39 @@ def windowing(config: job_config.JobConfig, run_id: str = "") -> Windowing | Non
     )
 
 
+def kafka_read(config: job_config.JobConfig, expansion: kafka.JavaExpansion, runner: str) -> Any:
+    """What 00_source's Kafka read is asked for, from the config and the run's expansion service."""
+    properties = kafka.client_properties(config.kafka_properties_file)
+    commit = config.kafka_commit
+    if commit == "auto":
+        commit = "consumer" if runner in prism.PRISM_RUNNERS else "finalize"
+    consumer = kafka.consumer_config(
+        config.kafka_bootstrap_servers or "", config.kafka_group_id, config.kafka_start, properties
+    )
+    if commit == "consumer":
+        # Prism cannot finalize (KafkaIO's commit needs stable input): the consumer commits the
+        # offsets it has polled, every second and as the read ends.
+        consumer.update({"enable.auto.commit": "true", "auto.commit.interval.ms": "1000"})
+    return source.KafkaRead(
+        consumer_config=consumer,
+        topics=config.kafka_topics,
+        start_read_time_ms=kafka.start_position(config.kafka_start)[1],
+        commit_in_finalize=commit == "finalize",
+        expansion_service=expansion.address,
+        stop_file=expansion.stop_file,
+    )
+
+
+def topic_sink(config: job_config.JobConfig, topic: str | None, expansion: kafka.JavaExpansion | None) -> Any:
+    if topic is None:
+        return None
+    assert expansion is not None, "a Kafka sink needs the run's expansion service"
+    properties = kafka.client_properties(config.kafka_properties_file)
+    return kafka.TopicSink(
+        topic, kafka.producer_config(config.kafka_bootstrap_servers or "", properties), expansion.address
+    )
+
+
 def build_pipeline(
     p: beam.Pipeline,
     config: job_config.JobConfig,
@@ -206,14 +250,30 @@ def build_pipeline(
     model_sha256: str = "",
     run_id: str = "",
     raw_records: beam.PCollection | None = None,
+    expansion: kafka.JavaExpansion | None = None,
+    runner: str = DEFAULT_STREAMING_RUNNER,
 ) -> dict[str, beam.PCollection]:
     """Adds the whole job to `p` and returns its named PCollections (for tests). `raw_records`
-    replaces the source (a TestStream in tests)."""
+    replaces the source (a TestStream in tests); `expansion` is the run's Kafka expansion service
+    (needed when the job reads or writes Kafka)."""
     clock = RunClock(config.as_of)
     thresholds = predict.Thresholds(config.thresholds_version, config.review_threshold, config.decline_threshold)
     windows = windowing(config, run_id)
     if raw_records is not None:
         raw, refused_00 = raw_records, p | "00_source" >> beam.Create([]).with_output_types(DeadLetter)
+    elif config.source == "kafka":
+        assert expansion is not None, "a Kafka source needs the run's expansion service"
+        raw, refused_00 = p | "00_source" >> source.ReadKafkaTransactions(
+            kafka_read(config, expansion, runner), clock, config.max_record_bytes
+        )
+    elif config.source == "pubsub":
+        raw, refused_00 = p | "00_source" >> source.ReadPubSubTransactions(
+            config.pubsub_subscription or "",
+            clock,
+            config.pubsub_id_label,
+            config.pubsub_timestamp_attribute,
+            config.max_record_bytes,
+        )
     elif config.streaming:
         raw, refused_00 = p | "00_source" >> source.WatchTransactions(
             config.watch_dir or "",
@@ -238,8 +298,14 @@ def build_pipeline(
     scored, refused_50 = featured | "50_predict" >> predict.Predict(
         config.model, model_version, thresholds, config.min_batch_size, config.max_batch_size, clock, model_sha256
     )
+    topics = sink.Topics(
+        topic_sink(config, config.kafka_scored_topic, expansion),
+        topic_sink(config, config.kafka_alerts_topic, expansion),
+        config.pubsub_alerts_topic,
+        config.kafka_value_format,
+    )
     refused_60 = scored | "60_sink" >> sink.WriteScored(
-        config.output_dir, config.num_shards, config.parquet, clock, windows
+        config.output_dir, config.num_shards, config.parquet, clock, windows, topics
     )
     dead_letters = (
         refused_00,
@@ -251,7 +317,12 @@ def build_pipeline(
         refused_60,
     ) | "AllDeadLetters" >> beam.Flatten()
     dead_letters | "90_dead_letter" >> dead_letter_sink.WriteDeadLetters(
-        config.output_dir, config.num_shards, config.dead_letter_payload, windows
+        config.output_dir,
+        config.num_shards,
+        config.dead_letter_payload,
+        windows,
+        topic_sink(config, config.kafka_dead_letter_topic, expansion),
+        config.kafka_value_format,
     )
     return {
         "raw": raw,
@@ -455,16 +526,20 @@ class StreamingWatch:
     """While a streaming job runs: summary.json refreshed every `interval` seconds, and Ctrl-C asks
     the job to drain (a second Ctrl-C stops at once, losing what is in flight)."""
 
-    def __init__(self, result: Any, interval: float, write):
+    def __init__(self, result: Any, interval: float, write, idle_seconds: float = 0.0):
         self._result = result
         self._interval = interval
         self._write = write
+        self._idle = idle_seconds
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._refresh, name="riskpipe-summary", daemon=True)
+        self._idle_thread = threading.Thread(target=self._stop_when_idle, name="riskpipe-idle", daemon=True)
         self._previous: Any = None
 
     def __enter__(self) -> StreamingWatch:
         self._thread.start()
+        if self._idle:
+            self._idle_thread.start()
         if _in_main_thread():
             self._previous = signal.signal(signal.SIGINT, self._interrupted)
         return self
@@ -472,6 +547,8 @@ class StreamingWatch:
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join()  # a refresh in flight must not outlive the run (nor overwrite its summary)
+        if self._idle_thread.is_alive():
+            self._idle_thread.join()
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
 
@@ -485,6 +562,14 @@ class StreamingWatch:
             file=sys.stderr,
             flush=True,
         )
+
+    def _stop_when_idle(self) -> None:
+        while not self._done.wait(0.5):
+            if drain.requested():
+                return
+            if drain.idle_for() >= self._idle:
+                drain.request("idle")
+                return
 
     def _refresh(self) -> None:
         while not self._done.wait(self._interval):
@@ -504,7 +589,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     job = options.view_as(JobOptions)
     overrides = {s.option: getattr(job, s.option) for s in job_config.SETTINGS}
     config = job_config.load(job.config, overrides)
-    runner_name = choose_runner(options, config.streaming)
+    runner_name = choose_runner(options, config.streaming, config.uses_kafka, config.source)
     card = check_model(config)
     # The card's sha256 has just been checked against the file: no need to read the file again.
     if "://" in config.model:
@@ -512,9 +597,9 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     else:
         model_sha256 = card["sha256"].lower() if card is not None else file_digest(config.model)
     version = model_version(config, card, model_sha256)
-    read_from = config.watch_dir if config.streaming else os.path.dirname(config.transactions or "")
+    read_from = {"watch": config.watch_dir, "files": os.path.dirname(config.transactions or "") or "."}
     protected = (
-        read_from or ".",
+        *([read_from[config.source]] if config.source in read_from else []),
         config.customers,
         config.merchants,
         config.model,
@@ -547,41 +632,68 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     def write_summary(summary: dict[str, Any]) -> None:
         folder.write_summary(json.dumps(finish(summary), indent=2, sort_keys=True).encode() + b"\n")
 
+    expansion = (
+        kafka.JavaExpansion(config.kafka_expansion_service, local_worker=runner_name in prism.PRISM_RUNNERS)
+        if config.uses_kafka
+        else contextlib.nullcontext()
+    )
     try:
         folder.retire_previous()
         drain.reset()
         pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-        build_pipeline(pipeline, dataclasses.replace(config, output_dir=staging), version, model_sha256)
-        try:
-            with WorkerWatchdog(worker_lost):
-                if config.streaming:
-                    # Prism starts now and inherits an ignored SIGINT: a Ctrl-C in the terminal
-                    # reaches only this process, which drains the job instead of losing it.
-                    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
-                    try:
-                        result = pipeline.run()
-                    finally:
-                        if previous is not None:
-                            signal.signal(signal.SIGINT, previous)
-                    with StreamingWatch(result, config.summary_interval_seconds, write_summary):
-                        result.wait_until_finish()
-                else:
-                    result = pipeline.run()
-                    result.wait_until_finish()
-        except Exception as exc:
-            raise RunFailedError(f"{type(exc).__name__}: {str(exc)[:2000]}") from exc
+        with expansion as java:
+            if java is not None:
+                drain.on_request(java.stop_reading)
+            build_pipeline(
+                pipeline,
+                dataclasses.replace(config, output_dir=staging),
+                version,
+                model_sha256,
+                expansion=java,
+                runner=runner_name,
+            )
+            result = _run_to_end(pipeline, config, write_summary, worker_lost)
         summary = summarize(result)
         summary["source_error_details"] = source_error_details(staging) if summary["source_errors"] else []
         summary["stage_msecs"] = stage_msecs(result)
         if config.streaming:
             summary["running"] = False
-            summary["stopped_by"] = "drain" if drain.requested() else "idle"
+            summary["stopped_by"] = drain.reason() or "idle"
         write_summary(summary)
         folder.publish()
+    except kafka.KafkaSetupError as exc:
+        folder.abandon()
+        raise job_config.ConfigError(f"kafka: {exc}") from None
     except BaseException:
         folder.abandon()
         raise
     return summary
+
+
+def _run_to_end(pipeline: beam.Pipeline, config: job_config.JobConfig, write_summary, worker_lost) -> Any:
+    """Runs the job until it finishes (a streaming one: until it drains); RunFailedError otherwise."""
+    try:
+        with WorkerWatchdog(worker_lost):
+            if config.streaming:
+                # Prism starts now and inherits an ignored SIGINT: a Ctrl-C in the terminal
+                # reaches only this process, which drains the job instead of losing it.
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _in_main_thread() else None
+                try:
+                    result = pipeline.run()
+                finally:
+                    if previous is not None:
+                        signal.signal(signal.SIGINT, previous)
+                # The watched folder stops itself when idle; a source read elsewhere (Kafka) is
+                # stopped from here, by the time of its last record seen in this process.
+                idle = config.stop_after_idle_seconds if config.source == "kafka" else 0.0
+                with StreamingWatch(result, config.summary_interval_seconds, write_summary, idle):
+                    result.wait_until_finish()
+            else:
+                result = pipeline.run()
+                result.wait_until_finish()
+    except Exception as exc:
+        raise RunFailedError(f"{type(exc).__name__}: {str(exc)[:2000]}") from exc
+    return result
 
 
 def _in_main_thread() -> bool:

@@ -8,7 +8,8 @@
 #   scripts/kafka.sh produce TOPIC FILE.. one Kafka record per JSON line, keyed by transaction_id
 #   scripts/kafka.sh consume TOPIC [--max N] [--idle S]   print a topic's records as JSON lines
 #   scripts/kafka.sh broker-libs          build the broker's jar folder (once); prints its path
-#   scripts/kafka.sh expansion-jar        build the expansion service jar (once); prints its path
+#   scripts/kafka.sh expansion-jar [--cached]  build the expansion service jar (once); prints its path
+#                                         (--cached: only find it, exit 1 when it is not built)
 #
 # Caches (reused; a second call is immediate): ${RISKPIPE_CACHE:-~/.cache/riskpipe}/kafka/<version>/lib,
 # .../beam-kafka-expansion/<beam version>-<source hash>/, and the Maven repository .../m2. Maven asks
@@ -49,6 +50,7 @@ expansion_jar() {
   local dir="$CACHE/beam-kafka-expansion/$BEAM_JAVA_VERSION-$hash"
   local jar="$dir/beam-kafka-expansion-service.jar"
   if [[ ! -f "$dir/.complete" ]]; then
+    [[ "${1:-}" != "--cached" ]] || die "the Kafka expansion service is not built (scripts/kafka.sh expansion-jar builds it)"
     need_java
     echo "kafka: building Beam's Kafka expansion service $BEAM_JAVA_VERSION from Maven Central (once, about 90 s)" >&2
     local build
@@ -178,6 +180,6 @@ case "$command" in
     topic="$1"; shift
     python_tool consume --topic "$topic" "$@" ;;
   broker-libs) broker_libs ;;
-  expansion-jar) expansion_jar ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  expansion-jar) expansion_jar "$@" ;;
+  *) sed -n '2,/^set -euo/p' "$0" | grep '^#' >&2; exit 2 ;;
 esac

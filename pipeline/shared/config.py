@@ -16,6 +16,7 @@ import datetime as dt
 import glob
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ import yaml
 
 from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS, parse_rfc3339
 from pipeline.shared.dead_letter import PAYLOAD_POLICIES
+from pipeline.shared.kafka import check_start as kafka_start_check
 
 
 class ConfigError(ValueError):
@@ -39,6 +41,11 @@ class Setting:
     choices: tuple[str, ...] = ()
     required: bool = False
 
+
+SOURCE_KINDS = ("files", "watch", "kafka", "pubsub")
+STREAMING_SOURCES = ("watch", "kafka", "pubsub")
+KAFKA_COMMIT_MODES = ("auto", "finalize", "consumer")
+KAFKA_VALUE_FORMATS = ("json", "protobuf")
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -61,8 +68,9 @@ SETTINGS: tuple[Setting, ...] = (
         "choice",
         "files",
         "files: read input.transactions once (batch); watch: watch source.watch_dir for new files and score "
-        "them as they arrive (streaming, on Prism by default).",
-        choices=("files", "watch"),
+        "them as they arrive; kafka: read kafka.topic; pubsub: read pubsub.subscription (the last three stream, "
+        "on Prism by default; pubsub on Dataflow).",
+        choices=SOURCE_KINDS,
     ),
     Setting(
         "source.watch_dir",
@@ -80,6 +88,107 @@ SETTINGS: tuple[Setting, ...] = (
         "float",
         1.0,
         "A watched file is taken only when it has not changed for this long (a second guard behind the rename rule).",
+    ),
+    Setting(
+        "kafka.bootstrap_servers",
+        "kafka_bootstrap_servers",
+        "str",
+        None,
+        "Kafka brokers, HOST:PORT[,HOST:PORT...]: for source.kind kafka and for the kafka.*_topic sinks.",
+    ),
+    Setting("kafka.topic", "kafka_topic", "str", None, "Topic(s) to read (source.kind kafka); several: T1,T2."),
+    Setting(
+        "kafka.group_id",
+        "kafka_group_id",
+        "str",
+        "riskpipe-scoring",
+        "Consumer group: a restarted job goes on from the offsets this group committed.",
+    ),
+    Setting(
+        "kafka.start",
+        "kafka_start",
+        "str",
+        "earliest",
+        "Where to start where the group has no committed offset: earliest, latest, or an RFC 3339 time (every "
+        "partition from its first record at or after it, whatever the group committed).",
+    ),
+    Setting(
+        "kafka.commit",
+        "kafka_commit",
+        "choice",
+        "auto",
+        "How read offsets are committed to the group: finalize (Beam commits when the runner finalizes a "
+        "checkpoint; Flink, Dataflow), consumer (the Kafka consumer's auto-commit; Prism, which cannot finalize), "
+        "auto (consumer on Prism, finalize elsewhere).",
+        choices=KAFKA_COMMIT_MODES,
+    ),
+    Setting(
+        "kafka.properties_file",
+        "kafka_properties_file",
+        "path",
+        None,
+        "Kafka client properties (security: SASL, TLS) in a Java .properties file; RISKPIPE_KAFKA_<NAME> "
+        "environment variables add to it (RISKPIPE_KAFKA_SASL_JAAS_CONFIG -> sasl.jaas.config). Never in this file.",
+    ),
+    Setting("kafka.scored_topic", "kafka_scored_topic", "str", None, "Scored records to this topic instead of files."),
+    Setting(
+        "kafka.alerts_topic",
+        "kafka_alerts_topic",
+        "str",
+        None,
+        "REVIEW and DECLINE records also to this topic.",
+    ),
+    Setting(
+        "kafka.dead_letter_topic",
+        "kafka_dead_letter_topic",
+        "str",
+        None,
+        "Dead letters to this topic instead of files.",
+    ),
+    Setting(
+        "kafka.value_format",
+        "kafka_value_format",
+        "choice",
+        "json",
+        "Values written to topics: json (proto3 JSON, proto field names) or protobuf (binary; the contracts' "
+        "messages). Keys are the transaction_id.",
+        choices=KAFKA_VALUE_FORMATS,
+    ),
+    Setting(
+        "kafka.expansion_service",
+        "kafka_expansion_service",
+        "str",
+        "",
+        "Where KafkaIO's Java transforms come from: HOST:PORT of a running expansion service, or a jar that the "
+        "job starts; empty: the jar scripts/kafka.sh builds.",
+    ),
+    Setting(
+        "pubsub.subscription",
+        "pubsub_subscription",
+        "str",
+        None,
+        "projects/P/subscriptions/S to read (source.kind pubsub).",
+    ),
+    Setting(
+        "pubsub.id_label",
+        "pubsub_id_label",
+        "str",
+        "",
+        "Attribute holding a unique message id: Pub/Sub's redeliveries with it are dropped at the source.",
+    ),
+    Setting(
+        "pubsub.timestamp_attribute",
+        "pubsub_timestamp_attribute",
+        "str",
+        "",
+        "Attribute holding the message's time (RFC 3339 or epoch ms); empty: the publish time.",
+    ),
+    Setting(
+        "pubsub.alerts_topic",
+        "pubsub_alerts_topic",
+        "str",
+        None,
+        "projects/P/topics/T: REVIEW and DECLINE records also published here.",
     ),
     Setting(
         "streaming.window_seconds",
@@ -218,6 +327,21 @@ class JobConfig:
     stop_after_idle_seconds: float
     summary_interval_seconds: float
     dedupe_horizon_seconds: int
+    kafka_bootstrap_servers: str | None
+    kafka_topic: str | None
+    kafka_group_id: str
+    kafka_start: str
+    kafka_commit: str
+    kafka_properties_file: str | None
+    kafka_scored_topic: str | None
+    kafka_alerts_topic: str | None
+    kafka_dead_letter_topic: str | None
+    kafka_value_format: str
+    kafka_expansion_service: str
+    pubsub_subscription: str | None
+    pubsub_id_label: str
+    pubsub_timestamp_attribute: str
+    pubsub_alerts_topic: str | None
     customers: str
     merchants: str
     output_dir: str
@@ -238,7 +362,18 @@ class JobConfig:
 
     @property
     def streaming(self) -> bool:
-        return self.source == "watch"
+        return self.source in STREAMING_SOURCES
+
+    @property
+    def kafka_topics(self) -> list[str]:
+        return [t.strip() for t in (self.kafka_topic or "").split(",") if t.strip()]
+
+    @property
+    def uses_kafka(self) -> bool:
+        """Whether the job has a Kafka read or write (Java transforms, an expansion service)."""
+        return self.source == "kafka" or any(
+            (self.kafka_scored_topic, self.kafka_alerts_topic, self.kafka_dead_letter_topic)
+        )
 
     @property
     def transaction_files(self) -> list[str]:
@@ -392,11 +527,12 @@ def _check(config: JobConfig, check_files: bool) -> None:
             raise ConfigError(f"{key}: must not be negative, got {value}")
     if not config.streaming and config.transactions is None:
         raise ConfigError("input.transactions (--input): a value is required when source.kind is files")
-    if config.streaming:
-        if config.watch_dir is None:
-            raise ConfigError("source.watch_dir (--watch_dir): a value is required when source.kind is watch")
-        if config.parquet:
-            raise ConfigError("output.parquet: Parquet output is written by batch runs only (source.kind files)")
+    if config.source == "watch" and config.watch_dir is None:
+        raise ConfigError("source.watch_dir (--watch_dir): a value is required when source.kind is watch")
+    _check_kafka(config)
+    _check_pubsub(config)
+    if config.streaming and config.parquet:
+        raise ConfigError("output.parquet: Parquet output is written by batch runs only (source.kind files)")
     if config.num_shards < 0:
         raise ConfigError(f"output.num_shards: must not be negative, got {config.num_shards}")
     if not config.thresholds_version.strip():
@@ -411,10 +547,12 @@ def _check(config: JobConfig, check_files: bool) -> None:
         )
     if not check_files:
         return
-    if config.streaming:
+    if config.source == "watch":
         _check_watch_dir(config.watch_dir or "")
-    else:
+    elif config.source == "files":
         _check_input(config.transactions or "")
+    if config.kafka_properties_file:
+        _check_readable_file("kafka.properties_file", config.kafka_properties_file)
     for key, path in (
         ("reference.customers", config.customers),
         ("reference.merchants", config.merchants),
@@ -422,6 +560,49 @@ def _check(config: JobConfig, check_files: bool) -> None:
     ):
         if not _is_remote(path):
             _check_readable_file(key, path)
+
+
+def _check_kafka(config: JobConfig) -> None:
+    if config.source == "kafka":
+        if not config.kafka_topics:
+            raise ConfigError("kafka.topic (--kafka_topic): a value is required when source.kind is kafka")
+        if not config.kafka_group_id:
+            raise ConfigError("kafka.group_id (--kafka_group_id): must not be empty (offsets are committed to it)")
+        try:
+            kafka_start_check(config.kafka_start)
+        except ValueError as exc:
+            raise ConfigError(f"kafka.start (--kafka_start): earliest, latest or an RFC 3339 time: {exc}") from None
+    if config.uses_kafka and not (config.kafka_bootstrap_servers or "").strip():
+        raise ConfigError("kafka.bootstrap_servers (--kafka_bootstrap_servers): a value is required for Kafka")
+    for key, topic in (
+        ("kafka.scored_topic", config.kafka_scored_topic),
+        ("kafka.alerts_topic", config.kafka_alerts_topic),
+        ("kafka.dead_letter_topic", config.kafka_dead_letter_topic),
+    ):
+        if topic is not None and not _KAFKA_TOPIC.fullmatch(topic):
+            raise ConfigError(f"{key}: {topic!r} is not a Kafka topic name (letters, digits, . _ -, at most 249)")
+        if topic is not None and topic in config.kafka_topics:
+            raise ConfigError(f"{key}: {topic!r} is the topic the job reads; the job would read its own output")
+
+
+def _check_pubsub(config: JobConfig) -> None:
+    if config.source == "pubsub":
+        if not config.pubsub_subscription:
+            raise ConfigError(
+                "pubsub.subscription (--pubsub_subscription): a value is required when source.kind is pubsub"
+            )
+        if not _PUBSUB_SUBSCRIPTION.fullmatch(config.pubsub_subscription):
+            raise ConfigError(
+                f"pubsub.subscription: {config.pubsub_subscription!r} is not projects/PROJECT/subscriptions/NAME"
+            )
+    if config.pubsub_alerts_topic is not None and not _PUBSUB_TOPIC.fullmatch(config.pubsub_alerts_topic):
+        raise ConfigError(f"pubsub.alerts_topic: {config.pubsub_alerts_topic!r} is not projects/PROJECT/topics/NAME")
+
+
+_KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_PUBSUB_NAME = r"[A-Za-z][A-Za-z0-9._~+%-]{2,254}"
+_PUBSUB_SUBSCRIPTION = re.compile(rf"projects/[a-z][a-z0-9:.-]{{4,62}}/subscriptions/{_PUBSUB_NAME}")
+_PUBSUB_TOPIC = re.compile(rf"projects/[a-z][a-z0-9:.-]{{4,62}}/topics/{_PUBSUB_NAME}")
 
 
 def _check_input(pattern: str) -> None:

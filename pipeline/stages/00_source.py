@@ -1,4 +1,4 @@
-"""00_source: JSONL files -> RawRecord.
+"""00_source: JSONL files, a watched folder, Kafka or Pub/Sub -> RawRecord.
 
 In:  a file pattern (glob; local, gs://, s3://). Compression is decided as Beam decides it, from
      the file name in any case: .gz, .bz2, .zst/.zstd, .xz/.lzma, .deflate; anything else is plain.
@@ -23,6 +23,15 @@ entered. Each name is taken once per run (Beam state keyed by path), and a file'
 time it was taken as their Beam timestamp: the source's watermark, which follows the wall clock.
 The input ends (and the job drains) after `stop_after_idle_seconds` without a change in the folder,
 or when a drain is requested (Ctrl-C); 0 watches until then.
+Kind `kafka` (streaming, ReadKafkaTransactions): Beam's cross-language KafkaIO reads the topics
+(pipeline.shared.kafka: consumer group, start position, client properties, expansion service).
+Each Kafka record is a RawRecord: its value as the payload; topic, partition and offset as its
+source position; its key (`kafka.key`), time (`kafka.timestamp_ms`) and headers
+(`kafka.header.NAME`) as attributes, as text (bytes that are not UTF-8 as \\xNN escapes). The Beam
+timestamp is the time it was read: the source's watermark follows the wall clock, as for `watch`.
+Kind `pubsub` (streaming, ReadPubSubTransactions): Beam's ReadFromPubSub, on Dataflow; the message
+id as the source position, the attributes kept (plus `pubsub.publish_time`).
+A message larger than input.max_record_bytes is a RECORD_TOO_LARGE dead letter.
 Blank lines are not records: they are skipped and counted (00_source.blank_lines_skipped), so that
 lines in = records read + blank lines skipped.
 
@@ -36,13 +45,14 @@ from __future__ import annotations
 
 import bz2
 import glob
+import inspect
 import lzma
 import os
 import stat
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import zstandard
@@ -57,7 +67,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
-from pipeline.shared import drain, metrics
+from pipeline.shared import drain, kafka, metrics
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import DEAD_LETTER, MAIN, make_dead_letter
 
@@ -588,3 +598,171 @@ class WatchTransactions(beam.PTransform):
             | "TakeOnce" >> beam.ParDo(TakeOnceFn()).with_output_types(FileEntry)
         )
         return read_files(files, self._clock, self._split_bytes, self._max_record_bytes)
+
+
+# --- Kafka and Pub/Sub -------------------------------------------------------------------------
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode("utf-8", "backslashreplace")
+
+
+def kafka_raw_record(row, clock: RunClock) -> RawRecord:
+    """One record of KafkaIO's read with metadata -> RawRecord: topic, partition and offset as its
+    source position; the key, the record's time and each header as attributes."""
+    attributes = {"kafka.timestamp_ms": str(row.timestamp)}
+    if row.key is not None:
+        attributes["kafka.key"] = _text(row.key)
+    for header in row.headers or ():
+        attributes[f"kafka.header.{header.key}"] = _text(header.value)
+    return RawRecord(
+        payload=row.value or b"",
+        source=SourcePosition(topic=row.topic, partition=row.partition, offset=row.offset),
+        ingest_time=clock.timestamp(),
+        attributes=attributes,
+    )
+
+
+def pubsub_raw_record(message, clock: RunClock) -> RawRecord:
+    """A PubsubMessage -> RawRecord: its message_id as the source position, its attributes kept."""
+    attributes = dict(message.attributes or {})
+    if message.publish_time is not None:
+        attributes.setdefault("pubsub.publish_time", message.publish_time.isoformat())
+    return RawRecord(
+        payload=message.data or b"",
+        source=SourcePosition(message_id=message.message_id or ""),
+        ingest_time=clock.timestamp(),
+        attributes=attributes,
+    )
+
+
+class MessageToRecordFn(beam.DoFn):
+    """A message of a streaming source -> RawRecord (or RECORD_TOO_LARGE); marks the input seen."""
+
+    def __init__(self, to_record, clock: RunClock, max_record_bytes: int):
+        self._to_record = to_record
+        self._clock = clock
+        self._max_record_bytes = max_record_bytes
+
+    def setup(self) -> None:
+        self._read = metrics.counter(metrics.RECORDS_READ)
+
+    def process(self, message):
+        record = self._to_record(message, self._clock)
+        self._read.inc()
+        drain.saw_input()
+        if len(record.payload) > self._max_record_bytes:
+            head = record.payload[:_OVERSIZED_HEAD]
+            record.payload = head
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER,
+                make_dead_letter(
+                    STAGE,
+                    ErrorCode.ERROR_CODE_RECORD_TOO_LARGE,
+                    f"a message larger than input.max_record_bytes ({self._max_record_bytes:,}); payload holds "
+                    f"its first {len(head):,} bytes",
+                    record,
+                    self._clock.timestamp(),
+                ),
+            )
+            return
+        yield record
+
+
+class MessagesToRecords(beam.PTransform):
+    """Messages of a streaming source (KafkaIO rows, PubsubMessages) -> (RawRecords, dead letters)."""
+
+    def __init__(self, to_record, clock: RunClock, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+        super().__init__()
+        self._fn = MessageToRecordFn(to_record, clock, max_record_bytes)
+
+    def expand(self, messages: beam.PCollection):
+        out = messages | "ToRawRecord" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=MAIN)
+        records, errors = out[MAIN], out[DEAD_LETTER]
+        records.element_type = RawRecord
+        errors.element_type = DeadLetter
+        return records, errors
+
+
+class KafkaRead(NamedTuple):
+    """What KafkaIO's read is asked for (pipeline.shared.kafka builds the consumer config)."""
+
+    consumer_config: dict[str, str]
+    topics: list[str]
+    start_read_time_ms: int | None
+    commit_in_finalize: bool
+    expansion_service: str
+    stop_file: str = ""
+
+
+class ReadKafkaTransactions(beam.PTransform):
+    """Every record of the topics, as a RawRecord, unbounded, through Beam's cross-language
+    KafkaIO; returns (records, dead letters). With a stop file (local runs) the read ends cleanly,
+    at the offsets reached, once the file exists (StoppableKafkaRead.java)."""
+
+    def __init__(self, read: KafkaRead, clock: RunClock, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+        super().__init__()
+        self._read = read
+        self._clock = clock
+        self._max_record_bytes = max_record_bytes
+
+    def _kafka_io(self) -> beam.PTransform:
+        from apache_beam.io.kafka import ReadFromKafka, ReadFromKafkaSchema
+        from apache_beam.transforms.external import ExternalTransform, NamedTupleBasedPayloadBuilder
+
+        read = self._read
+        settings: dict[str, Any] = {
+            "consumer_config": read.consumer_config,
+            "topics": read.topics,
+            "key_deserializer": kafka.BYTES_DESERIALIZER,
+            "value_deserializer": kafka.BYTES_DESERIALIZER,
+            "start_read_time": read.start_read_time_ms,
+            "commit_offset_in_finalize": read.commit_in_finalize,
+            "timestamp_policy": ReadFromKafka.processing_time_policy,
+        }
+        if not read.stop_file:
+            return ReadFromKafka(with_metadata=True, expansion_service=read.expansion_service, **settings)
+        fields = ReadFromKafkaSchema.__annotations__
+        defaults = inspect.signature(ReadFromKafka.__init__).parameters
+        payload = {name: settings[name] if name in settings else defaults[name].default for name in fields}
+        schema: Any = NamedTuple("StoppableKafkaReadSchema", [*fields.items(), ("stop_file", str)])  # type: ignore[misc]
+        payload["stop_file"] = read.stop_file
+        return ExternalTransform(
+            kafka.STOPPABLE_READ_URN,
+            NamedTupleBasedPayloadBuilder(schema(**payload)),
+            read.expansion_service,
+        )
+
+    def expand(self, pbegin: beam.pvalue.PBegin):
+        rows = pbegin | "KafkaIO" >> self._kafka_io()
+        return rows | "Records" >> MessagesToRecords(kafka_raw_record, self._clock, self._max_record_bytes)
+
+
+class ReadPubSubTransactions(beam.PTransform):
+    """Every message of the subscription, as a RawRecord, unbounded (Beam's ReadFromPubSub: on
+    Dataflow; `id_label` drops Pub/Sub's redeliveries at the source, `timestamp_attribute` sets
+    the records' time); returns (records, dead letters)."""
+
+    def __init__(
+        self,
+        subscription: str,
+        clock: RunClock,
+        id_label: str = "",
+        timestamp_attribute: str = "",
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ):
+        super().__init__()
+        self._subscription = subscription
+        self._id_label = id_label or None
+        self._timestamp_attribute = timestamp_attribute or None
+        self._clock = clock
+        self._max_record_bytes = max_record_bytes
+
+    def expand(self, pbegin: beam.pvalue.PBegin):
+        messages = pbegin | "ReadFromPubSub" >> beam.io.ReadFromPubSub(
+            subscription=self._subscription,
+            id_label=self._id_label,
+            timestamp_attribute=self._timestamp_attribute,
+            with_attributes=True,
+        )
+        return messages | "Records" >> MessagesToRecords(pubsub_raw_record, self._clock, self._max_record_bytes)

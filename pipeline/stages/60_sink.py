@@ -1,4 +1,4 @@
-"""60_sink: ScoredTransaction -> files under <output.dir>/.
+"""60_sink: ScoredTransaction -> files under <output.dir>/, or Kafka and Pub/Sub topics.
 
 In:  ScoredTransaction.
 Out: scored/part-*.jsonl, one proto3-JSON object per line (proto field names); with
@@ -6,6 +6,11 @@ Out: scored/part-*.jsonl, one proto3-JSON object per line (proto field names); w
      Streaming: scored/<window start>-<window end>.pane<N>.<run>.s<shard>.jsonl, one file set per
      fixed event-time window (streaming.window_seconds), each written whole when the window closes
      (pipeline.shared.windowed_files); no Parquet.
+To topics, where configured: with a Kafka scored topic, every scored record goes there instead of
+     to files; alerts (REVIEW and DECLINE) go to the Kafka alerts topic and the Pub/Sub alerts
+     topic as well. Kafka records are keyed by transaction_id; values are proto3 JSON or the
+     ScoredTransaction's protobuf bytes (kafka.value_format); Pub/Sub alerts are proto3 JSON with
+     the transaction_id and decision as attributes.
 Dead letters: none; an encoding failure is an INTERNAL_ERROR from the stage guard.
 A given input gives the same lines (their order inside and across files is the runner's).
 """
@@ -13,13 +18,14 @@ A given input gives the same lines (their order inside and across files is the r
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
 
 from contracts.riskpipe.v1.enriched_transaction_pb2 import ProfileKind
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
-from pipeline.shared import metrics
+from pipeline.shared import kafka, metrics
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import StageFn, apply_stage
 from pipeline.shared.json_codec import scored_json
@@ -68,6 +74,9 @@ def parquet_row(s: ScoredTransaction) -> dict:
     }
 
 
+ALERT_DECISIONS = (Decision.DECISION_REVIEW, Decision.DECISION_DECLINE)
+
+
 class ScoredEncoder:
     def __init__(self):
         self._written = metrics.counter(metrics.SCORED_WRITTEN)
@@ -78,11 +87,46 @@ class ScoredEncoder:
         return line
 
 
+class KeyedEncoder:
+    """ScoredTransaction -> (transaction_id, value) for a topic; counts what it encodes."""
+
+    def __init__(self, value_format: str, counter: str):
+        self._binary = value_format == "protobuf"
+        self._written = metrics.counter(counter)
+
+    def __call__(self, scored: ScoredTransaction) -> tuple[bytes, bytes]:
+        value = scored.SerializeToString() if self._binary else scored_json(scored).encode()
+        self._written.inc()
+        return scored.transaction_id.encode(), value
+
+
+def pubsub_alert(scored: ScoredTransaction):
+    from apache_beam.io.gcp.pubsub import PubsubMessage
+
+    attributes = {"transaction_id": scored.transaction_id, "decision": Decision.Name(scored.decision)}
+    return PubsubMessage(scored_json(scored).encode(), attributes)
+
+
+class Topics(NamedTuple):
+    """Where scored records and alerts go besides (or instead of) files."""
+
+    kafka_scored: kafka.TopicSink | None = None
+    kafka_alerts: kafka.TopicSink | None = None
+    pubsub_alerts: str | None = None
+    value_format: str = "json"
+
+
 class WriteScored(beam.PTransform):
     """ScoredTransactions -> JSONL (and Parquet) files; returns the encoding dead letters."""
 
     def __init__(
-        self, output_dir: str, num_shards: int, parquet: bool, clock: RunClock, windowing: Windowing | None = None
+        self,
+        output_dir: str,
+        num_shards: int,
+        parquet: bool,
+        clock: RunClock,
+        windowing: Windowing | None = None,
+        topics: Topics | None = None,
     ):
         super().__init__()
         self._dir = output_dir.rstrip("/")
@@ -90,9 +134,39 @@ class WriteScored(beam.PTransform):
         self._parquet = parquet
         self._clock = clock
         self._windowing = windowing
+        self._topics = topics or Topics()
+
+    def _keyed(self, scored: beam.PCollection, label: str, counter: str):
+        encoder = functools.partial(KeyedEncoder, self._topics.value_format, counter)
+        return apply_stage(scored, label, StageFn(STAGE, encoder, self._clock), tuple[bytes, bytes])
+
+    def _alerts(self, scored: beam.PCollection) -> list[beam.PCollection]:
+        topics = self._topics
+        if topics.kafka_alerts is None and topics.pubsub_alerts is None:
+            return []
+        alerts = scored | "Alerts" >> beam.Filter(lambda s: s.decision in ALERT_DECISIONS)
+        dead = []
+        if topics.kafka_alerts is not None:
+            keyed, refused = self._keyed(alerts, "AlertToKafka", metrics.ALERTS_WRITTEN)
+            keyed | "WriteAlertsToKafka" >> kafka.write(topics.kafka_alerts)
+            dead.append(refused)
+        if topics.pubsub_alerts is not None:
+            (
+                alerts
+                | "AlertToPubSub" >> beam.Map(pubsub_alert)
+                | "WriteAlertsToPubSub" >> beam.io.WriteToPubSub(topics.pubsub_alerts, with_attributes=True)
+            )
+        return dead
 
     def expand(self, scored: beam.PCollection):
+        dead_alerts = self._alerts(scored)
+        if self._topics.kafka_scored is not None:
+            keyed, dead = self._keyed(scored, "ToKafka", metrics.SCORED_WRITTEN)
+            keyed | "WriteToKafka" >> kafka.write(self._topics.kafka_scored)
+            return (dead, *dead_alerts) | "Refused" >> beam.Flatten() if dead_alerts else dead
         lines, dead = apply_stage(scored, "ToJson", StageFn(STAGE, functools.partial(ScoredEncoder), self._clock), str)
+        if dead_alerts:
+            dead = (dead, *dead_alerts) | "Refused" >> beam.Flatten()
         if self._windowing is not None:
             lines | "WriteWindows" >> WriteWindowedFiles(f"{self._dir}/scored", self._windowing)
             return dead

@@ -4,6 +4,8 @@ In:  DeadLetter (one PCollection: the runner flattens the dead letters of all st
 Out: dead_letters/part-*.jsonl, one proto3-JSON DeadLetter per line (proto field names; payload
      base64 as the JSON mapping says, payload_text beside it when the bytes are UTF-8). Streaming:
      one file set per fixed window, as 60_sink writes scored records (pipeline.shared.windowed_files).
+     With kafka.dead_letter_topic: to that topic instead, keyed by transaction_id (or, for a record
+     whose id could not be read, its source position), the value in kafka.value_format.
 Before a letter is written, card numbers are masked in its text fields (payload_text, message,
 violations, stack trace) and its payload bytes follow dead_letter.payload: raw, masked or none.
 Counts every letter (dead_letters_written) and every error code (dead_letters.<ERROR_CODE_...>).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
-from pipeline.shared import metrics
+from pipeline.shared import kafka, metrics
 from pipeline.shared.dead_letter import redact
 from pipeline.shared.json_codec import dead_letter_json
 from pipeline.shared.windowed_files import Windowing, WriteWindowedFiles
@@ -39,17 +41,56 @@ class EncodeDeadLetterFn(beam.DoFn):
         yield dead_letter_json(redact(letter, self._payload_policy))
 
 
+class EncodeForTopicFn(EncodeDeadLetterFn):
+    """DeadLetter -> (key, value) for a topic: keyed by its transaction_id when it has one, else by
+    its source position; the value as proto3 JSON or the DeadLetter's protobuf bytes."""
+
+    def __init__(self, payload_policy: str, value_format: str):
+        super().__init__(payload_policy)
+        self._binary = value_format == "protobuf"
+
+    def process(self, letter: DeadLetter):
+        self._written.inc()
+        self._by_code[letter.error_code].inc()
+        redacted = redact(letter, self._payload_policy)
+        value = redacted.SerializeToString() if self._binary else dead_letter_json(redacted).encode()
+        yield letter_key(letter), value
+
+
+def letter_key(letter: DeadLetter) -> bytes:
+    if letter.transaction_id:
+        return letter.transaction_id.encode()
+    where = letter.source
+    if where.topic:
+        return f"{where.topic}/{where.partition}/{where.offset}".encode()
+    if where.message_id:
+        return where.message_id.encode()
+    return f"{where.uri}:{where.line}".encode()
+
+
 class WriteDeadLetters(beam.PTransform):
     def __init__(
-        self, output_dir: str, num_shards: int, payload_policy: str = "raw", windowing: Windowing | None = None
+        self,
+        output_dir: str,
+        num_shards: int,
+        payload_policy: str = "raw",
+        windowing: Windowing | None = None,
+        topic: kafka.TopicSink | None = None,
+        value_format: str = "json",
     ):
         super().__init__()
         self._dir = output_dir.rstrip("/")
         self._num_shards = num_shards
         self._payload_policy = payload_policy
         self._windowing = windowing
+        self._topic = topic
+        self._value_format = value_format
 
     def expand(self, dead_letters: beam.PCollection):
+        if self._topic is not None:
+            encode = EncodeForTopicFn(self._payload_policy, self._value_format)
+            keyed = dead_letters | "ToKafka" >> beam.ParDo(encode).with_output_types(tuple[bytes, bytes])
+            return keyed | "WriteToKafka" >> kafka.write(self._topic)
         lines = dead_letters | "ToJson" >> beam.ParDo(EncodeDeadLetterFn(self._payload_policy)).with_output_types(str)
         if self._windowing is not None:
             return lines | "WriteWindows" >> WriteWindowedFiles(f"{self._dir}/dead_letters", self._windowing)
