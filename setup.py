@@ -32,10 +32,14 @@ setuptools.setup(
         "orjson>=3.10,<4",
         "pyarrow>=16",
         "PyYAML>=6,<7",
+        "confluent-kafka>=2.6,<3",
     ],
     extras_require={
         "train": ["scikit-learn>=1.6,<2", "skl2onnx>=1.18,<2"],
+        # Dataflow and Pub/Sub (Beam's Google Cloud I/O and the Dataflow runner's client).
+        "dataflow": ["apache-beam[gcp]==2.77.0"],
         "dev": [
+            "apache-beam[gcp]==2.77.0",
             "scikit-learn>=1.6,<2",
             "skl2onnx>=1.18,<2",
             "grpcio-tools>=1.70,<1.82",

@@ -215,14 +215,10 @@ def kafka_read(config: job_config.JobConfig, expansion: kafka.JavaExpansion, run
     properties = kafka.client_properties(config.kafka_properties_file)
     commit = config.kafka_commit
     if commit == "auto":
-        commit = "consumer" if runner in prism.PRISM_RUNNERS else "finalize"
+        commit = "bundle" if runner in prism.PRISM_RUNNERS else "finalize"
     consumer = kafka.consumer_config(
         config.kafka_bootstrap_servers or "", config.kafka_group_id, config.kafka_start, properties
     )
-    if commit == "consumer":
-        # Prism cannot finalize (KafkaIO's commit needs stable input): the consumer commits the
-        # offsets it has polled, every second and as the read ends.
-        consumer.update({"enable.auto.commit": "true", "auto.commit.interval.ms": "1000"})
     return source.KafkaRead(
         consumer_config=consumer,
         topics=config.kafka_topics,
@@ -230,6 +226,7 @@ def kafka_read(config: job_config.JobConfig, expansion: kafka.JavaExpansion, run
         commit_in_finalize=commit == "finalize",
         expansion_service=expansion.address,
         stop_file=expansion.stop_file,
+        commit_in_bundles=commit == "bundle",
     )
 
 
@@ -367,6 +364,7 @@ def summarize(result: Any) -> dict[str, Any]:
         },
         "reference_rows_rejected": counters.get(metrics.REFERENCE_ROWS_REJECTED, 0),
         "late_records": counters.get(metrics.LATE_RECORDS, 0),
+        "alerts": counters.get(metrics.ALERTS_WRITTEN, 0),
     }
 
 
@@ -436,6 +434,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     rows += [
         ("duplicates dropped", summary["duplicates"]),
         ("late records", summary.get("late_records", 0)),
+        ("alerts written to a topic", summary.get("alerts", 0)),
         ("default customer profiles", summary["default_profiles_used"]["customer"]),
         ("default merchant profiles", summary["default_profiles_used"]["merchant"]),
         ("reference rows rejected", summary["reference_rows_rejected"]),
@@ -684,7 +683,9 @@ def _run_to_end(pipeline: beam.Pipeline, config: job_config.JobConfig, write_sum
                     if previous is not None:
                         signal.signal(signal.SIGINT, previous)
                 # The watched folder stops itself when idle; a source read elsewhere (Kafka) is
-                # stopped from here, by the time of its last record seen in this process.
+                # stopped from here, by the time of its last record seen in this process, counted
+                # from now that the job runs.
+                drain.saw_input()
                 idle = config.stop_after_idle_seconds if config.source == "kafka" else 0.0
                 with StreamingWatch(result, config.summary_interval_seconds, write_summary, idle):
                     result.wait_until_finish()

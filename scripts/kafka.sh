@@ -3,7 +3,8 @@
 # the Java parts of the job's Kafka I/O (Beam's KafkaIO expansion service and Java SDK worker).
 #
 #   scripts/kafka.sh start [--port N]     start a broker (data in a temporary folder); prints HOST:PORT
-#   scripts/kafka.sh stop                 stop the broker that `start` started and delete its data
+#   scripts/kafka.sh stop [--keep-data]   stop the broker that `start` started and delete its data
+#                                         (--keep-data: the next `start` brings the same broker back)
 #   scripts/kafka.sh status               prints HOST:PORT when a broker started here is running
 #   scripts/kafka.sh produce TOPIC FILE.. one Kafka record per JSON line, keyed by transaction_id
 #   scripts/kafka.sh consume TOPIC [--max N] [--idle S]   print a topic's records as JSON lines
@@ -93,6 +94,11 @@ start() {
   fi
   local lib
   lib="$(broker_libs)"
+  if [[ -f "$STATE/kept" ]]; then  # stopped with --keep-data: the same broker again, same data and port
+    rm -f "$STATE/kept"
+    launch "$lib" "$(cut -d: -f2 "$STATE/bootstrap")"
+    return
+  fi
   [[ -n "$port" ]] || port=9092
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     die "port $port on 127.0.0.1 is taken; give another with --port"
@@ -129,6 +135,11 @@ appender.file.layout.pattern=[%d] %p %m (%c)%n
 EOF
   java -cp "$lib/*" kafka.tools.StorageTool format -t "$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
     -c "$STATE/server.properties" >"$STATE/format.log" 2>&1 || { cat "$STATE/format.log" >&2; die "formatting the log folder failed"; }
+  launch "$lib" "$port"
+}
+
+launch() {
+  local lib="$1" port="$2"
   nohup java -Xmx512m -Dlog4j2.configurationFile="$STATE/log4j2.properties" -cp "$lib/*" kafka.Kafka "$STATE/server.properties" \
     >"$STATE/stdout.log" 2>&1 &
   echo $! >"$STATE/broker.pid"
@@ -146,6 +157,8 @@ EOF
 }
 
 stop() {
+  local keep=""
+  [[ "${1:-}" == "--keep-data" ]] && keep=1
   local pid
   if pid="$(running_pid)"; then
     kill "$pid" 2>/dev/null || true
@@ -156,7 +169,11 @@ stop() {
     kill -9 "$pid" 2>/dev/null || true
     echo "kafka: stopped the broker at $(cat "$STATE/bootstrap")" >&2
   fi
-  rm -rf "$STATE"
+  if [[ -n "$keep" && -f "$STATE/server.properties" ]]; then
+    touch "$STATE/kept"
+  else
+    rm -rf "$STATE"
+  fi
 }
 
 python_tool() {
@@ -169,7 +186,7 @@ command="${1:-}"
 [[ $# -gt 0 ]] && shift
 case "$command" in
   start) start "$@" ;;
-  stop) stop ;;
+  stop) stop "$@" ;;
   status) running_pid >/dev/null && cat "$STATE/bootstrap" || { echo "kafka: no broker is running" >&2; exit 1; } ;;
   produce)
     [[ $# -ge 2 ]] || die "usage: scripts/kafka.sh produce TOPIC FILE..."

@@ -44,7 +44,7 @@ class Setting:
 
 SOURCE_KINDS = ("files", "watch", "kafka", "pubsub")
 STREAMING_SOURCES = ("watch", "kafka", "pubsub")
-KAFKA_COMMIT_MODES = ("auto", "finalize", "consumer")
+KAFKA_COMMIT_MODES = ("auto", "finalize", "bundle")
 KAFKA_VALUE_FORMATS = ("json", "protobuf")
 
 SETTINGS: tuple[Setting, ...] = (
@@ -117,9 +117,9 @@ SETTINGS: tuple[Setting, ...] = (
         "kafka_commit",
         "choice",
         "auto",
-        "How read offsets are committed to the group: finalize (Beam commits when the runner finalizes a "
-        "checkpoint; Flink, Dataflow), consumer (the Kafka consumer's auto-commit; Prism, which cannot finalize), "
-        "auto (consumer on Prism, finalize elsewhere).",
+        "How read offsets are committed to the group: finalize (KafkaIO commits when the runner finalizes a "
+        "checkpoint; Flink, Dataflow), bundle (after each read bundle, by the project's expansion service; Prism, "
+        "which cannot finalize), auto (bundle on Prism, finalize elsewhere).",
         choices=KAFKA_COMMIT_MODES,
     ),
     Setting(

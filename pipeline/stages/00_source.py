@@ -693,12 +693,14 @@ class KafkaRead(NamedTuple):
     commit_in_finalize: bool
     expansion_service: str
     stop_file: str = ""
+    commit_in_bundles: bool = False
 
 
 class ReadKafkaTransactions(beam.PTransform):
     """Every record of the topics, as a RawRecord, unbounded, through Beam's cross-language
     KafkaIO; returns (records, dead letters). With a stop file (local runs) the read ends cleanly,
-    at the offsets reached, once the file exists (StoppableKafkaRead.java)."""
+    at the offsets reached, once the file exists; with commit_in_bundles the offsets read are
+    committed after each read bundle (StoppableKafkaRead.java, in the project's expansion jar)."""
 
     def __init__(self, read: KafkaRead, clock: RunClock, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
         super().__init__()
@@ -720,13 +722,14 @@ class ReadKafkaTransactions(beam.PTransform):
             "commit_offset_in_finalize": read.commit_in_finalize,
             "timestamp_policy": ReadFromKafka.processing_time_policy,
         }
-        if not read.stop_file:
+        if not (read.stop_file or read.commit_in_bundles):
             return ReadFromKafka(with_metadata=True, expansion_service=read.expansion_service, **settings)
         fields = ReadFromKafkaSchema.__annotations__
         defaults = inspect.signature(ReadFromKafka.__init__).parameters
         payload = {name: settings[name] if name in settings else defaults[name].default for name in fields}
-        schema: Any = NamedTuple("StoppableKafkaReadSchema", [*fields.items(), ("stop_file", str)])  # type: ignore[misc]
-        payload["stop_file"] = read.stop_file
+        extra = [("stop_file", str), ("commit_in_bundles", bool)]
+        schema: Any = NamedTuple("StoppableKafkaReadSchema", [*fields.items(), *extra])  # type: ignore[misc]
+        payload.update(stop_file=read.stop_file, commit_in_bundles=read.commit_in_bundles)
         return ExternalTransform(
             kafka.STOPPABLE_READ_URN,
             NamedTupleBasedPayloadBuilder(schema(**payload)),

@@ -9,14 +9,28 @@
  * and the job finishes with nothing in flight. The file is only looked at on the machine of the
  * worker that reads, so the stop file is for local runs; on Flink and Dataflow the runner drains.
  *
+ * With `commit_in_bundles`, the offsets read are committed to the consumer group at the end of
+ * every read bundle (synchronously, from the worker that read them). KafkaIO's own commit
+ * (commit_offset_in_finalize) needs a runner that provides stable input, which Prism does not; the
+ * consumer's auto-commit would leave the last second of records uncommitted at a stop. Committed
+ * offsets then mark what was read and handed on: after a clean stop a restart goes on exactly where
+ * the last run stopped.
+ *
  * It lives in KafkaIO's package to reuse its package-private external builder: the payload is
- * KafkaIO.Read.External.Configuration's plus `stop_file`.
+ * KafkaIO.Read.External.Configuration's plus `stop_file` and `commit_in_bundles`.
  */
 package org.apache.beam.sdk.io.kafka;
 
 import java.nio.file.Files;
 import java.nio.file.Paths;
+import java.util.HashMap;
 import java.util.Map;
+import org.apache.beam.sdk.transforms.DoFn;
+import org.apache.beam.sdk.transforms.ParDo;
+import org.apache.kafka.clients.consumer.ConsumerConfig;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.beam.sdk.expansion.ExternalTransformRegistrar;
 import org.apache.beam.sdk.transforms.ExternalTransformBuilder;
 import org.apache.beam.sdk.transforms.PTransform;
@@ -37,9 +51,88 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
   /** KafkaIO's read configuration plus the stop file. */
   public static class Configuration extends KafkaIO.Read.External.Configuration {
     private String stopFile;
+    private Boolean commitInBundles;
+    private Map<String, String> consumer;
 
     public void setStopFile(String stopFile) {
       this.stopFile = stopFile;
+    }
+
+    public void setCommitInBundles(Boolean commitInBundles) {
+      this.commitInBundles = commitInBundles;
+    }
+
+    @Override
+    public void setConsumerConfig(Map<String, String> consumerConfig) {
+      super.setConsumerConfig(consumerConfig);
+      this.consumer = consumerConfig;
+    }
+  }
+
+  /** Commits, at the end of each bundle, the offset after the last record of each partition. */
+  public static class CommitEachBundle extends DoFn<Row, Void> {
+    private final Map<String, String> consumerConfig;
+    private transient KafkaConsumer<byte[], byte[]> consumer;
+    private transient Map<TopicPartition, OffsetAndMetadata> next;
+
+    public CommitEachBundle(Map<String, String> consumerConfig) {
+      this.consumerConfig = consumerConfig;
+    }
+
+    @Setup
+    public void setup() {
+      Map<String, Object> config = new HashMap<>(consumerConfig);
+      config.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+      consumer = new KafkaConsumer<>(config, new ByteArrayDeserializer(), new ByteArrayDeserializer());
+    }
+
+    @StartBundle
+    public void startBundle() {
+      next = new HashMap<>();
+    }
+
+    @ProcessElement
+    public void processElement(@Element Row row) {
+      TopicPartition partition = new TopicPartition(row.getString("topic"), row.getInt32("partition"));
+      long after = row.getInt64("offset") + 1;
+      OffsetAndMetadata seen = next.get(partition);
+      if (seen == null || seen.offset() < after) {
+        next.put(partition, new OffsetAndMetadata(after));
+      }
+    }
+
+    @FinishBundle
+    public void finishBundle() {
+      if (!next.isEmpty()) {
+        consumer.commitSync(next);
+      }
+    }
+
+    @Teardown
+    public void teardown() {
+      if (consumer != null) {
+        consumer.close();
+      }
+    }
+  }
+
+  /** The read, and the commit of what it read when asked. */
+  static class ReadAndCommit extends PTransform<PBegin, PCollection<Row>> {
+    private final PTransform<PBegin, PCollection<Row>> read;
+    private final Map<String, String> commitConfig;
+
+    ReadAndCommit(PTransform<PBegin, PCollection<Row>> read, Map<String, String> commitConfig) {
+      this.read = read;
+      this.commitConfig = commitConfig;
+    }
+
+    @Override
+    public PCollection<Row> expand(PBegin input) {
+      PCollection<Row> rows = input.apply("Read", read);
+      if (commitConfig != null) {
+        rows.apply("CommitEachBundle", ParDo.of(new CommitEachBundle(commitConfig)));
+      }
+      return rows;
     }
   }
 
@@ -66,7 +159,12 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
       if (config.stopFile != null && !config.stopFile.isEmpty()) {
         read.setCheckStopReadingFn(new StopWhenFileExists(config.stopFile));
       }
-      return read.build().externalWithMetadata();
+      PTransform<PBegin, PCollection<Row>> rows = read.build().externalWithMetadata();
+      boolean commit = Boolean.TRUE.equals(config.commitInBundles);
+      if (commit && (config.consumer == null || !config.consumer.containsKey("group.id"))) {
+        throw new IllegalArgumentException("commit_in_bundles needs group.id in the consumer config");
+      }
+      return new ReadAndCommit(rows, commit ? config.consumer : null);
     }
   }
 }

@@ -1,0 +1,229 @@
+"""Kafka in and out, end to end, against a real broker (scripts/kafka.sh) with the job on Prism.
+
+The broker is Apache Kafka from Maven Central's jars, started on a free port on 127.0.0.1 for this
+module and stopped after it; the job's Kafka I/O is Beam's cross-language KafkaIO, expanded by the
+project's expansion service jar and run by a Java worker pool. Under CI=true none of this skips.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pathlib
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import orjson
+import pytest
+
+from pipeline.shared import kafka as kafka_setup
+from tests.conftest import IN_CI, ROOT, need
+from tests.helpers import job_config
+from tools import kafka as kafka_tool
+
+PYTHON = sys.executable
+SCRIPT = ROOT / "scripts" / "kafka.sh"
+ALERT_DECISIONS = {"DECISION_REVIEW", "DECISION_DECLINE"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """A Kafka broker of its own on 127.0.0.1; yields (bootstrap address, environment for the script)."""
+    need(shutil.which("java") is not None, "Java is not installed: Kafka and KafkaIO need it")
+    need(shutil.which("mvn") is not None, "Maven is not installed: scripts/kafka.sh fetches Kafka's jars with it")
+    env = dict(os.environ, RISKPIPE_KAFKA_STATE=str(tmp_path_factory.mktemp("kafka-state")))
+    started = subprocess.run(
+        ["bash", str(SCRIPT), "start", "--port", str(_free_port())], env=env, capture_output=True, text=True
+    )
+    need(started.returncode == 0, f"the Kafka broker did not start: {started.stderr[-2000:]}")
+    bootstrap = started.stdout.strip().splitlines()[-1]
+    try:
+        yield bootstrap, env
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def expansion_jar():
+    try:
+        return kafka_setup.ensure_jar()
+    except kafka_setup.KafkaSetupError as exc:
+        need(False, str(exc))
+        raise
+
+
+def topics(prefix: str) -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return {name: f"{prefix}-{name}-{tag}" for name in ("in", "scored", "alerts", "dead")}
+
+
+def kafka_job_config(dataset, out, bootstrap, names, **overrides):
+    settings = {
+        "source__kind": "kafka",
+        "kafka__bootstrap_servers": bootstrap,
+        "kafka__topic": names["in"],
+        "kafka__group_id": f"group-{names['in']}",
+        "kafka__scored_topic": names["scored"],
+        "kafka__alerts_topic": names["alerts"],
+        "kafka__dead_letter_topic": names["dead"],
+        "streaming__stop_after_idle_seconds": 10,
+        "streaming__summary_interval_seconds": 1,
+        "run__as_of": None,
+    }
+    settings.update(overrides)
+    return job_config(dataset, out, **settings)
+
+
+def start_job(config: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PYTHON, "-m", "pipeline.runner", "--config", config, *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def finish(job: subprocess.Popen, out: pathlib.Path, timeout: float = 300) -> dict:
+    _, stderr = job.communicate(timeout=timeout)
+    assert job.returncode == 0, stderr.decode()[-4000:]
+    return json.loads((out / "summary.json").read_text())
+
+
+def labelled_lines(dataset) -> tuple[list[bytes], set[str]]:
+    """The data set's lines with live event times, and the ids of its valid transactions."""
+    lines = [line.rstrip(b"\n") for line in open(dataset / "transactions.jsonl", "rb") if line.strip()]
+    labels = [orjson.loads(line) for line in open(dataset / "labels.jsonl", "rb")]
+    valid = {row["transaction_id"] for row in labels if not row["expected_error_code"]}
+    return list(kafka_tool.live(lines)), valid
+
+
+def read_topic(bootstrap: str, topic: str) -> list[dict]:
+    return list(kafka_tool.consume(bootstrap, topic, idle_seconds=4))
+
+
+def test_kafka_to_kafka_scores_every_transaction_once_and_explains_the_rest(dataset, tmp_path, broker, expansion_jar):
+    bootstrap, _ = broker
+    names = topics("e2e")
+    kafka_tool.create_topics(bootstrap, names.values(), partitions=3)
+    lines, valid = labelled_lines(dataset)
+    rng = random.Random(3)
+    valid_lines = [line for line in lines if (kafka_tool.transaction_key(line) or b"").decode() in valid]
+    redelivered = rng.sample(valid_lines, 60)  # an at-least-once producer sends these twice
+    delivered = kafka_tool.produce(bootstrap, names["in"], lines + redelivered)
+    by_position = {(d.partition, d.offset): d.value for d in delivered}
+
+    out = tmp_path / "out"
+    summary = finish(start_job(kafka_job_config(dataset, out, bootstrap, names)), out)
+    assert summary["balanced"] and summary["stopped_by"] == "idle" and summary["runner"] == "PrismRunner"
+    assert summary["read"] == len(delivered) == len(lines) + 60
+    assert summary["duplicates"] == 60
+
+    scored = read_topic(bootstrap, names["scored"])
+    ids = [r["value"]["transaction_id"] for r in scored]
+    assert len(ids) == len(set(ids)) == summary["scored"]
+    assert set(ids) == valid  # every valid transaction scored exactly once
+    assert all(r["key"] == r["value"]["transaction_id"] for r in scored)
+    assert all(r["value"]["source"]["topic"] == names["in"] for r in scored)
+
+    alerts = read_topic(bootstrap, names["alerts"])
+    expected_alerts = {
+        r["value"]["transaction_id"]: r["value"] for r in scored if r["value"]["decision"] in ALERT_DECISIONS
+    }
+    assert expected_alerts, "the data set has REVIEW and DECLINE records"
+    assert {r["value"]["transaction_id"]: r["value"] for r in alerts} == expected_alerts
+    assert len(alerts) == len(expected_alerts) == summary["alerts"]
+
+    dead = read_topic(bootstrap, names["dead"])
+    assert len(dead) == summary["dead_letters"] == len(lines) - len(valid)
+    for record in dead:
+        letter = record["value"]
+        where = letter["source"]
+        assert where["topic"] == names["in"]
+        # proto3 JSON leaves out zeros: partition 0 and offset 0 are absent
+        position = (int(where.get("partition", 0)), int(where.get("offset", 0)))
+        assert base64.b64decode(letter["payload"]) == by_position[position]
+        assert (
+            record["key"] == letter.get("transaction_id")
+            or record["key"] == f"{names['in']}/{position[0]}/{position[1]}"
+        )
+
+
+def test_a_job_stopped_mid_topic_goes_on_from_the_committed_offsets(dataset, tmp_path, broker, expansion_jar):
+    bootstrap, _ = broker
+    names = topics("restart")
+    kafka_tool.create_topics(bootstrap, names.values(), partitions=3)
+    lines, valid = labelled_lines(dataset)
+    producing = threading.Thread(target=kafka_tool.produce, args=(bootstrap, names["in"], lines, 100.0))
+    first_out, second_out = tmp_path / "first", tmp_path / "second"
+    first = start_job(kafka_job_config(dataset, first_out, bootstrap, names, streaming__stop_after_idle_seconds=0))
+    producing.start()
+    deadline = time.time() + 120
+    live: dict = {}
+    while time.time() < deadline and live.get("read", 0) < 300:
+        assert first.poll() is None, first.communicate()[1].decode()[-3000:]
+        time.sleep(0.5)
+        if (first_out / "summary.json").exists():
+            live = json.loads((first_out / "summary.json").read_text())
+    os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: drain, mid-topic, while the producer goes on
+    one = finish(first, first_out)
+    assert one["stopped_by"] == "drain" and one["balanced"]
+    producing.join()
+    assert 0 < one["read"] < len(lines)
+
+    two = finish(start_job(kafka_job_config(dataset, second_out, bootstrap, names)), second_out)
+    assert two["stopped_by"] == "idle" and two["balanced"]
+    assert one["read"] + two["read"] == len(lines)  # nothing read twice, nothing skipped
+    ids = [r["value"]["transaction_id"] for r in read_topic(bootstrap, names["scored"])]
+    assert len(ids) == len(set(ids)) and set(ids) == valid
+
+
+def test_the_job_waits_for_a_broker_that_goes_away_and_loses_nothing(dataset, tmp_path, broker, expansion_jar):
+    bootstrap, env = broker
+    names = topics("bounce")
+    kafka_tool.create_topics(bootstrap, names.values(), partitions=3)
+    lines, valid = labelled_lines(dataset)
+    out = tmp_path / "out"
+    job = start_job(kafka_job_config(dataset, out, bootstrap, names, streaming__stop_after_idle_seconds=20))
+    halfway = len(lines) // 2
+    kafka_tool.produce(bootstrap, names["in"], lines[:halfway], rate=500.0)
+    subprocess.run(["bash", str(SCRIPT), "stop", "--keep-data"], env=env, check=True, capture_output=True)
+    time.sleep(8)  # the job's consumers and producers find no broker
+    assert job.poll() is None, job.communicate()[1].decode()[-3000:]
+    restarted = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True)
+    assert restarted.returncode == 0, restarted.stderr
+    kafka_tool.produce(bootstrap, names["in"], lines[halfway:], rate=500.0)
+    summary = finish(job, out, timeout=400)
+    assert summary["balanced"] and summary["read"] >= len(lines)
+    ids = [r["value"]["transaction_id"] for r in read_topic(bootstrap, names["scored"])]
+    assert set(ids) == valid and len(ids) == len(set(ids))
+
+
+def test_the_job_refuses_kafka_on_a_runner_that_cannot_run_java(dataset, tmp_path):
+    names = topics("refused")
+    config = kafka_job_config(dataset, tmp_path / "out", "127.0.0.1:9", names)
+    done = subprocess.run(
+        [PYTHON, "-m", "pipeline.runner", "--config", config, "--runner=FnApiRunner"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "FnApiRunner" in done.stderr
+
+
+def test_in_ci_the_broker_fixture_never_skips():
+    assert not IN_CI or shutil.which("java") is not None
