@@ -1,0 +1,139 @@
+"""Kafka settings, client properties and record conversion, without a broker."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
+from contracts.riskpipe.v1.raw_record_pb2 import SourcePosition
+from pipeline import runner
+from pipeline.shared import config as job_config
+from pipeline.shared import kafka
+from pipeline.stage_loader import load_stage
+from tests.helpers import job_config as write_config
+
+source = load_stage("00_source")
+dead_letter_sink = load_stage("90_dead_letter")
+
+Row = collections.namedtuple("Row", "topic partition offset timestamp key value headers")
+Header = collections.namedtuple("Header", "key value")
+
+
+def kafka_settings(**overrides):
+    settings = {
+        "source__kind": "kafka",
+        "kafka__bootstrap_servers": "127.0.0.1:9092",
+        "kafka__topic": "transactions",
+    }
+    settings.update(overrides)
+    return settings
+
+
+def load(dataset, tmp_path, **overrides):
+    return job_config.load(write_config(dataset, tmp_path / "out", **kafka_settings(**overrides)))
+
+
+def test_a_kafka_source_is_streaming_and_needs_brokers_and_a_topic(dataset, tmp_path):
+    config = load(dataset, tmp_path, kafka__topic="a, b")
+    assert config.streaming and config.uses_kafka and config.kafka_topics == ["a", "b"]
+    with pytest.raises(job_config.ConfigError, match=r"kafka\.topic"):
+        load(dataset, tmp_path, kafka__topic=None)
+    with pytest.raises(job_config.ConfigError, match=r"kafka\.bootstrap_servers"):
+        load(dataset, tmp_path, kafka__bootstrap_servers=None)
+    with pytest.raises(job_config.ConfigError, match=r"kafka\.start"):
+        load(dataset, tmp_path, kafka__start="yesterday")
+    with pytest.raises(job_config.ConfigError, match="read its own output"):
+        load(dataset, tmp_path, kafka__scored_topic="transactions")
+    with pytest.raises(job_config.ConfigError, match="not a Kafka topic name"):
+        load(dataset, tmp_path, kafka__alerts_topic="alerts/high")
+
+
+def test_a_kafka_sink_alone_makes_a_batch_run_go_to_prism(dataset, tmp_path):
+    config = job_config.load(
+        write_config(dataset, tmp_path / "out", kafka__bootstrap_servers="127.0.0.1:9092", kafka__scored_topic="s")
+    )
+    assert not config.streaming and config.uses_kafka
+    options = runner.parse_options([])
+    assert runner.choose_runner(options, config.streaming, config.uses_kafka, config.source) == "PrismRunner"
+    with pytest.raises(job_config.ConfigError, match="cannot run Kafka's Java transforms"):
+        runner.choose_runner(runner.parse_options(["--runner=FnApiRunner"]), False, True, "files")
+
+
+def test_the_start_position_is_earliest_latest_or_a_time():
+    assert kafka.start_position("earliest") == ("earliest", None)
+    assert kafka.start_position("latest") == ("latest", None)
+    assert kafka.start_position("2026-11-30T12:00:00Z") == ("earliest", 1796040000000)
+    with pytest.raises(ValueError):
+        kafka.check_start("2999-01-01T00:00:00Z")
+
+
+def test_client_properties_come_from_a_file_and_the_environment_never_the_config(tmp_path):
+    props = tmp_path / "client.properties"
+    props.write_text(
+        "# security\nsecurity.protocol=SASL_SSL\nsasl.mechanism: PLAIN\n! old style comment\n"
+        "ssl.truststore.location = /etc/kafka/truststore.jks\n"
+    )
+    environ = {"RISKPIPE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "RISKPIPE_KAFKA_SASL_JAAS_CONFIG": "x", "HOME": "/"}
+    assert kafka.client_properties(str(props), environ) == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",  # the environment wins
+        "sasl.jaas.config": "x",
+        "ssl.truststore.location": "/etc/kafka/truststore.jks",
+    }
+    consumer = kafka.consumer_config("b:9092", "g", "latest", {"bootstrap.servers": "other:1"})
+    assert consumer == {"auto.offset.reset": "latest", "bootstrap.servers": "b:9092", "group.id": "g"}
+    producer = kafka.producer_config("b:9092", {"acks": "1"})
+    assert producer["enable.idempotence"] == "true" and producer["acks"] == "1"
+
+
+def test_a_kafka_record_keeps_topic_partition_offset_key_and_headers(clock):
+    row = Row("tx", 2, 417, 1796040000123, b"t-\xff", b'{"a":1}', [Header("trace", b"abc"), Header("bin", b"\x00\xfe")])
+    record = source.kafka_raw_record(row, clock)
+    assert record.payload == b'{"a":1}'
+    assert record.source == SourcePosition(topic="tx", partition=2, offset=417)
+    assert dict(record.attributes) == {
+        "kafka.key": "t-\\xff",
+        "kafka.timestamp_ms": "1796040000123",
+        "kafka.header.trace": "abc",
+        "kafka.header.bin": "\x00\\xfe",
+    }
+    keyless = source.kafka_raw_record(Row("tx", 0, 0, 0, None, None, None), clock)
+    assert keyless.payload == b"" and "kafka.key" not in keyless.attributes
+
+
+def test_a_message_larger_than_the_limit_is_a_record_too_large_dead_letter(clock):
+    fn = source.MessageToRecordFn(source.kafka_raw_record, clock, max_record_bytes=10)
+    fn.setup()
+    (out,) = list(fn.process(Row("tx", 1, 5, 0, b"k", b"x" * 5000, None)))
+    letter = out.value
+    assert out.tag == "dead_letter" and letter.error_code == ErrorCode.ERROR_CODE_RECORD_TOO_LARGE
+    assert len(letter.payload) == 1024 and letter.source.offset == 5 and letter.source.partition == 1
+
+
+def test_dead_letters_on_a_topic_are_keyed_by_transaction_id_or_position():
+    keyed = DeadLetter(transaction_id="t-9", source=SourcePosition(topic="tx", partition=1, offset=3))
+    assert dead_letter_sink.letter_key(keyed) == b"t-9"
+    assert (
+        dead_letter_sink.letter_key(DeadLetter(source=SourcePosition(topic="tx", partition=1, offset=3))) == b"tx/1/3"
+    )
+    assert dead_letter_sink.letter_key(DeadLetter(source=SourcePosition(message_id="m-1"))) == b"m-1"
+    assert dead_letter_sink.letter_key(DeadLetter(source=SourcePosition(uri="a.jsonl", line=4))) == b"a.jsonl:4"
+
+
+def test_a_running_expansion_service_is_used_as_it_is():
+    with kafka.JavaExpansion("10.0.0.5:8097", local_worker=True) as java:
+        assert java.address == "10.0.0.5:8097" and java.stop_file
+    with kafka.JavaExpansion("10.0.0.5:8097", local_worker=False) as java:
+        assert java.stop_file == ""
+
+
+def test_without_a_built_jar_the_job_says_how_to_build_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("RISKPIPE_KAFKA_EXPANSION_JAR", str(tmp_path / "missing.jar"))
+    with pytest.raises(kafka.KafkaSetupError, match=r"missing\.jar"):
+        kafka.find_jar()
+    monkeypatch.delenv("RISKPIPE_KAFKA_EXPANSION_JAR")
+    monkeypatch.setenv("RISKPIPE_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(kafka.KafkaSetupError, match=r"scripts/kafka\.sh expansion-jar"):
+        kafka.find_jar()
