@@ -38,123 +38,140 @@ featurize = load_stage("40_features")
 predict = load_stage("50_predict")
 
 
+class PlainScorer:
+    """The stages as plain calls, one record at a time (predict in batches); `write_scored` and
+    `refuse` take what leaves the job. Shared by this loop (files) and bench.kafka (topics)."""
+
+    def __init__(self, config: job_config.JobConfig, model_version: str, write_scored, refuse):
+        self.spent: dict[str, float] = defaultdict(float)
+        t = time.perf_counter()
+        self._config = config
+        self._clock = clock = RunClock(config.as_of)
+        self._customers = enrich.read_profile_file(config.customers, CustomerProfile, "card_id")
+        self._merchants = enrich.read_profile_file(config.merchants, MerchantProfile, "merchant_id")
+        self._parse = validate.TransactionParser(clock, config.max_future_skew_seconds)
+        self._join = enrich.ProfileJoiner(config.missing_profile_policy, clock)
+        self._compute = featurize.FeatureComputer(clock)
+        self._session = predict.SingleThreadOnnxModelHandler(
+            config.model, providers=["CPUExecutionProvider"]
+        ).load_model()
+        thresholds = predict.Thresholds(config.thresholds_version, config.review_threshold, config.decline_threshold)
+        self._decide = predict.Decider(model_version, thresholds, clock)
+        self._write_scored = write_scored
+        self._refuse = refuse
+        self._kept: dict[str, bytes] = {}
+        self._batch: list = []
+        self.read = self.scored = self.dead = self.duplicates = 0
+        self.spent["setup"] += time.perf_counter() - t
+
+    def refuse(self, letter: DeadLetter) -> None:
+        t = time.perf_counter()
+        self._refuse(redact(letter, self._config.dead_letter_payload))
+        self.dead += 1
+        self.spent["90_dead_letter"] += time.perf_counter() - t
+
+    def flush(self) -> None:
+        if not self._batch:
+            return
+        tick = time.perf_counter
+        t = tick()
+        inputs = [predict.model_input(e) for e in self._batch]
+        results = predict.score_batch(self._session, [x for _, x in inputs])
+        outputs = [self._decide.decide(e, r) for e, r in zip(self._batch, results, strict=True)]
+        self.spent["50_predict"] += tick() - t
+        for out in outputs:
+            if isinstance(out, DeadLetter):
+                self.refuse(out)
+                continue
+            t = tick()
+            self._write_scored(out)
+            self.scored += 1
+            self.spent["60_sink"] += tick() - t
+        self._batch.clear()
+
+    def take(self, record) -> None:
+        """One RawRecord (or a source's DeadLetter for a record it refused) through the stages."""
+        tick = time.perf_counter
+        self.read += 1
+        if isinstance(record, DeadLetter):
+            self.refuse(record)
+            return
+        spent = self.spent
+        t1 = tick()
+        out = self._parse(record)
+        t2 = tick()
+        spent["10_validate"] += t2 - t1
+        if isinstance(out, DeadLetter):
+            self.refuse(out)
+            return
+        fingerprint = dedupe.fingerprint(out)
+        first = self._kept.setdefault(out.transaction_id, fingerprint)
+        t3 = tick()
+        spent["20_dedupe"] += t3 - t2
+        if first is not fingerprint:
+            if first == fingerprint:
+                self.duplicates += 1
+            else:
+                self.refuse(dedupe.conflict(out, self._config.dedupe_horizon_seconds, self._clock))
+            return
+        out = self._join(out, self._customers, self._merchants)
+        t4 = tick()
+        spent["30_enrich"] += t4 - t3
+        if isinstance(out, DeadLetter):
+            self.refuse(out)
+            return
+        out = self._compute(out)
+        spent["40_features"] += tick() - t4
+        if isinstance(out, DeadLetter):
+            self.refuse(out)
+            return
+        self._batch.append(out)
+        if len(self._batch) >= self._config.max_batch_size:
+            self.flush()
+
+
 def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> dict:
     started = time.perf_counter()
-    clock = RunClock(config.as_of)
-    spent: dict[str, float] = defaultdict(float)
     tick = time.perf_counter
-
-    t = tick()
-    customers = enrich.read_profile_file(config.customers, CustomerProfile, "card_id")
-    merchants = enrich.read_profile_file(config.merchants, MerchantProfile, "merchant_id")
-    parse = validate.TransactionParser(clock, config.max_future_skew_seconds)
-    join = enrich.ProfileJoiner(config.missing_profile_policy, clock)
-    compute = featurize.FeatureComputer(clock)
-    session = predict.SingleThreadOnnxModelHandler(config.model, providers=["CPUExecutionProvider"]).load_model()
-    thresholds = predict.Thresholds(config.thresholds_version, config.review_threshold, config.decline_threshold)
-    decide = predict.Decider(model_version, thresholds, clock)
-    spent["setup"] += tick() - t
-
     os.makedirs(f"{output_dir}/scored", exist_ok=True)
     os.makedirs(f"{output_dir}/dead_letters", exist_ok=True)
-    read = scored = dead = duplicates = 0
-    kept: dict[str, bytes] = {}
-    batch: list = []
     with (
         open(f"{output_dir}/scored/part-plain.jsonl", "w", encoding="utf-8") as scored_out,
         open(f"{output_dir}/dead_letters/part-plain.jsonl", "w", encoding="utf-8") as dead_out,
     ):
-
-        def refuse(letter: DeadLetter) -> None:
-            nonlocal dead
-            t = tick()
-            dead_out.write(dead_letter_json(redact(letter, config.dead_letter_payload)) + "\n")
-            dead += 1
-            spent["90_dead_letter"] += tick() - t
-
-        def flush() -> None:
-            nonlocal scored
-            t = tick()
-            inputs = [predict.model_input(e) for e in batch]
-            results = predict.score_batch(session, [x for _, x in inputs])
-            outputs = [decide.decide(e, r) for e, r in zip(batch, results, strict=True)]
-            spent["50_predict"] += tick() - t
-            for out in outputs:
-                if isinstance(out, DeadLetter):
-                    refuse(out)
-                    continue
-                t = tick()
-                scored_out.write(scored_json(out) + "\n")
-                scored += 1
-                spent["60_sink"] += tick() - t
-            batch.clear()
-
+        scorer = PlainScorer(
+            config,
+            model_version,
+            lambda scored: scored_out.write(scored_json(scored) + "\n"),
+            lambda letter: dead_out.write(dead_letter_json(letter) + "\n"),
+        )
+        clock = RunClock(config.as_of)
         ranges = []
         for entry in source.match_files(config.transactions):
             if isinstance(entry, source.SourceError):
-                refuse(source.source_dead_letter(entry, clock))
+                scorer.refuse(source.source_dead_letter(entry, clock))
             else:
                 ranges += source.split_file(entry.path, entry.size)
         for line_range in ranges:
             t = tick()
             for record in source.read_range(line_range, clock, config.max_record_bytes):
+                scorer.spent["00_source"] += tick() - t
                 if record is None:
-                    continue
-                if isinstance(record, source.SourceError):
-                    refuse(source.source_dead_letter(record, clock))
-                    continue
-                if isinstance(record, DeadLetter):
-                    read += 1
-                    refuse(record)
-                    continue
-                read += 1
-                t1 = tick()
-                spent["00_source"] += t1 - t
-                out = parse(record)
-                t2 = tick()
-                spent["10_validate"] += t2 - t1
-                if isinstance(out, DeadLetter):
-                    refuse(out)
-                    t = tick()
-                    continue
-                fingerprint = dedupe.fingerprint(out)
-                first = kept.setdefault(out.transaction_id, fingerprint)
-                t2b = tick()
-                spent["20_dedupe"] += t2b - t2
-                if first is not fingerprint:
-                    if first == fingerprint:
-                        duplicates += 1
-                    else:
-                        refuse(dedupe.conflict(out, config.dedupe_horizon_seconds, clock))
-                    t = tick()
-                    continue
-                t2 = t2b
-                out = join(out, customers, merchants)
-                t3 = tick()
-                spent["30_enrich"] += t3 - t2
-                if isinstance(out, DeadLetter):
-                    refuse(out)
-                    t = tick()
-                    continue
-                out = compute(out)
-                spent["40_features"] += tick() - t3
-                if isinstance(out, DeadLetter):
-                    refuse(out)
+                    pass
+                elif isinstance(record, source.SourceError):
+                    scorer.refuse(source.source_dead_letter(record, clock))
                 else:
-                    batch.append(out)
-                    if len(batch) >= config.max_batch_size:
-                        flush()
+                    scorer.take(record)
                 t = tick()
-        if batch:
-            flush()
+        scorer.flush()
     elapsed = time.perf_counter() - started
     return {
-        "records": read,
-        "scored": scored,
-        "dead_letters": dead,
-        "duplicates": duplicates,
+        "records": scorer.read,
+        "scored": scorer.scored,
+        "dead_letters": scorer.dead,
+        "duplicates": scorer.duplicates,
         "seconds": elapsed,
-        "stage_seconds": dict(spent),
+        "stage_seconds": dict(scorer.spent),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 

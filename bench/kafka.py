@@ -1,0 +1,264 @@
+"""Benchmark: Kafka to Kafka on Prism, sustained rate and latency, against a plain-Python loop.
+
+    python -m bench.kafka --records 100000 [--offered 2000] [--latency-seconds 60]
+
+In one run, on one generated data set (cached under .bench/), with a broker of its own
+(scripts/kafka.sh, on a free port on 127.0.0.1, stopped at the end):
+1. Plain loop: the records are put on a topic (event times rebased to now, as tools.kafka
+   --live does); one Python process consumes them with confluent-kafka, runs the same stage
+   functions as bench.plain (bench.plain.PlainScorer) and produces the scored records and dead
+   letters to two topics (idempotent, acks=all). Records/s = records / (first consumed to last
+   delivered).
+2. Sustained: the same records on a fresh topic; the job (Prism, --source kafka, scored and
+   dead-letter topics, allowed lateness an hour so that a backlog is not late) starts on the
+   backlog and stops when idle. Records/s = records scored / the time between the first and the
+   last scored record's Kafka timestamp.
+3. Latency: while a second job runs, records are produced at --offered records/s for
+   --latency-seconds; a record's latency is its scored record's Kafka timestamp minus the moment
+   it was produced; p50 and p99.
+Prints a table; the last line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import yaml
+from confluent_kafka import Consumer, TopicPartition
+
+from bench.plain import PlainScorer
+from bench.run import ROOT, dataset, side_by_side_parser, write_config
+from bench.streaming import percentile
+from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
+from pipeline.runner import resolve_model_version
+from pipeline.shared import config as job_config
+from pipeline.shared import kafka as kafka_setup
+from pipeline.shared.clock import RunClock
+from pipeline.shared.json_codec import dead_letter_json, scored_json
+from tools import kafka as kafka_tool
+
+SCRIPT = ROOT / "scripts" / "kafka.sh"
+
+
+class Broker:
+    """A broker of the benchmark's own, started by scripts/kafka.sh and stopped on exit."""
+
+    def __enter__(self) -> Broker:
+        self._state = tempfile.mkdtemp(prefix="riskpipe-bench-kafka-")
+        self._env = dict(os.environ, RISKPIPE_KAFKA_STATE=self._state)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        done = subprocess.run(
+            ["bash", str(SCRIPT), "start", "--port", str(port)], env=self._env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"the Kafka broker did not start: {done.stderr[-2000:]}")
+        self.bootstrap = done.stdout.strip().splitlines()[-1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["bash", str(SCRIPT), "stop"], env=self._env, capture_output=True)
+        shutil.rmtree(self._state, ignore_errors=True)
+
+
+def lines_of(data: pathlib.Path) -> list[bytes]:
+    return [line.rstrip(b"\n") for line in open(data / "transactions.jsonl", "rb") if line.strip()]
+
+
+def plain_loop(config: job_config.JobConfig, bootstrap: str, topic: str, n: int) -> dict:
+    """Consume `n` records, score them with the plain stage functions, produce the results."""
+    producer = kafka_tool.producer(bootstrap)
+    scored_topic, dead_topic = f"{topic}-plain-scored", f"{topic}-plain-dead"
+    kafka_tool.create_topics(bootstrap, [scored_topic, dead_topic])
+
+    def write_scored(scored) -> None:
+        while True:
+            try:
+                producer.produce(scored_topic, scored_json(scored).encode(), scored.transaction_id.encode())
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    def refuse(letter) -> None:
+        while True:
+            try:
+                producer.produce(dead_topic, dead_letter_json(letter).encode(), letter.transaction_id.encode())
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    scorer = PlainScorer(config, resolve_model_version(config), write_scored, refuse)
+    clock = RunClock(config.as_of)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"plain-{topic}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+        }
+    )
+    partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    started = None
+    while scorer.read < n:
+        for msg in consumer.consume(num_messages=5000, timeout=1.0):
+            if msg.error():
+                continue
+            started = started or time.perf_counter()
+            scorer.take(
+                RawRecord(
+                    payload=msg.value() or b"",
+                    source=SourcePosition(topic=msg.topic(), partition=msg.partition(), offset=msg.offset()),
+                    ingest_time=clock.timestamp(),
+                    attributes={"kafka.key": (msg.key() or b"").decode("utf-8", "backslashreplace")},
+                )
+            )
+        producer.poll(0)
+    scorer.flush()
+    producer.flush(120)
+    seconds = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return {"records": scorer.read, "scored": scorer.scored, "seconds": seconds}
+
+
+def job_config_file(work: pathlib.Path, base: pathlib.Path, bootstrap: str, topic: str, idle: float) -> pathlib.Path:
+    config = yaml.safe_load(base.read_text())
+    config["source"]["kind"] = "kafka"
+    config["kafka"].update(
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        group_id=f"bench-{topic}",
+        scored_topic=f"{topic}-scored",
+        dead_letter_topic=f"{topic}-dead",
+    )
+    config["streaming"]["stop_after_idle_seconds"] = idle
+    config["streaming"]["allowed_lateness_seconds"] = 3600
+    config["run"]["as_of"] = None
+    path = work / f"kafka-config-{topic}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_job(config: pathlib.Path, out: pathlib.Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.runner", "--config", str(config), "--output_dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-5000:])
+        raise SystemExit(f"the Kafka job failed with exit code {done.returncode}")
+    return json.loads((out / "summary.json").read_text())
+
+
+def scored_times(bootstrap: str, topic: str) -> dict[str, float]:
+    """transaction_id -> the scored record's Kafka timestamp (seconds)."""
+    return {
+        r["value"]["transaction_id"]: r["timestamp_ms"] / 1000
+        for r in kafka_tool.consume(bootstrap, topic, idle_seconds=5)
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = side_by_side_parser(__doc__, records=100_000, seed=17, invalid_fraction=0.02)
+    parser.add_argument("--offered", type=float, default=2000.0, help="records/s offered for the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    latency_records = int(args.offered * args.latency_seconds)
+    data, _ = dataset(work, max(args.records, latency_records), args.seed, args.invalid_fraction)
+    base = write_config(work, data)
+    lines = lines_of(data)
+    kafka_setup.ensure_jar()
+
+    with Broker() as broker:
+        bootstrap = broker.bootstrap
+        # 1. The plain loop.
+        kafka_tool.create_topics(bootstrap, ["plain-in"], partitions=4)
+        kafka_tool.produce(bootstrap, "plain-in", kafka_tool.live(lines[: args.records]))
+        plain_config = job_config.load(
+            job_config_file(work, base, bootstrap, "plain-in", 10), {"allowed_lateness_seconds": 3600}
+        )
+        plain = plain_loop(plain_config, bootstrap, "plain-in", args.records)
+        plain_rps = plain["records"] / plain["seconds"]
+
+        # 2. The job on a backlog.
+        kafka_tool.create_topics(bootstrap, ["sustained", "sustained-scored", "sustained-dead"], partitions=4)
+        kafka_tool.produce(bootstrap, "sustained", kafka_tool.live(lines[: args.records]))
+        summary = run_job(job_config_file(work, base, bootstrap, "sustained", 10), work / "kafka-sustained-out")
+        times = scored_times(bootstrap, "sustained-scored")
+        span = max(times.values()) - min(times.values())
+        sustained = len(times) / span
+
+        # 3. Latency at the offered rate.
+        kafka_tool.create_topics(bootstrap, ["latency", "latency-scored", "latency-dead"], partitions=4)
+        produced: list = []
+
+        def feed() -> None:
+            time.sleep(15)  # the job starts (Prism, the Java worker, the model)
+            produced.extend(
+                kafka_tool.produce(bootstrap, "latency", kafka_tool.live(lines[:latency_records]), rate=args.offered)
+            )
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        latency_summary = run_job(job_config_file(work, base, bootstrap, "latency", 20), work / "kafka-latency-out")
+        feeder.join()
+        out_times = scored_times(bootstrap, "latency-scored")
+        sent = {
+            key.decode(): d.produced_at for d in produced if (key := d.key) is not None and key.decode() in out_times
+        }
+        latencies = [out_times[k] - at for k, at in sent.items()]
+        p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+        achieved = len(produced) / (produced[-1].produced_at - produced[0].produced_at) if len(produced) > 1 else 0.0
+
+    n = args.records
+    print(f"records: {n:,}   Kafka to Kafka, broker on 127.0.0.1, one machine\n")
+    print(f"| {'run':<44} | {'records/s':>10} | {'seconds':>8} |")
+    print(f"|{'-' * 46}|{'-' * 12}|{'-' * 10}|")
+    print(f"| {'plain Python loop (confluent-kafka)':<44} | {plain_rps:>10,.0f} | {plain['seconds']:>8.2f} |")
+    print(f"| {'job, sustained (Prism, KafkaIO)':<44} | {sustained:>10,.0f} | {span:>8.2f} |")
+    print(f"\njob / plain loop: {sustained / plain_rps:.2f}   (target: 10,000 records/s sustained)")
+    print(
+        f"latency at {args.offered:,.0f} records/s offered ({achieved:,.0f} achieved) "
+        f"for {args.latency_seconds:.0f} s, "
+        f"{len(latencies):,} scored: p50 {p50:.2f} s, p99 {p99:.2f} s (target: p99 at most 2 s)"
+    )
+    print(
+        json.dumps(
+            {
+                "records": n,
+                "plain_records_per_s": round(plain_rps),
+                "plain_seconds": round(plain["seconds"], 2),
+                "job_sustained_records_per_s": round(sustained),
+                "job_sustained_span_s": round(span, 2),
+                "job_over_plain": round(sustained / plain_rps, 3),
+                "sustained_balanced": summary["balanced"],
+                "sustained_scored": summary["scored"],
+                "offered_records_per_s": args.offered,
+                "achieved_offered_records_per_s": round(achieved),
+                "latency_records": len(latencies),
+                "latency_p50_s": round(p50, 3),
+                "latency_p99_s": round(p99, 3),
+                "latency_balanced": latency_summary["balanced"],
+            }
+        )
+    )
+    return 0 if summary["balanced"] and latency_summary["balanced"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
