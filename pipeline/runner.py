@@ -230,6 +230,16 @@ def kafka_read(config: job_config.JobConfig, expansion: kafka.JavaExpansion, run
     )
 
 
+def kafka_lag(config: job_config.JobConfig) -> kafka.GroupLag:
+    return kafka.GroupLag(
+        config.kafka_bootstrap_servers or "",
+        config.kafka_group_id,
+        config.kafka_topics,
+        config.kafka_start,
+        kafka.client_properties(config.kafka_properties_file),
+    )
+
+
 def topic_sink(config: job_config.JobConfig, topic: str | None, expansion: kafka.JavaExpansion | None) -> Any:
     if topic is None:
         return None
@@ -525,11 +535,12 @@ class StreamingWatch:
     """While a streaming job runs: summary.json refreshed every `interval` seconds, and Ctrl-C asks
     the job to drain (a second Ctrl-C stops at once, losing what is in flight)."""
 
-    def __init__(self, result: Any, interval: float, write, idle_seconds: float = 0.0):
+    def __init__(self, result: Any, interval: float, write, idle_seconds: float = 0.0, pending=None):
         self._result = result
         self._interval = interval
         self._write = write
         self._idle = idle_seconds
+        self._pending = pending  # () -> records waiting at the source (-1: unknown); None: not asked
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._refresh, name="riskpipe-summary", daemon=True)
         self._idle_thread = threading.Thread(target=self._stop_when_idle, name="riskpipe-idle", daemon=True)
@@ -563,10 +574,14 @@ class StreamingWatch:
         )
 
     def _stop_when_idle(self) -> None:
-        while not self._done.wait(0.5):
+        """Drains the job once no record has come for the idle time and none waits at the source
+        (a busy job with a backlog is not idle)."""
+        while not self._done.wait(1.0):
             if drain.requested():
                 return
-            if drain.idle_for() >= self._idle:
+            if self._pending is not None and self._pending() != 0:
+                drain.saw_input()
+            elif drain.idle_for() >= self._idle:
                 drain.request("idle")
                 return
 
@@ -687,8 +702,14 @@ def _run_to_end(pipeline: beam.Pipeline, config: job_config.JobConfig, write_sum
                 # from now that the job runs.
                 drain.saw_input()
                 idle = config.stop_after_idle_seconds if config.source == "kafka" else 0.0
-                with StreamingWatch(result, config.summary_interval_seconds, write_summary, idle):
-                    result.wait_until_finish()
+                lag = kafka_lag(config) if idle else None
+                try:
+                    pending = lag.pending if lag is not None else None
+                    with StreamingWatch(result, config.summary_interval_seconds, write_summary, idle, pending):
+                        result.wait_until_finish()
+                finally:
+                    if lag is not None:
+                        lag.close()
             else:
                 result = pipeline.run()
                 result.wait_until_finish()

@@ -154,7 +154,7 @@ def record_dict(msg) -> dict[str, Any]:
     value = msg.value() or b""
     try:
         decoded: Any = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or hostile JSON nested too deep
         decoded = value.decode("utf-8", "backslashreplace")
     return {
         "topic": msg.topic(),

@@ -303,3 +303,56 @@ class _WriteToTopic(beam.PTransform):
 def write(sink: TopicSink) -> beam.PTransform:
     """(key, value) byte pairs -> the topic, through Beam's cross-language KafkaIO write."""
     return _WriteToTopic(sink)
+
+
+# Client properties the Python client (librdkafka) shares with Java's, for the lag check.
+_SHARED_CLIENT_PROPERTIES = (
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
+)
+
+
+class GroupLag:
+    """How many records of the topics the consumer group has not committed yet: what the runner
+    looks at to stop a local run by idleness (the group has read everything there is, for a while).
+    With the offsets committed after each read bundle, committed means read and handed on."""
+
+    def __init__(self, bootstrap: str, group_id: str, topics: list[str], start: str, properties: Mapping[str, str]):
+        from confluent_kafka import Consumer
+
+        shared = {k: v for k, v in properties.items() if k in _SHARED_CLIENT_PROPERTIES}
+        self._consumer = Consumer(
+            {**shared, "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False}
+        )
+        self._topics = topics
+        self._from_start = start != "latest"
+
+    def pending(self) -> int:
+        """Records not yet committed by the group; -1 when the broker cannot be asked."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in self._topics
+                for p in self._consumer.list_topics(topic, timeout=5).topics[topic].partitions
+            ]
+            committed = self._consumer.committed(partitions, timeout=5)
+            total = 0
+            for tp in committed:
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)
+                done = tp.offset if tp.offset >= 0 else (low if self._from_start else high)
+                total += max(0, high - done)
+            return total
+        except (KafkaException, KeyError):
+            return -1
+
+    def close(self) -> None:
+        self._consumer.close()
