@@ -39,7 +39,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench.plain import PlainScorer
 from bench.run import ROOT, dataset, side_by_side_parser, write_config
-from bench.streaming import percentile
+from bench.streaming import percentile, run_job
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from pipeline.runner import resolve_model_version
 from pipeline.shared import config as job_config
@@ -84,21 +84,19 @@ def plain_loop(config: job_config.JobConfig, bootstrap: str, topic: str, n: int)
     scored_topic, dead_topic = f"{topic}-plain-scored", f"{topic}-plain-dead"
     kafka_tool.create_topics(bootstrap, [scored_topic, dead_topic])
 
-    def write_scored(scored) -> None:
+    def send(topic: str, key: str, value: str) -> None:
         while True:
             try:
-                producer.produce(scored_topic, scored_json(scored).encode(), scored.transaction_id.encode())
+                producer.produce(topic, value.encode(), key.encode())
                 return
             except BufferError:
                 producer.poll(0.05)
 
+    def write_scored(scored) -> None:
+        send(scored_topic, scored.transaction_id, scored_json(scored))
+
     def refuse(letter) -> None:
-        while True:
-            try:
-                producer.produce(dead_topic, dead_letter_json(letter).encode(), letter.transaction_id.encode())
-                return
-            except BufferError:
-                producer.poll(0.05)
+        send(dead_topic, letter.transaction_id, dead_letter_json(letter))
 
     scorer = PlainScorer(config, resolve_model_version(config), write_scored, refuse)
     clock = RunClock(config.as_of)
@@ -150,20 +148,6 @@ def job_config_file(work: pathlib.Path, base: pathlib.Path, bootstrap: str, topi
     path = work / f"kafka-config-{topic}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def run_job(config: pathlib.Path, out: pathlib.Path) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.runner", "--config", str(config), "--output_dir", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-5000:])
-        raise SystemExit(f"the Kafka job failed with exit code {done.returncode}")
-    return json.loads((out / "summary.json").read_text())
 
 
 def scored_times(bootstrap: str, topic: str) -> dict[str, float]:

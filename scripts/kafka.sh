@@ -3,6 +3,7 @@
 # the Java parts of the job's Kafka I/O (Beam's KafkaIO expansion service and Java SDK worker).
 #
 #   scripts/kafka.sh start [--port N]     start a broker (data in a temporary folder); prints HOST:PORT
+#                                         (and builds the expansion service jar the first time)
 #   scripts/kafka.sh stop [--keep-data]   stop the broker that `start` started and delete its data
 #                                         (--keep-data: the next `start` brings the same broker back)
 #   scripts/kafka.sh status               prints HOST:PORT when a broker started here is running
@@ -94,6 +95,7 @@ start() {
   fi
   local lib
   lib="$(broker_libs)"
+  expansion_jar >/dev/null  # the job's KafkaIO needs it; built once, here rather than in a job
   if [[ -f "$STATE/kept" ]]; then  # stopped with --keep-data: the same broker again, same data and port
     rm -f "$STATE/kept"
     launch "$lib" "$(cut -d: -f2 "$STATE/bootstrap")"

@@ -27,6 +27,7 @@ import pytest
 from pipeline.shared import kafka as kafka_setup
 from tests.conftest import IN_CI, ROOT, need
 from tests.helpers import job_config
+from tests.test_streaming import start_job
 from tools import kafka as kafka_tool
 
 PYTHON = sys.executable
@@ -86,16 +87,6 @@ def kafka_job_config(dataset, out, bootstrap, names, **overrides):
     }
     settings.update(overrides)
     return job_config(dataset, out, **settings)
-
-
-def start_job(config: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [PYTHON, "-m", "pipeline.runner", "--config", config, *extra],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
 
 
 def finish(job: subprocess.Popen, out: pathlib.Path, timeout: float = 300) -> dict:

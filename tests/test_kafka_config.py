@@ -137,3 +137,32 @@ def test_without_a_built_jar_the_job_says_how_to_build_it(monkeypatch, tmp_path)
     monkeypatch.setenv("RISKPIPE_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(kafka.KafkaSetupError, match=r"scripts/kafka\.sh expansion-jar"):
         kafka.find_jar()
+
+
+def test_values_on_topics_are_proto3_json_or_the_contracts_binary_messages():
+    from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
+    from pipeline.shared.json_codec import scored_json
+
+    sink = load_stage("60_sink")
+    scored = ScoredTransaction(transaction_id="t-7", score=0.95, decision=Decision.DECISION_DECLINE)
+    key, value = sink.KeyedEncoder("json", "scored_written")(scored)
+    assert key == b"t-7" and value == scored_json(scored).encode()
+    key, value = sink.KeyedEncoder("protobuf", "scored_written")(scored)
+    assert key == b"t-7" and ScoredTransaction.FromString(value) == scored
+
+    letter = DeadLetter(
+        stage="10_validate",
+        error_code=ErrorCode.ERROR_CODE_MALFORMED_JSON,
+        payload=b"{oops",
+        source=SourcePosition(topic="tx", partition=2, offset=9),
+    )
+    for value_format in ("json", "protobuf"):
+        fn = dead_letter_sink.EncodeForTopicFn("raw", value_format)
+        fn.setup()
+        ((key, value),) = list(fn.process(letter))
+        assert key == b"tx/2/9"
+        decoded = DeadLetter.FromString(value) if value_format == "protobuf" else None
+        if decoded is not None:
+            assert decoded.payload == b"{oops" and decoded.source.offset == 9
+        else:
+            assert b'"offset": "9"' in value or b'"offset":"9"' in value
