@@ -230,6 +230,22 @@ def kafka_read(config: job_config.JobConfig, expansion: kafka.JavaExpansion, run
     )
 
 
+def written_to(config: job_config.JobConfig) -> dict[str, str]:
+    """Where each output of the run goes: a folder or a topic."""
+    out = config.output_dir.rstrip("/")
+    scored, dead = config.kafka_scored_topic, config.kafka_dead_letter_topic
+    places = {
+        "scored": f"kafka topic {scored}" if scored else f"{out}/scored/",
+        "dead letters": f"kafka topic {dead}" if dead else f"{out}/dead_letters/",
+    }
+    if config.kafka_alerts_topic:
+        places["alerts"] = f"kafka topic {config.kafka_alerts_topic}"
+    if config.pubsub_alerts_topic:
+        places["alerts (Pub/Sub)"] = config.pubsub_alerts_topic
+    places["summary"] = f"{out}/summary.json"
+    return places
+
+
 def kafka_lag(config: job_config.JobConfig) -> kafka.GroupLag:
     return kafka.GroupLag(
         config.kafka_bootstrap_servers or "",
@@ -637,6 +653,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
 
     def finish(summary: dict[str, Any]) -> dict[str, Any]:
         summary["output_dir"] = config.output_dir
+        summary["written_to"] = written_to(config)
         summary["model_version"] = version
         summary["runner"] = runner_name
         summary["mode"] = "streaming" if config.streaming else "batch"
@@ -754,7 +771,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run failed, nothing was published: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
     print(format_summary(summary))
-    print(f"output: {summary['output_dir']}  (scored/, dead_letters/, summary.json)")
+    places = summary.get("written_to") or {"output": summary["output_dir"]}
+    print("output: " + ", ".join(f"{what} -> {where}" for what, where in places.items()))
     return exit_code(summary)
 
 
