@@ -216,6 +216,11 @@ def kafka_read(config: job_config.JobConfig, expansion: kafka.JavaExpansion, run
     commit = config.kafka_commit
     if commit == "auto":
         commit = "bundle" if runner in prism.PRISM_RUNNERS else "finalize"
+    if commit == "finalize" and runner in prism.PRISM_RUNNERS:
+        raise job_config.ConfigError(
+            "kafka.commit finalize: Prism cannot run KafkaIO's commit on finalize (it needs stable input); "
+            "use bundle (the default on Prism)"
+        )
     consumer = kafka.consumer_config(
         config.kafka_bootstrap_servers or "", config.kafka_group_id, config.kafka_start, properties
     )

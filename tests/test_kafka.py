@@ -23,6 +23,7 @@ import uuid
 
 import orjson
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.shared import kafka as kafka_setup
 from tests.conftest import IN_CI, ROOT, need
@@ -218,3 +219,32 @@ def test_the_job_refuses_kafka_on_a_runner_that_cannot_run_java(dataset, tmp_pat
 
 def test_in_ci_the_broker_fixture_never_skips():
     assert not IN_CI or shutil.which("java") is not None
+
+
+def test_the_lag_that_idle_stop_waits_for_counts_what_the_group_has_not_committed(broker):
+    bootstrap, _ = broker
+    topic = f"lag-{uuid.uuid4().hex[:8]}"
+    kafka_tool.create_topics(bootstrap, [topic], partitions=2)
+    delivered = kafka_tool.produce(bootstrap, topic, [b'{"transaction_id":"t-%d"}' % i for i in range(10)])
+    middle = delivered[5].produced_at
+    time.sleep(1.1)
+    after_all = time.time()
+
+    def pending(start: str, group: str = "") -> int:
+        lag = kafka_setup.GroupLag(bootstrap, group or f"g-{uuid.uuid4().hex}", [topic], start, {})
+        try:
+            return lag.pending()
+        finally:
+            lag.close()
+
+    assert pending("earliest") == 10 and pending("latest") == 0
+    stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"  # noqa: E731
+    assert pending(stamp(after_all)) == 0
+    assert 0 < pending(stamp(middle)) <= 10
+    group = f"g-{uuid.uuid4().hex}"
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    consumer.commit(
+        offsets=[TopicPartition(topic, p, 100) for p in (0, 1)], asynchronous=False
+    )  # past the end: nothing pending
+    consumer.close()
+    assert pending("earliest", group) == 0

@@ -332,7 +332,7 @@ class GroupLag:
             {**shared, "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False}
         )
         self._topics = topics
-        self._from_start = start != "latest"
+        self._start = start
 
     def pending(self) -> int:
         """Records not yet committed by the group; -1 when the broker cannot be asked."""
@@ -348,11 +348,21 @@ class GroupLag:
             total = 0
             for tp in committed:
                 low, high = self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)
-                done = tp.offset if tp.offset >= 0 else (low if self._from_start else high)
+                done = tp.offset if tp.offset >= 0 else self._first_offset(tp, low, high)
                 total += max(0, high - done)
             return total
         except (KafkaException, KeyError):
             return -1
+
+    def _first_offset(self, tp, low: int, high: int) -> int:
+        """Where the read starts in a partition the group has not committed in."""
+        from confluent_kafka import TopicPartition
+
+        _, start_ms = start_position(self._start)
+        if start_ms is None:
+            return high if self._start == "latest" else low
+        (found,) = self._consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, start_ms)], timeout=5)
+        return found.offset if found.offset >= 0 else high  # no record at or after the time: none to read
 
     def close(self) -> None:
         self._consumer.close()
