@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.typehints.native_type_compatibility import convert_to_beam_type
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from contracts import CONTRACT_VERSION
@@ -163,14 +164,18 @@ class StageFn(beam.DoFn):
 def apply_stage(
     pcoll: beam.PCollection,
     label: str,
-    fn: StageFn,
-    output_type: type,
+    fn: beam.DoFn,
+    output_type: Any,
     side_inputs: Iterable[Any] = (),
 ) -> tuple[beam.PCollection, beam.PCollection]:
-    """Apply a StageFn and return (main output, dead letters)."""
+    """Apply a DoFn with a dead-letter output (a StageFn, or a stage's own) and return (main
+    output, dead letters), both typed. `output_type` may be a builtin generic such as
+    tuple[bytes, bytes]: it is given to Beam as its own type hint, so that the output gets the
+    coder Beam infers for it (a key-value coder for that one, which cross-language transforms
+    need), not a pickled one."""
     outputs = pcoll | label >> beam.ParDo(fn, *side_inputs).with_outputs(DEAD_LETTER, main=MAIN)
     main = outputs[MAIN]
-    main.element_type = output_type
+    main.element_type = convert_to_beam_type(output_type)
     dead = outputs[DEAD_LETTER]
     dead.element_type = DeadLetter
     return main, dead

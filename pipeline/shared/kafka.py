@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.typehints import typehints
 
 ENV_PREFIX = "RISKPIPE_KAFKA_"
 _SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "kafka.sh"
@@ -289,8 +288,6 @@ class _WriteToTopic(beam.PTransform):
     def expand(self, pairs: beam.PCollection):
         from apache_beam.io.kafka import WriteToKafka
 
-        # KafkaIO's write needs a key-value coder: the pairs are declared as such for the Java side.
-        pairs.element_type = typehints.Tuple[bytes, bytes]
         return pairs | WriteToKafka(
             producer_config=self._sink.producer_config,
             topic=self._sink.topic,
@@ -301,7 +298,9 @@ class _WriteToTopic(beam.PTransform):
 
 
 def write(sink: TopicSink) -> beam.PTransform:
-    """(key, value) byte pairs -> the topic, through Beam's cross-language KafkaIO write."""
+    """(key, value) byte pairs -> the topic, through Beam's cross-language KafkaIO write. The
+    pairs must be typed tuple[bytes, bytes] (apply_stage or with_output_types): KafkaIO needs a
+    key-value coder, and an untyped PCollection would reach Java with a pickled one."""
     return _WriteToTopic(sink)
 
 
