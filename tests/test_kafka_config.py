@@ -106,6 +106,7 @@ def test_a_kafka_record_keeps_topic_partition_offset_key_and_headers(clock):
 def test_a_message_larger_than_the_limit_is_a_record_too_large_dead_letter(clock):
     fn = source.MessageToRecordFn(source.kafka_raw_record, clock, max_record_bytes=10)
     fn.setup()
+    fn.start_bundle()
     (out,) = list(fn.process(Row("tx", 1, 5, 0, b"k", b"x" * 5000, None)))
     letter = out.value
     assert out.tag == "dead_letter" and letter.error_code == ErrorCode.ERROR_CODE_RECORD_TOO_LARGE

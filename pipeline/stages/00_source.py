@@ -69,7 +69,7 @@ from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from pipeline.shared import drain, kafka, metrics
 from pipeline.shared.clock import RunClock
-from pipeline.shared.dead_letter import DEAD_LETTER, MAIN, make_dead_letter
+from pipeline.shared.dead_letter import DEAD_LETTER, MAIN, apply_stage, make_dead_letter
 
 STAGE = "00_source"
 DEFAULT_SPLIT_BYTES = 32 * 1024 * 1024
@@ -339,11 +339,16 @@ def read_range(
 
 def _too_large(line: OversizedLine, uri: str, number: int, limit: int, clock: RunClock) -> DeadLetter:
     origin = RawRecord(payload=line.head, source=SourcePosition(uri=uri, line=number))
+    return too_large_letter(origin, "a line", line.size, limit, clock)
+
+
+def too_large_letter(origin: RawRecord, what: str, size: int, limit: int, clock: RunClock) -> DeadLetter:
+    """RECORD_TOO_LARGE for a record of `size` bytes whose `origin` payload holds its first bytes."""
     return make_dead_letter(
         STAGE,
         ErrorCode.ERROR_CODE_RECORD_TOO_LARGE,
-        f"a line of {line.size:,} bytes, more than input.max_record_bytes ({limit:,}); payload holds its first "
-        f"{len(line.head):,} bytes",
+        f"{what} of {size:,} bytes, more than input.max_record_bytes ({limit:,}); payload holds its first "
+        f"{len(origin.payload):,} bytes",
         origin,
         clock.timestamp(),
     )
@@ -413,16 +418,8 @@ def read_files(
 ) -> tuple[beam.PCollection, beam.PCollection]:
     """FileEntries -> (RawRecords, the dead letters of reading): each file cut into ranges, the
     ranges spread over the workers and read."""
-    read = (
-        files
-        | "SplitFiles" >> beam.ParDo(SplitFileFn(split_bytes))
-        | "SpreadRanges" >> beam.Reshuffle()
-        | "ReadRanges" >> beam.ParDo(ReadRangeFn(clock, max_record_bytes)).with_outputs(DEAD_LETTER, main=MAIN)
-    )
-    records, errors = read[MAIN], read[DEAD_LETTER]
-    records.element_type = RawRecord
-    errors.element_type = DeadLetter
-    return records, errors
+    ranges = files | "SplitFiles" >> beam.ParDo(SplitFileFn(split_bytes)) | "SpreadRanges" >> beam.Reshuffle()
+    return apply_stage(ranges, "ReadRanges", ReadRangeFn(clock, max_record_bytes), RawRecord)
 
 
 class ReadTransactions(beam.PTransform):
@@ -647,26 +644,24 @@ class MessageToRecordFn(beam.DoFn):
     def setup(self) -> None:
         self._read = metrics.counter(metrics.RECORDS_READ)
 
+    def start_bundle(self) -> None:
+        self._count = 0
+
     def process(self, message):
         record = self._to_record(message, self._clock)
-        self._read.inc()
-        drain.saw_input()
-        if len(record.payload) > self._max_record_bytes:
-            head = record.payload[:_OVERSIZED_HEAD]
-            record.payload = head
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER,
-                make_dead_letter(
-                    STAGE,
-                    ErrorCode.ERROR_CODE_RECORD_TOO_LARGE,
-                    f"a message larger than input.max_record_bytes ({self._max_record_bytes:,}); payload holds "
-                    f"its first {len(head):,} bytes",
-                    record,
-                    self._clock.timestamp(),
-                ),
-            )
+        self._count += 1
+        size = len(record.payload)
+        if size > self._max_record_bytes:
+            record.payload = record.payload[:_OVERSIZED_HEAD]
+            letter = too_large_letter(record, "a message", size, self._max_record_bytes, self._clock)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
             return
         yield record
+
+    def finish_bundle(self) -> None:
+        if self._count:
+            self._read.inc(self._count)
+            drain.saw_input()
 
 
 class MessagesToRecords(beam.PTransform):
@@ -677,11 +672,7 @@ class MessagesToRecords(beam.PTransform):
         self._fn = MessageToRecordFn(to_record, clock, max_record_bytes)
 
     def expand(self, messages: beam.PCollection):
-        out = messages | "ToRawRecord" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main=MAIN)
-        records, errors = out[MAIN], out[DEAD_LETTER]
-        records.element_type = RawRecord
-        errors.element_type = DeadLetter
-        return records, errors
+        return apply_stage(messages, "ToRawRecord", self._fn, RawRecord)
 
 
 class KafkaRead(NamedTuple):
