@@ -38,7 +38,7 @@ from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
 from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock, beam_time
-from pipeline.shared.dead_letter import DEAD_LETTER, MAIN, make_dead_letter
+from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, make_dead_letter
 
 STAGE = "20_dedupe"
 
@@ -186,18 +186,6 @@ class Dedupe(beam.PTransform):
             tuple[str, Transaction]
         )
         if transactions.is_bounded:
-            out = (
-                keyed
-                | "GroupById" >> beam.GroupByKey()
-                | "FirstCopies"
-                >> beam.ParDo(FirstCopiesFn(self._horizon, self._clock)).with_outputs(DEAD_LETTER, main=MAIN)
-            )
-        else:
-            out = keyed | "FirstCopy" >> beam.ParDo(DedupeFn(self._horizon, self._clock)).with_outputs(
-                DEAD_LETTER, main=MAIN
-            )
-        kept = out[MAIN]
-        kept.element_type = Transaction
-        refused = out[DEAD_LETTER]
-        refused.element_type = DeadLetter
-        return kept, refused
+            grouped = keyed | "GroupById" >> beam.GroupByKey()
+            return apply_stage(grouped, "FirstCopies", FirstCopiesFn(self._horizon, self._clock), Transaction)
+        return apply_stage(keyed, "FirstCopy", DedupeFn(self._horizon, self._clock), Transaction)
