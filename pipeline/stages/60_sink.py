@@ -159,17 +159,22 @@ class WriteScored(beam.PTransform):
         return dead
 
     def expand(self, scored: beam.PCollection):
-        dead_alerts = self._alerts(scored)
+        refused = self._alerts(scored)
         if self._topics.kafka_scored is not None:
             keyed, dead = self._keyed(scored, "ToKafka", metrics.SCORED_WRITTEN)
             keyed | "WriteToKafka" >> kafka.write(self._topics.kafka_scored)
-            return (dead, *dead_alerts) | "Refused" >> beam.Flatten() if dead_alerts else dead
-        lines, dead = apply_stage(scored, "ToJson", StageFn(STAGE, functools.partial(ScoredEncoder), self._clock), str)
-        if dead_alerts:
-            dead = (dead, *dead_alerts) | "Refused" >> beam.Flatten()
+        else:
+            encoder = StageFn(STAGE, functools.partial(ScoredEncoder), self._clock)
+            lines, dead = apply_stage(scored, "ToJson", encoder, str)
+            self._write_files(scored, lines)
+        if not refused:
+            return dead
+        return (dead, *refused) | "Refused" >> beam.Flatten()
+
+    def _write_files(self, scored: beam.PCollection, lines: beam.PCollection) -> None:
         if self._windowing is not None:
             lines | "WriteWindows" >> WriteWindowedFiles(f"{self._dir}/scored", self._windowing)
-            return dead
+            return
         lines | "WriteJsonl" >> beam.io.WriteToText(
             f"{self._dir}/scored/part", file_name_suffix=".jsonl", num_shards=self._num_shards
         )
@@ -185,4 +190,3 @@ class WriteScored(beam.PTransform):
                     num_shards=self._num_shards,
                 )
             )
-        return dead
