@@ -38,7 +38,10 @@ class EncodeDeadLetterFn(beam.DoFn):
     def process(self, letter: DeadLetter):
         self._written.inc()
         self._by_code[letter.error_code].inc()
-        yield dead_letter_json(redact(letter, self._payload_policy))
+        yield self._encode(letter, redact(letter, self._payload_policy))
+
+    def _encode(self, letter: DeadLetter, redacted: DeadLetter):
+        return dead_letter_json(redacted)
 
 
 class EncodeForTopicFn(EncodeDeadLetterFn):
@@ -49,12 +52,9 @@ class EncodeForTopicFn(EncodeDeadLetterFn):
         super().__init__(payload_policy)
         self._binary = value_format == "protobuf"
 
-    def process(self, letter: DeadLetter):
-        self._written.inc()
-        self._by_code[letter.error_code].inc()
-        redacted = redact(letter, self._payload_policy)
+    def _encode(self, letter: DeadLetter, redacted: DeadLetter):
         value = redacted.SerializeToString() if self._binary else dead_letter_json(redacted).encode()
-        yield letter_key(letter), value
+        return letter_key(letter), value
 
 
 def letter_key(letter: DeadLetter) -> bytes:
