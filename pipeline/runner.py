@@ -210,9 +210,11 @@ def windowing(config: job_config.JobConfig, run_id: str = "") -> Windowing | Non
     )
 
 
-def kafka_read(config: job_config.JobConfig, expansion: kafka.JavaExpansion, runner: str) -> Any:
-    """What 00_source's Kafka read is asked for, from the config and the run's expansion service."""
-    properties = kafka.client_properties(config.kafka_properties_file)
+def kafka_read(
+    config: job_config.JobConfig, expansion: kafka.JavaExpansion, runner: str, properties: dict[str, str]
+) -> Any:
+    """What 00_source's Kafka read is asked for, from the config, the client properties and the
+    run's expansion service."""
     commit = config.kafka_commit
     if commit == "auto":
         commit = "bundle" if runner in prism.PRISM_RUNNERS else "finalize"
@@ -261,11 +263,15 @@ def kafka_lag(config: job_config.JobConfig) -> kafka.GroupLag:
     )
 
 
-def topic_sink(config: job_config.JobConfig, topic: str | None, expansion: kafka.JavaExpansion | None) -> Any:
+def topic_sink(
+    config: job_config.JobConfig,
+    topic: str | None,
+    expansion: kafka.JavaExpansion | None,
+    properties: dict[str, str],
+) -> Any:
     if topic is None:
         return None
     assert expansion is not None, "a Kafka sink needs the run's expansion service"
-    properties = kafka.client_properties(config.kafka_properties_file)
     return kafka.TopicSink(
         topic, kafka.producer_config(config.kafka_bootstrap_servers or "", properties), expansion.address
     )
@@ -287,12 +293,14 @@ def build_pipeline(
     clock = RunClock(config.as_of)
     thresholds = predict.Thresholds(config.thresholds_version, config.review_threshold, config.decline_threshold)
     windows = windowing(config, run_id)
+    # Read once for the Kafka read and every topic sink (a file and the environment).
+    properties = kafka.client_properties(config.kafka_properties_file) if config.uses_kafka else {}
     if raw_records is not None:
         raw, refused_00 = raw_records, p | "00_source" >> beam.Create([]).with_output_types(DeadLetter)
     elif config.source == "kafka":
         assert expansion is not None, "a Kafka source needs the run's expansion service"
         raw, refused_00 = p | "00_source" >> source.ReadKafkaTransactions(
-            kafka_read(config, expansion, runner), clock, config.max_record_bytes
+            kafka_read(config, expansion, runner, properties), clock, config.max_record_bytes
         )
     elif config.source == "pubsub":
         raw, refused_00 = p | "00_source" >> source.ReadPubSubTransactions(
@@ -327,8 +335,8 @@ def build_pipeline(
         config.model, model_version, thresholds, config.min_batch_size, config.max_batch_size, clock, model_sha256
     )
     topics = sink.Topics(
-        topic_sink(config, config.kafka_scored_topic, expansion),
-        topic_sink(config, config.kafka_alerts_topic, expansion),
+        topic_sink(config, config.kafka_scored_topic, expansion, properties),
+        topic_sink(config, config.kafka_alerts_topic, expansion, properties),
         config.pubsub_alerts_topic,
         config.kafka_value_format,
     )
@@ -349,7 +357,7 @@ def build_pipeline(
         config.num_shards,
         config.dead_letter_payload,
         windows,
-        topic_sink(config, config.kafka_dead_letter_topic, expansion),
+        topic_sink(config, config.kafka_dead_letter_topic, expansion, properties),
         config.kafka_value_format,
     )
     return {
@@ -720,18 +728,14 @@ def _run_to_end(pipeline: beam.Pipeline, config: job_config.JobConfig, write_sum
                     if previous is not None:
                         signal.signal(signal.SIGINT, previous)
                 # The watched folder stops itself when idle; a source read elsewhere (Kafka) is
-                # stopped from here, by the time of its last record seen in this process, counted
-                # from now that the job runs.
+                # stopped from here once its group's lag is nil and no record has come (counted
+                # from now that the job runs).
                 drain.saw_input()
                 idle = config.stop_after_idle_seconds if config.source == "kafka" else 0.0
-                lag = kafka_lag(config) if idle else None
-                try:
+                with contextlib.closing(kafka_lag(config)) if idle else contextlib.nullcontext() as lag:
                     pending = lag.pending if lag is not None else None
                     with StreamingWatch(result, config.summary_interval_seconds, write_summary, idle, pending):
                         result.wait_until_finish()
-                finally:
-                    if lag is not None:
-                        lag.close()
             else:
                 result = pipeline.run()
                 result.wait_until_finish()

@@ -173,8 +173,8 @@ def test_prism_cannot_commit_on_finalize_and_says_so(dataset, tmp_path):
     config = load(dataset, tmp_path, kafka__commit="finalize")
     with kafka.JavaExpansion("127.0.0.1:1", local_worker=True) as java:
         with pytest.raises(job_config.ConfigError, match="stable input"):
-            runner.kafka_read(config, java, "PrismRunner")
-        read = runner.kafka_read(config, java, "FlinkRunner")
+            runner.kafka_read(config, java, "PrismRunner", {})
+        read = runner.kafka_read(config, java, "FlinkRunner", {})
     assert read.commit_in_finalize and not read.commit_in_bundles
-    auto = runner.kafka_read(load(dataset, tmp_path), kafka.JavaExpansion("127.0.0.1:1"), "PrismRunner")
+    auto = runner.kafka_read(load(dataset, tmp_path), kafka.JavaExpansion("127.0.0.1:1"), "PrismRunner", {})
     assert auto.commit_in_bundles and not auto.commit_in_finalize

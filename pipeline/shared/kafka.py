@@ -18,7 +18,6 @@ keeps in the job's graph: use a secret store or file on the workers for real cre
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import pathlib
@@ -31,6 +30,8 @@ from collections.abc import Mapping
 from typing import NamedTuple
 
 import apache_beam as beam
+
+from pipeline.shared.clock import parse_rfc3339
 
 ENV_PREFIX = "RISKPIPE_KAFKA_"
 _SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "kafka.sh"
@@ -78,27 +79,22 @@ def client_properties(properties_file: str | None, environ: Mapping[str, str] | 
 
 
 def start_position(start: str) -> tuple[str, int | None]:
-    """kafka.start -> (auto.offset.reset, start read time in epoch ms or None).
+    """kafka.start -> (auto.offset.reset, start read time in epoch ms or None); ValueError when it
+    is neither earliest, latest nor an RFC 3339 timestamp.
 
     earliest / latest apply where the consumer group has no committed offset; a timestamp starts
     every partition at the first record at or after it, whatever the group committed.
     """
     if start in ("earliest", "latest"):
         return start, None
-    from pipeline.shared.clock import parse_rfc3339
-
-    moment = parse_rfc3339(start)
-    return "earliest", int(moment.timestamp() * 1000)
+    return "earliest", int(parse_rfc3339(start).timestamp() * 1000)
 
 
 def check_start(start: str) -> None:
-    """ValueError when `start` is neither earliest, latest nor an RFC 3339 timestamp."""
-    if start not in ("earliest", "latest"):
-        from pipeline.shared.clock import parse_rfc3339
-
-        moment = parse_rfc3339(start)
-        if moment > dt.datetime.now(dt.UTC) + dt.timedelta(days=1):
-            raise ValueError(f"{start!r} lies in the future")
+    """ValueError when `start` is not a start position, or a time more than a day ahead."""
+    _, start_ms = start_position(start)
+    if start_ms is not None and start_ms > (time.time() + 86400) * 1000:
+        raise ValueError(f"{start!r} lies in the future")
 
 
 def consumer_config(bootstrap: str, group_id: str, start: str, properties: Mapping[str, str]) -> dict[str, str]:
@@ -148,7 +144,8 @@ def ensure_jar() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -219,7 +216,7 @@ class JavaExpansion:
             jamm = sorted(pathlib.Path(jar).parent.glob("jamm-*.jar"))
             if not jamm:
                 raise KafkaSetupError(f"no jamm jar beside {jar} (scripts/kafka.sh expansion-jar puts it there)")
-            worker_port = _free_port()
+            worker_port = free_port()
             worker_log = folder / "java-worker.log"
             options = {"options": {"defaultEnvironmentConfig": f"127.0.0.1:{worker_port}"}}
             worker = subprocess.Popen(
@@ -239,7 +236,7 @@ class JavaExpansion:
             self._processes.append(worker)
             _wait_for_port(worker_port, worker, "the Java SDK worker pool", worker_log)
             args = ["--defaultEnvironmentType=EXTERNAL", f"--defaultEnvironmentConfig=127.0.0.1:{worker_port}"]
-        port = _free_port()
+        port = free_port()
         log = folder / "expansion-service.log"
         service = subprocess.Popen(
             [java, "-Xmx1g", "-cp", jar, "org.apache.beam.sdk.expansion.service.ExpansionService", str(port), *args],
@@ -331,7 +328,8 @@ class GroupLag:
             {**shared, "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False}
         )
         self._topics = topics
-        self._start = start
+        self._latest = start == "latest"
+        _, self._start_ms = start_position(start)
 
     def pending(self) -> int:
         """Records not yet committed by the group; -1 when the broker cannot be asked."""
@@ -357,10 +355,10 @@ class GroupLag:
         """Where the read starts in a partition the group has not committed in."""
         from confluent_kafka import TopicPartition
 
-        _, start_ms = start_position(self._start)
-        if start_ms is None:
-            return high if self._start == "latest" else low
-        (found,) = self._consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, start_ms)], timeout=5)
+        if self._start_ms is None:
+            return high if self._latest else low
+        at = TopicPartition(tp.topic, tp.partition, self._start_ms)
+        (found,) = self._consumer.offsets_for_times([at], timeout=5)
         return found.offset if found.offset >= 0 else high  # no record at or after the time: none to read
 
     def close(self) -> None:
