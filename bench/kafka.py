@@ -24,11 +24,7 @@ Prints a table; the last line is one JSON object with the figures.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,7 +34,7 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.plain import PlainScorer
-from bench.run import ROOT, dataset, side_by_side_parser, write_config
+from bench.run import dataset, side_by_side_parser, write_config
 from bench.streaming import percentile, run_job
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from pipeline.runner import resolve_model_version
@@ -48,34 +44,7 @@ from pipeline.shared.clock import RunClock
 from pipeline.shared.json_codec import dead_letter_json, scored_json
 from tools import kafka as kafka_tool
 
-SCRIPT = ROOT / "scripts" / "kafka.sh"
 SMALL_BACKLOG = 1000
-
-
-class Broker:
-    """A broker of the benchmark's own, started by scripts/kafka.sh and stopped on exit."""
-
-    def __enter__(self) -> Broker:
-        self._state = tempfile.mkdtemp(prefix="riskpipe-bench-kafka-")
-        self._env = dict(os.environ, RISKPIPE_KAFKA_STATE=self._state)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        done = subprocess.run(
-            ["bash", str(SCRIPT), "start", "--port", str(port)], env=self._env, capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"the Kafka broker did not start: {done.stderr[-2000:]}")
-        self.bootstrap = done.stdout.strip().splitlines()[-1]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        subprocess.run(["bash", str(SCRIPT), "stop"], env=self._env, capture_output=True)
-        shutil.rmtree(self._state, ignore_errors=True)
-
-
-def lines_of(data: pathlib.Path) -> list[bytes]:
-    return [line.rstrip(b"\n") for line in open(data / "transactions.jsonl", "rb") if line.strip()]
 
 
 def plain_loop(config: job_config.JobConfig, bootstrap: str, topic: str, n: int) -> dict:
@@ -169,17 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     latency_records = int(args.offered * args.latency_seconds)
     data, _ = dataset(work, max(args.records, latency_records), args.seed, args.invalid_fraction)
     base = write_config(work, data)
-    lines = lines_of(data)
+    lines = list(kafka_tool.file_lines([data / "transactions.jsonl"]))
     kafka_setup.ensure_jar()
 
-    with Broker() as broker:
+    with tempfile.TemporaryDirectory(prefix="riskpipe-bench-kafka-") as state, kafka_tool.Broker(state) as broker:
         bootstrap = broker.bootstrap
         # 1. The plain loop.
         kafka_tool.create_topics(bootstrap, ["plain-in"], partitions=args.partitions)
         kafka_tool.produce(bootstrap, "plain-in", kafka_tool.live(lines[: args.records]))
-        plain_config = job_config.load(
-            job_config_file(work, base, bootstrap, "plain-in", 10), {"allowed_lateness_seconds": 3600}
-        )
+        plain_config = job_config.load(job_config_file(work, base, bootstrap, "plain-in", 10))
         plain = plain_loop(plain_config, bootstrap, "plain-in", args.records)
         plain_rps = plain["records"] / plain["seconds"]
 

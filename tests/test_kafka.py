@@ -14,7 +14,6 @@ import pathlib
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,31 +31,23 @@ from tests.test_streaming import start_job
 from tools import kafka as kafka_tool
 
 PYTHON = sys.executable
-SCRIPT = ROOT / "scripts" / "kafka.sh"
 ALERT_DECISIONS = {"DECISION_REVIEW", "DECISION_DECLINE"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    """A Kafka broker of its own on 127.0.0.1; yields (bootstrap address, environment for the script)."""
+    """A Kafka broker of its own on 127.0.0.1 (tools.kafka.Broker), stopped after the module."""
     need(shutil.which("java") is not None, "Java is not installed: Kafka and KafkaIO need it")
     need(shutil.which("mvn") is not None, "Maven is not installed: scripts/kafka.sh fetches Kafka's jars with it")
-    env = dict(os.environ, RISKPIPE_KAFKA_STATE=str(tmp_path_factory.mktemp("kafka-state")))
-    started = subprocess.run(
-        ["bash", str(SCRIPT), "start", "--port", str(_free_port())], env=env, capture_output=True, text=True
-    )
-    need(started.returncode == 0, f"the Kafka broker did not start: {started.stderr[-2000:]}")
-    bootstrap = started.stdout.strip().splitlines()[-1]
+    broker = kafka_tool.Broker(str(tmp_path_factory.mktemp("kafka-state")))
     try:
-        yield bootstrap, env
+        broker.start()
+    except kafka_tool.BrokerError as exc:
+        need(False, str(exc))
+    try:
+        yield broker
     finally:
-        subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True)
+        broker.stop()
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +89,7 @@ def finish(job: subprocess.Popen, out: pathlib.Path, timeout: float = 300) -> di
 
 def labelled_lines(dataset) -> tuple[list[bytes], set[str]]:
     """The data set's lines with live event times, and the ids of its valid transactions."""
-    lines = [line.rstrip(b"\n") for line in open(dataset / "transactions.jsonl", "rb") if line.strip()]
+    lines = list(kafka_tool.file_lines([dataset / "transactions.jsonl"]))
     labels = [orjson.loads(line) for line in open(dataset / "labels.jsonl", "rb")]
     valid = {row["transaction_id"] for row in labels if not row["expected_error_code"]}
     return list(kafka_tool.live(lines)), valid
@@ -109,7 +100,7 @@ def read_topic(bootstrap: str, topic: str) -> list[dict]:
 
 
 def test_kafka_to_kafka_scores_every_transaction_once_and_explains_the_rest(dataset, tmp_path, broker, expansion_jar):
-    bootstrap, _ = broker
+    bootstrap = broker.bootstrap
     names = topics("e2e")
     kafka_tool.create_topics(bootstrap, names.values(), partitions=3)
     lines, valid = labelled_lines(dataset)
@@ -156,7 +147,7 @@ def test_kafka_to_kafka_scores_every_transaction_once_and_explains_the_rest(data
 
 
 def test_a_job_stopped_mid_topic_goes_on_from_the_committed_offsets(dataset, tmp_path, broker, expansion_jar):
-    bootstrap, _ = broker
+    bootstrap = broker.bootstrap
     names = topics("restart")
     kafka_tool.create_topics(bootstrap, names.values(), partitions=3)
     lines, valid = labelled_lines(dataset)
@@ -185,7 +176,7 @@ def test_a_job_stopped_mid_topic_goes_on_from_the_committed_offsets(dataset, tmp
 
 
 def test_the_job_waits_for_a_broker_that_goes_away_and_loses_nothing(dataset, tmp_path, broker, expansion_jar):
-    bootstrap, env = broker
+    bootstrap = broker.bootstrap
     names = topics("bounce")
     kafka_tool.create_topics(bootstrap, names.values(), partitions=3)
     lines, valid = labelled_lines(dataset)
@@ -193,11 +184,10 @@ def test_the_job_waits_for_a_broker_that_goes_away_and_loses_nothing(dataset, tm
     job = start_job(kafka_job_config(dataset, out, bootstrap, names, streaming__stop_after_idle_seconds=20))
     halfway = len(lines) // 2
     kafka_tool.produce(bootstrap, names["in"], lines[:halfway], rate=500.0)
-    subprocess.run(["bash", str(SCRIPT), "stop", "--keep-data"], env=env, check=True, capture_output=True)
+    broker.stop(keep_data=True)
     time.sleep(8)  # the job's consumers and producers find no broker
     assert job.poll() is None, job.communicate()[1].decode()[-3000:]
-    restarted = subprocess.run(["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True)
-    assert restarted.returncode == 0, restarted.stderr
+    assert broker.start() == bootstrap  # the same broker, data and port
     kafka_tool.produce(bootstrap, names["in"], lines[halfway:], rate=500.0)
     summary = finish(job, out, timeout=400)
     assert summary["balanced"] and summary["read"] >= len(lines)
@@ -222,7 +212,7 @@ def test_in_ci_the_broker_fixture_never_skips():
 
 
 def test_the_lag_that_idle_stop_waits_for_counts_what_the_group_has_not_committed(broker):
-    bootstrap, _ = broker
+    bootstrap = broker.bootstrap
     topic = f"lag-{uuid.uuid4().hex[:8]}"
     kafka_tool.create_topics(bootstrap, [topic], partitions=2)
     delivered = kafka_tool.produce(bootstrap, topic, [b'{"transaction_id":"t-%d"}' % i for i in range(10)])

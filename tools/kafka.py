@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pathlib
 import random
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -28,6 +31,7 @@ from typing import Any, NamedTuple
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from pipeline.shared.kafka import free_port
 from tools import stream_files
 
 _TRANSACTION_ID = re.compile(rb'"transaction_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -46,6 +50,43 @@ def transaction_key(line: bytes) -> bytes | None:
     return match.group(1) if match else None
 
 
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "kafka.sh"
+
+
+class BrokerError(RuntimeError):
+    """scripts/kafka.sh could not start the broker."""
+
+
+class Broker:
+    """A broker of one's own (tests, benchmarks): scripts/kafka.sh with its state in `state_dir`,
+    on a free port of 127.0.0.1. `stop(keep_data=True)` then `start()` bring the same broker back."""
+
+    def __init__(self, state_dir: str):
+        self.env = dict(os.environ, RISKPIPE_KAFKA_STATE=state_dir)
+        self.bootstrap = ""
+
+    def _script(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(SCRIPT), *args], env=self.env, capture_output=True, text=True)
+
+    def start(self) -> str:
+        """Starts the broker (on a new free port the first time); returns its address."""
+        done = self._script("start", *([] if self.bootstrap else ["--port", str(free_port())]))
+        if done.returncode != 0:
+            raise BrokerError(f"the Kafka broker did not start: {done.stderr[-2000:]}")
+        self.bootstrap = done.stdout.strip().splitlines()[-1]
+        return self.bootstrap
+
+    def stop(self, keep_data: bool = False) -> None:
+        self._script("stop", *(["--keep-data"] if keep_data else []))
+
+    def __enter__(self) -> Broker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4) -> None:
     """Creates the topics that do not exist yet and waits until they do."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -54,13 +95,12 @@ def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4) ->
     if not wanted:
         return
     futures = admin.create_topics(wanted, operation_timeout=30)
-    for topic, future in futures.items():
+    for future in futures.values():
         try:
             future.result()
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
-        del topic
 
 
 def producer(bootstrap: str, **extra: Any) -> Producer:
@@ -175,7 +215,8 @@ def live(lines: list[bytes], jitter_seconds: float = 2.0, seed: int = 7) -> Iter
         yield stream_files.rebase(line, time.time(), newest, jitter_seconds, rng)
 
 
-def _lines(paths: list[str]) -> Iterator[bytes]:
+def file_lines(paths: Iterable[str | os.PathLike[str]]) -> Iterator[bytes]:
+    """The non-blank lines of the files, without their line ends."""
     for path in paths:
         with open(path, "rb") as f:
             for line in f:
@@ -204,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "produce":
         create_topics(args.bootstrap_servers, [args.topic])
-        values: Iterable[bytes] = _lines(args.files)
+        values: Iterable[bytes] = file_lines(args.files)
         if args.live:
             values = live(list(values))
         delivered = produce(args.bootstrap_servers, args.topic, values, args.rate)
