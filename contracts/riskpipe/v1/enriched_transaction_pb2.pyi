@@ -67,15 +67,17 @@ class FeatureVector(_message.Message):
     def __init__(self, feature_set_version: _Optional[str] = ..., names: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class EnrichedTransaction(_message.Message):
-    __slots__ = ("transaction", "customer", "merchant", "missing_profiles", "features")
+    __slots__ = ("transaction", "customer", "merchant", "missing_profiles", "features", "velocity")
     TRANSACTION_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_FIELD_NUMBER: _ClassVar[int]
     MISSING_PROFILES_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    VELOCITY_FIELD_NUMBER: _ClassVar[int]
     transaction: _transaction_pb2.Transaction
     customer: CustomerProfile
     merchant: MerchantProfile
     missing_profiles: _containers.RepeatedScalarFieldContainer[ProfileKind]
     features: FeatureVector
-    def __init__(self, transaction: _Optional[_Union[_transaction_pb2.Transaction, _Mapping]] = ..., customer: _Optional[_Union[CustomerProfile, _Mapping]] = ..., merchant: _Optional[_Union[MerchantProfile, _Mapping]] = ..., missing_profiles: _Optional[_Iterable[_Union[ProfileKind, str]]] = ..., features: _Optional[_Union[FeatureVector, _Mapping]] = ...) -> None: ...
+    velocity: FeatureVector
+    def __init__(self, transaction: _Optional[_Union[_transaction_pb2.Transaction, _Mapping]] = ..., customer: _Optional[_Union[CustomerProfile, _Mapping]] = ..., merchant: _Optional[_Union[MerchantProfile, _Mapping]] = ..., missing_profiles: _Optional[_Iterable[_Union[ProfileKind, str]]] = ..., features: _Optional[_Union[FeatureVector, _Mapping]] = ..., velocity: _Optional[_Union[FeatureVector, _Mapping]] = ...) -> None: ...

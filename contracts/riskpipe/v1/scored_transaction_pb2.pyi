@@ -33,7 +33,7 @@ class Reason(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., contribution: _Optional[float] = ...) -> None: ...
 
 class ScoredTransaction(_message.Message):
-    __slots__ = ("transaction_id", "card_id", "merchant_id", "amount", "event_time", "score", "decision", "model_version", "thresholds_version", "feature_set_version", "scored_at", "reasons", "missing_profiles", "source", "late")
+    __slots__ = ("transaction_id", "card_id", "merchant_id", "amount", "event_time", "score", "decision", "model_version", "thresholds_version", "feature_set_version", "scored_at", "reasons", "missing_profiles", "source", "late", "features")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     CARD_ID_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class ScoredTransaction(_message.Message):
     MISSING_PROFILES_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     LATE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     card_id: str
     merchant_id: str
@@ -64,4 +65,5 @@ class ScoredTransaction(_message.Message):
     missing_profiles: _containers.RepeatedScalarFieldContainer[_enriched_transaction_pb2.ProfileKind]
     source: _raw_record_pb2.SourcePosition
     late: bool
-    def __init__(self, transaction_id: _Optional[str] = ..., card_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., amount: _Optional[_Union[_transaction_pb2.Money, _Mapping]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., score: _Optional[float] = ..., decision: _Optional[_Union[Decision, str]] = ..., model_version: _Optional[str] = ..., thresholds_version: _Optional[str] = ..., feature_set_version: _Optional[str] = ..., scored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., missing_profiles: _Optional[_Iterable[_Union[_enriched_transaction_pb2.ProfileKind, str]]] = ..., source: _Optional[_Union[_raw_record_pb2.SourcePosition, _Mapping]] = ..., late: _Optional[bool] = ...) -> None: ...
+    features: _enriched_transaction_pb2.FeatureVector
+    def __init__(self, transaction_id: _Optional[str] = ..., card_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., amount: _Optional[_Union[_transaction_pb2.Money, _Mapping]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., score: _Optional[float] = ..., decision: _Optional[_Union[Decision, str]] = ..., model_version: _Optional[str] = ..., thresholds_version: _Optional[str] = ..., feature_set_version: _Optional[str] = ..., scored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., missing_profiles: _Optional[_Iterable[_Union[_enriched_transaction_pb2.ProfileKind, str]]] = ..., source: _Optional[_Union[_raw_record_pb2.SourcePosition, _Mapping]] = ..., late: _Optional[bool] = ..., features: _Optional[_Union[_enriched_transaction_pb2.FeatureVector, _Mapping]] = ...) -> None: ...
