@@ -18,7 +18,6 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, Merc
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
 from pipeline.shared.reference import currency_minor_units, eur_per_unit
 
-FEATURE_SET_VERSION = "fs-v1"
 FEATURE_NAMES = (
     "amount_eur_log",  # log(1 + amount in EUR)
     "amount_to_usual",  # amount / the card holder's usual amount, both in EUR

@@ -17,6 +17,7 @@ DEAD_LETTERS_WRITTEN = "dead_letters_written"
 DEAD_LETTER_CODE_PREFIX = "dead_letters."
 DEFAULT_PROFILE_USED_PREFIX = "default_profile_used."
 REFERENCE_ROWS_REJECTED = "reference_rows_rejected"
+VELOCITY_CARDS_FORGOTTEN = "velocity_cards_forgotten"
 
 
 def counter(name: str):

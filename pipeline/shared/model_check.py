@@ -1,11 +1,13 @@
 """The checks a model passes before the job reads a record: the model that scores is the one named.
 
-- Its model card (model_card.json beside it), when there is one, must be a JSON object naming the
-  job's feature set and the sha256 of the model file; a file that does not match is refused, so
-  the version stamped on a score is the version of the model that produced it.
-- The model must load, take one float tensor of the job's width, have a `probabilities` output,
-  and, run once on a probe batch of real feature vectors (the job's own feature code over a set of
-  representative transactions), give one probability in [0, 1] per row.
+- Its model card (model_card.json beside it), when there is one, must be a JSON object naming a
+  feature set the job computes (with exactly its feature names) and the sha256 of the model file;
+  a file that does not match is refused, so the version stamped on a score is the version of the
+  model that produced it.
+- The model must load, take one float tensor of its feature set's width (a model without a card:
+  the default set's), have a `probabilities` output, and, run once on a probe batch of real feature
+  vectors (the job's own feature code over a set of representative transactions), give one
+  probability in [0, 1] per row.
 
 Every failure is a ConfigError naming predict.model: the job stops with exit 2 before reading.
 """
@@ -19,20 +21,27 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, MerchantProfile
+from contracts.riskpipe.v1.enriched_transaction_pb2 import (
+    CustomerProfile,
+    EnrichedTransaction,
+    MerchantProfile,
+    ProfileKind,
+)
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
+from pipeline.shared import feature_sets, velocity
 from pipeline.shared.config import ConfigError
-from pipeline.shared.features import FEATURE_NAMES, FEATURE_SET_VERSION, compute
+from pipeline.shared.features import compute
 from pipeline.shared.model_card import card_path, file_digest, read_card_bytes
 
 PROBABILITIES = "probabilities"
 _NOV_2026 = 1793750400  # 2026-11-04T00:00:00Z
 
 
-def probe_vectors() -> np.ndarray:
+def probe_vectors(feature_set: str = feature_sets.DEFAULT) -> np.ndarray:
     """Feature vectors of representative transactions, computed by the job's own feature code:
     domestic and foreign, every channel, tiny and huge amounts, night and day, zero-decimal and
-    three-decimal currencies, missing customer and merchant profiles."""
+    three-decimal currencies, missing customer and merchant profiles; for fs-v2 with the velocity
+    features of each card's probe history, taken in event-time order."""
     home = CustomerProfile(
         card_id="probe-card",
         home_country="FR",
@@ -82,7 +91,10 @@ def probe_vectors() -> np.ndarray:
         (7, "XTS", Channel.CHANNEL_POS, "0000", "ZZ", young, risky, False, False, 11 * 3600),
     ]
     rows = []
-    for minor, currency, channel, mcc, country, customer, merchant, no_customer, no_merchant, offset in cases:
+    histories: dict[str, velocity.CardHistory] = {}
+    for minor, currency, channel, mcc, country, customer, merchant, no_customer, no_merchant, offset in sorted(
+        cases, key=lambda case: case[-1]
+    ):
         txn = Transaction(
             transaction_id="probe",
             card_id=customer.card_id,
@@ -93,8 +105,20 @@ def probe_vectors() -> np.ndarray:
             country=country,
         )
         txn.event_time.seconds = _NOV_2026 + offset
-        rows.append(compute(txn, customer, merchant, no_customer, no_merchant))
+        row = compute(txn, customer, merchant, no_customer, no_merchant)
+        if feature_sets.uses_velocity(feature_set):
+            missing = [ProfileKind.PROFILE_KIND_MERCHANT] if no_merchant else []
+            event = velocity.event_of(EnrichedTransaction(transaction=txn, merchant=merchant, missing_profiles=missing))
+            history = histories.setdefault(txn.card_id, velocity.CardHistory())
+            row += history.score(event)
+            history.remember(event)
+        rows.append(row)
     return np.asarray(rows, dtype=np.float32)
+
+
+def feature_set(card: dict[str, Any] | None) -> str:
+    """The feature set a model was trained on: its card's, or the default for a model without one."""
+    return feature_sets.DEFAULT if card is None else str(card.get("feature_set_version"))
 
 
 def read_model_card(model_path: str) -> dict[str, Any] | None:
@@ -113,12 +137,13 @@ def read_model_card(model_path: str) -> dict[str, Any] | None:
 
 
 def check_card(model_path: str, card: dict[str, Any]) -> None:
-    """The card names the job's feature set and the model file's exact bytes."""
+    """The card names a feature set the job computes and the model file's exact bytes."""
     where = f"predict.model: {model_path}"
-    if card.get("feature_set_version") != FEATURE_SET_VERSION or tuple(card.get("features", ())) != FEATURE_NAMES:
+    named = card.get("feature_set_version")
+    if named not in feature_sets.FEATURE_SETS or tuple(card.get("features", ())) != feature_sets.names(named):
         raise ConfigError(
-            f"{where} was trained on feature set {card.get('feature_set_version')!r}, "
-            f"the job computes {FEATURE_SET_VERSION!r}"
+            f"{where} was trained on feature set {named!r} with features {card.get('features')!r}; "
+            f"the job computes {', '.join(feature_sets.FEATURE_SETS)} (pipeline/shared/feature_sets.py)"
         )
     expected = card.get("sha256")
     if not isinstance(expected, str) or not expected:
@@ -139,21 +164,22 @@ def probe_scores(session: ort.InferenceSession, batch: np.ndarray) -> list[float
     return [float(p) for p in probabilities[:, 1]]
 
 
-def check_session(model_path: str, session: ort.InferenceSession) -> None:
+def check_session(model_path: str, session: ort.InferenceSession, named_set: str = feature_sets.DEFAULT) -> None:
     """The model's signature, then one run on the probe batch (and on a batch of one)."""
     where = f"predict.model: {model_path}"
     inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
     width = inputs[0].shape[-1] if inputs and inputs[0].shape else None
-    if len(inputs) != 1 or (isinstance(width, int) and width != len(FEATURE_NAMES)):
+    expected = len(feature_sets.names(named_set))
+    if len(inputs) != 1 or (isinstance(width, int) and width != expected):
         raise ConfigError(
             f"{where} takes {[(i.name, i.shape) for i in inputs]}, "
-            f"the job gives one float tensor of {len(FEATURE_NAMES)} features"
+            f"the job gives one float tensor of {expected} features ({named_set})"
         )
     if PROBABILITIES not in outputs:
         raise ConfigError(
             f"{where} has no 'probabilities' output (outputs: {', '.join(outputs)}); export classifiers without ZipMap"
         )
-    probe = probe_vectors()
+    probe = probe_vectors(named_set)
     try:
         scores = probe_scores(session, probe) + probe_scores(session, probe[:1])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
@@ -176,5 +202,5 @@ def check_model(model_path: str) -> dict[str, Any] | None:
         session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise ConfigError(f"predict.model: {model_path} cannot be loaded: {exc}") from None
-    check_session(model_path, session)
+    check_session(model_path, session, feature_set(card))
     return card

@@ -1,0 +1,172 @@
+"""Per-card velocity features: one implementation for 35_velocity (batch and streaming) and training.
+
+A transaction's velocity features come only from the same card's transactions that come before it
+in event time (ties broken by transaction_id): a transaction never sees itself or a later one.
+
+    v_count_{10m,1h,24h}        earlier transactions less than 10 min / 1 h / 24 h before it
+    v_sum_eur_{10m,1h,24h}      their amounts in EUR (unknown rates count as 0)
+    v_merchants_{1h,24h}        distinct merchants among them
+    v_countries_{1h,24h}        distinct countries among them
+    v_seconds_since_prev        event time since the card's previous transaction
+    v_amount_to_median10        this amount / the median of the card's last 10 amounts, in EUR
+    v_prev_distance_km          great-circle distance from the previous transaction's merchant
+    v_prev_speed_kmh            that distance over the time between them (at least one minute)
+
+What a card remembers is bounded: the transactions of the 24 hours before its latest one, and at
+least its last 10. A card quiet for FORGET_AFTER_SECONDS (7 days) is forgotten: its next
+transaction has no history (MISSING where a feature needs one). The history is a list of plain
+tuples, `Event`, kept sorted, so that it is cheap to hold in Beam state.
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, ProfileKind
+from pipeline.shared.features import MISSING, amount_eur, haversine_km
+
+VELOCITY_NAMES = (
+    "v_count_10m",
+    "v_count_1h",
+    "v_count_24h",
+    "v_sum_eur_10m",
+    "v_sum_eur_1h",
+    "v_sum_eur_24h",
+    "v_merchants_1h",
+    "v_merchants_24h",
+    "v_countries_1h",
+    "v_countries_24h",
+    "v_seconds_since_prev",
+    "v_amount_to_median10",
+    "v_prev_distance_km",
+    "v_prev_speed_kmh",
+)
+HORIZONS = (600, 3600, 86400)
+KEEP_SECONDS = 86400  # the longest horizon
+KEEP_LAST = 10  # the median of the last 10 amounts
+FORGET_AFTER_SECONDS = 7 * 86400
+MIN_SPEED_SECONDS = 60.0
+_MERCHANT = ProfileKind.PROFILE_KIND_MERCHANT
+
+
+class Event(NamedTuple):
+    """What a card remembers of one transaction. Sorted by (seconds, nanos, transaction_id)."""
+
+    seconds: int
+    nanos: int
+    transaction_id: str
+    eur: float  # MISSING when the currency has no reference rate
+    merchant_id: str
+    country: str
+    lat: float
+    lon: float
+    located: bool  # the merchant's profile was found, so lat/lon are real
+
+
+def event_of(enriched: EnrichedTransaction) -> Event:
+    txn = enriched.transaction
+    located = _MERCHANT not in enriched.missing_profiles
+    return Event(
+        txn.event_time.seconds,
+        txn.event_time.nanos,
+        txn.transaction_id,
+        amount_eur(txn.amount.minor_units, txn.amount.currency),
+        txn.merchant_id,
+        txn.country,
+        enriched.merchant.lat if located else 0.0,
+        enriched.merchant.lon if located else 0.0,
+        located,
+    )
+
+
+def seconds_between(later: Event, earlier: Event) -> float:
+    return (later.seconds - earlier.seconds) + (later.nanos - earlier.nanos) / 1e9
+
+
+def features(earlier: Sequence[Event], event: Event) -> list[float]:
+    """The velocity features of `event` from `earlier`: the card's remembered transactions that
+    come before it, sorted. In VELOCITY_NAMES order."""
+    if earlier and seconds_between(event, earlier[-1]) >= FORGET_AFTER_SECONDS:
+        earlier = ()
+    counts = [0.0, 0.0, 0.0]
+    sums = [0.0, 0.0, 0.0]
+    merchants: tuple[set[str], set[str]] = (set(), set())
+    countries: tuple[set[str], set[str]] = (set(), set())
+    for past in reversed(earlier):
+        gap = seconds_between(event, past)
+        if gap >= KEEP_SECONDS:
+            break
+        eur = past.eur if past.eur > 0 else 0.0
+        for i, horizon in enumerate(HORIZONS):
+            if gap < horizon:
+                counts[i] += 1
+                sums[i] += eur
+                if i:
+                    merchants[i - 1].add(past.merchant_id)
+                    countries[i - 1].add(past.country)
+    since = distance = speed = to_median = MISSING
+    if earlier:
+        previous = earlier[-1]
+        since = seconds_between(event, previous)
+        if event.located and previous.located:
+            distance = haversine_km(previous.lat, previous.lon, event.lat, event.lon)
+            speed = distance / max(since, MIN_SPEED_SECONDS) * 3600.0
+        known = [past.eur for past in earlier[-KEEP_LAST:] if past.eur >= 0]
+        median = statistics.median(known) if known else 0.0
+        if event.eur >= 0 and median > 0:
+            to_median = event.eur / median
+    return [
+        *counts,
+        *sums,
+        float(len(merchants[0])),
+        float(len(merchants[1])),
+        float(len(countries[0])),
+        float(len(countries[1])),
+        since,
+        to_median,
+        distance,
+        speed,
+    ]
+
+
+class CardHistory:
+    """One card's remembered transactions, sorted, bounded by `remember`."""
+
+    __slots__ = ("events",)
+
+    def __init__(self, events: Sequence[Event] = ()):
+        self.events: list[Event] = list(events)
+
+    def score(self, event: Event) -> list[float]:
+        """Features of `event` from the transactions before it (a late one sees only those)."""
+        before = bisect.bisect_left(self.events, event[:3])
+        return features(self.events[:before] if before < len(self.events) else self.events, event)
+
+    def remember(self, event: Event) -> None:
+        """Adds `event` in order, then forgets what no feature of a later transaction needs."""
+        events = self.events
+        if events and seconds_between(event, events[-1]) >= FORGET_AFTER_SECONDS:
+            events.clear()
+        bisect.insort(events, event)
+        latest = events[-1]
+        drop = 0
+        while len(events) - drop > KEEP_LAST and seconds_between(latest, events[drop]) >= KEEP_SECONDS:
+            drop += 1
+        if drop:
+            del events[:drop]
+
+    def forgotten_by(self, now_seconds: int) -> bool:
+        """The card has been quiet long enough to be forgotten at event time `now_seconds`."""
+        return not self.events or now_seconds - self.events[-1].seconds >= FORGET_AFTER_SECONDS
+
+
+def score_in_order(history: CardHistory, events: Sequence[Event]) -> list[list[float]]:
+    """Features of `events`, taken in order and each remembered after it is scored."""
+    out = []
+    for event in sorted(events):
+        out.append(history.score(event))
+        history.remember(event)
+    return out
