@@ -15,6 +15,7 @@ STAGES = (
     "10_validate",
     "20_dedupe",
     "30_enrich",
+    "35_velocity",
     "40_features",
     "50_predict",
     "60_sink",

@@ -1,0 +1,184 @@
+"""35_velocity: EnrichedTransaction -> EnrichedTransaction with the card's velocity features.
+
+In:  EnrichedTransaction (profiles joined), with its event_time as its Beam timestamp (10_validate;
+     a late record under streaming.late_policy score carries its arrival time).
+Out: the same record with `velocity` set: VELOCITY_NAMES of pipeline/shared/velocity.py, computed
+     from the same card's transactions that come before it in event time (then transaction_id),
+     never from itself or a later one; released with its event_time as its Beam timestamp.
+Dead letters (stage 35_velocity):
+  FEATURE_ERROR   a velocity feature came out non-finite; the violation names it
+Keyed by card_id. Unbounded input (streaming): the records of a card wait in Beam state until the
+watermark passes them (an event-time timer at the earliest waiting one), then go out in event-time
+order, whatever order they came in; the card's history (bounded: the last 24 hours and at least the
+last 10 transactions) lives in state and a timer forgets it when the card has been quiet for 7 days
+(counted: velocity_cards_forgotten). A late record (streaming.late_policy score) is scored from the
+history earlier than it that the card still holds, then remembered; the records released before
+it are not revised. Bounded input (batch): a card's records are grouped (GroupByKey) and taken in
+the same order through the same code; the watermark jumps to the end, so the results are those of
+streaming with no late record. Idempotent: the same records give the same features in any order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import apache_beam as beam
+from apache_beam.coders import BytesCoder, PickleCoder, TupleCoder, VarIntCoder
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
+from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, FeatureVector
+from pipeline.shared import metrics, velocity
+from pipeline.shared.clock import RunClock, beam_time
+from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, make_dead_letter
+
+STAGE = "35_velocity"
+VERSION = "velocity-v1"
+
+
+class _ReleaseFn(beam.DoFn):
+    """What both ways of ordering a card's records share: scoring one against the history."""
+
+    def __init__(self, clock: RunClock):
+        self._clock = clock
+
+    def setup(self) -> None:
+        self._forgotten = metrics.counter(metrics.VELOCITY_CARDS_FORGOTTEN)
+
+    def _release(self, history: velocity.CardHistory, records: Iterable[tuple[Timestamp, EnrichedTransaction]]):
+        """Each record in event-time order, with its features, then remembered; it keeps its Beam
+        timestamp (its event_time, or its arrival time when it came late)."""
+        ordered = sorted(((velocity.event_of(e), at, e) for at, e in records), key=lambda item: item[0])
+        for event, at, enriched in ordered:
+            yield self._with_features(enriched, history.score(event), at)
+            history.remember(event)
+
+    def _with_features(self, enriched: EnrichedTransaction, values: list[float], at: Timestamp):
+        bad = [(n, v) for n, v in zip(velocity.VELOCITY_NAMES, values, strict=True) if not math.isfinite(v)]
+        if bad:
+            return beam.pvalue.TaggedOutput(DEAD_LETTER, self._refuse(enriched, bad))
+        out = EnrichedTransaction()
+        out.CopyFrom(enriched)
+        out.velocity.CopyFrom(FeatureVector(feature_set_version=VERSION, names=velocity.VELOCITY_NAMES, values=values))
+        return TimestampedValue(out, at)
+
+    def _refuse(self, enriched: EnrichedTransaction, bad: list[tuple[str, float]]) -> DeadLetter:
+        return make_dead_letter(
+            STAGE,
+            ErrorCode.ERROR_CODE_FEATURE_ERROR,
+            "non-finite velocity features: " + ", ".join(name for name, _ in bad),
+            enriched.transaction.origin,
+            self._clock.timestamp(),
+            [
+                FieldViolation(
+                    field_path=f"velocity.{name}",
+                    rule_id="riskpipe.feature_finite",
+                    message="must be a finite number",
+                    value=repr(value),
+                )
+                for name, value in bad
+            ],
+            enriched.transaction.transaction_id,
+        )
+
+
+class CardHistoryFn(_ReleaseFn):
+    """(card_id, all its records) -> each record with its velocity features (bounded input)."""
+
+    def process(self, grouped: tuple[str, Iterable[EnrichedTransaction]]):
+        # Grouping drops the Beam timestamps; in batch none is late, so each is its event_time.
+        records = [(beam_time(e.transaction.event_time), e) for e in grouped[1]]
+        yield from self._release(velocity.CardHistory(), records)
+
+
+class VelocityFn(_ReleaseFn):
+    """Keyed by card_id, unbounded input. WAITING holds the records the watermark has not passed
+    yet (their Beam timestamp in microseconds, their bytes), NEXT the time the release timer is set
+    for, HISTORY the card's remembered events. A record is appended without reading WAITING; the
+    bag is read when the release timer fires."""
+
+    WAITING = BagStateSpec("waiting", TupleCoder([VarIntCoder(), BytesCoder()]))
+    NEXT = ReadModifyWriteStateSpec("next", VarIntCoder())
+    HISTORY = ReadModifyWriteStateSpec("history", PickleCoder())
+    RELEASE = TimerSpec("release", TimeDomain.WATERMARK)
+    FORGET = TimerSpec("forget", TimeDomain.WATERMARK)
+
+    def process(
+        self,
+        keyed: tuple[str, EnrichedTransaction],
+        at=beam.DoFn.TimestampParam,
+        waiting=beam.DoFn.StateParam(WAITING),
+        next_release=beam.DoFn.StateParam(NEXT),
+        release=beam.DoFn.TimerParam(RELEASE),
+    ):
+        micros = at.micros
+        waiting.add((micros, keyed[1].SerializeToString()))
+        current = next_release.read()
+        if current is None or micros < current:
+            next_release.write(micros)
+            release.set(at)
+
+    @on_timer(RELEASE)
+    def release(
+        self,
+        fired=beam.DoFn.TimestampParam,
+        waiting=beam.DoFn.StateParam(WAITING),
+        next_release=beam.DoFn.StateParam(NEXT),
+        stored=beam.DoFn.StateParam(HISTORY),
+        release=beam.DoFn.TimerParam(RELEASE),
+        forget=beam.DoFn.TimerParam(FORGET),
+    ):
+        due, later = [], []
+        for micros, data in waiting.read():
+            (due if micros <= fired.micros else later).append((micros, data))
+        waiting.clear()
+        next_release.clear()
+        if later:
+            for item in later:
+                waiting.add(item)
+            earliest = min(micros for micros, _ in later)
+            next_release.write(earliest)
+            release.set(Timestamp(micros=earliest))
+        if not due:
+            return
+        history = velocity.CardHistory(stored.read() or ())
+        records = [(Timestamp(micros=micros), EnrichedTransaction.FromString(data)) for micros, data in due]
+        yield from self._release(history, records)
+        stored.write(history.events)
+        latest = history.events[-1]
+        forget.set(Timestamp(seconds=latest.seconds) + Duration(seconds=velocity.FORGET_AFTER_SECONDS))
+
+    @on_timer(FORGET)
+    def forget(
+        self,
+        fired=beam.DoFn.TimestampParam,
+        next_release=beam.DoFn.StateParam(NEXT),
+        stored=beam.DoFn.StateParam(HISTORY),
+    ):
+        if next_release.read() is not None:
+            return  # records are waiting: their release moves this timer on
+        history = velocity.CardHistory(stored.read() or ())
+        if history.forgotten_by(int(fired.micros // 1_000_000)):
+            stored.clear()
+            self._forgotten.inc()
+
+
+class Velocity(beam.PTransform):
+    """EnrichedTransactions -> (EnrichedTransactions with velocity features, DeadLetters)."""
+
+    def __init__(self, clock: RunClock):
+        super().__init__()
+        self._clock = clock
+
+    def expand(self, enriched: beam.PCollection):
+        keyed = enriched | "ByCard" >> beam.Map(lambda e: (e.transaction.card_id, e)).with_output_types(
+            tuple[str, EnrichedTransaction]
+        )
+        if enriched.is_bounded:
+            grouped = keyed | "GroupByCard" >> beam.GroupByKey()
+            return apply_stage(grouped, "InOrder", CardHistoryFn(self._clock), EnrichedTransaction)
+        return apply_stage(keyed, "InEventTimeOrder", VelocityFn(self._clock), EnrichedTransaction)
