@@ -1,8 +1,10 @@
 """40_features: EnrichedTransaction -> EnrichedTransaction with its FeatureVector.
 
-In:  EnrichedTransaction (profiles joined).
-Out: the same record with `features` set: FEATURE_NAMES of FEATURE_SET_VERSION, computed by the
-     plain functions of pipeline/shared/features.py that the model trainer imports too.
+In:  EnrichedTransaction (profiles joined; with `velocity` set by 35_velocity when the feature set
+     has velocity features).
+Out: the same record with `features` set: the names of the model's feature set
+     (pipeline/shared/feature_sets.py), the stateless ones computed by the plain functions of
+     pipeline/shared/features.py, then the record's velocity features for fs-v2.
 Dead letters (stage 40_features):
   FEATURE_ERROR   a feature came out non-finite (NaN or infinite); the violation names it
 """
@@ -16,7 +18,7 @@ import apache_beam as beam
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, FeatureVector, ProfileKind
-from pipeline.shared import features
+from pipeline.shared import feature_sets, features
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 
@@ -26,8 +28,11 @@ _MERCHANT = ProfileKind.PROFILE_KIND_MERCHANT
 
 
 class FeatureComputer:
-    def __init__(self, clock: RunClock):
+    def __init__(self, clock: RunClock, feature_set: str = feature_sets.DEFAULT):
         self._clock = clock
+        self._set = feature_set
+        self._names = feature_sets.names(feature_set)
+        self._velocity = feature_sets.uses_velocity(feature_set)
 
     def __call__(self, enriched: EnrichedTransaction) -> EnrichedTransaction | DeadLetter:
         missing = enriched.missing_profiles
@@ -38,11 +43,9 @@ class FeatureComputer:
             _CUSTOMER in missing,
             _MERCHANT in missing,
         )
-        bad = [
-            (name, value)
-            for name, value in zip(features.FEATURE_NAMES, values, strict=True)
-            if not math.isfinite(value)
-        ]
+        if self._velocity:
+            values.extend(enriched.velocity.values)
+        bad = [(name, value) for name, value in zip(self._names, values, strict=True) if not math.isfinite(value)]
         if bad:
             violations = [
                 FieldViolation(
@@ -65,21 +68,19 @@ class FeatureComputer:
         # Elements are immutable in Beam: the output is a new message.
         out = EnrichedTransaction()
         out.CopyFrom(enriched)
-        out.features.CopyFrom(
-            FeatureVector(feature_set_version=features.FEATURE_SET_VERSION, names=features.FEATURE_NAMES, values=values)
-        )
+        out.features.CopyFrom(FeatureVector(feature_set_version=self._set, names=self._names, values=values))
         return out
 
 
 class ComputeFeatures(beam.PTransform):
     """EnrichedTransactions -> (EnrichedTransactions with features, DeadLetters)."""
 
-    def __init__(self, clock: RunClock):
+    def __init__(self, clock: RunClock, feature_set: str = feature_sets.DEFAULT):
         super().__init__()
         self._clock = clock
+        self._set = feature_set
 
     def expand(self, enriched: beam.PCollection):
         clock = self._clock
-        return apply_stage(
-            enriched, "Compute", StageFn(STAGE, functools.partial(FeatureComputer, clock), clock), EnrichedTransaction
-        )
+        make = functools.partial(FeatureComputer, clock, self._set)
+        return apply_stage(enriched, "Compute", StageFn(STAGE, make, clock), EnrichedTransaction)
