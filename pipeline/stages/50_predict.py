@@ -2,7 +2,8 @@
 
 In:  EnrichedTransaction whose FeatureVector matches the model's feature set.
 Out: ScoredTransaction: score (probability of fraud), decision from the configured thresholds
-     (APPROVE < review <= REVIEW < decline <= DECLINE), model, thresholds and feature-set versions.
+     (APPROVE < review <= REVIEW < decline <= DECLINE), model, thresholds and feature-set versions;
+     under output.include_features, the FeatureVector it was scored from.
 The model is ONNX, run by onnxruntime on the CPU through Beam's OnnxModelHandlerNumpy, keyed so
 each score finds its record, in batches of predict.min_batch_size..predict.max_batch_size.
 A batch that fails is split in halves until the failing records are alone; only they become
@@ -158,10 +159,11 @@ def model_input(enriched: EnrichedTransaction) -> tuple[EnrichedTransaction, np.
 class Decider:
     """(EnrichedTransaction, PredictionResult) -> ScoredTransaction or DeadLetter."""
 
-    def __init__(self, model_version: str, thresholds: Thresholds, clock: RunClock):
+    def __init__(self, model_version: str, thresholds: Thresholds, clock: RunClock, include_features: bool = False):
         self._model_version = model_version
         self._thresholds = thresholds
         self._clock = clock
+        self._include_features = include_features
 
     def __call__(self, keyed: tuple[EnrichedTransaction, PredictionResult]) -> ScoredTransaction | DeadLetter:
         enriched, result = keyed
@@ -214,6 +216,8 @@ class Decider:
             source=txn.origin.source,
             late=txn.late,
         )
+        if self._include_features:
+            scored.features.CopyFrom(enriched.features)
         return scored
 
 
@@ -236,10 +240,11 @@ class Predict(beam.PTransform):
         max_batch_size: int,
         clock: RunClock,
         expected_sha256: str = "",
+        include_features: bool = False,
     ):
         super().__init__()
         self._handler = model_handler(model_path, min_batch_size, max_batch_size, expected_sha256)
-        self._decider = functools.partial(Decider, model_version, thresholds, clock)
+        self._decider = functools.partial(Decider, model_version, thresholds, clock, include_features)
         self._clock = clock
 
     def expand(self, enriched: beam.PCollection):
