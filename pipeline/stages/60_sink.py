@@ -50,6 +50,7 @@ PARQUET_SCHEMA = pa.schema(
         ("missing_profiles", pa.list_(pa.string())),
         ("source_uri", pa.string()),
         ("source_line", pa.int64()),
+        ("features", pa.map_(pa.string(), pa.float64())),
     ]
 )
 
@@ -71,6 +72,7 @@ def parquet_row(s: ScoredTransaction) -> dict:
         "missing_profiles": [ProfileKind.Name(k) for k in s.missing_profiles],
         "source_uri": s.source.uri,
         "source_line": s.source.line,
+        "features": list(zip(s.features.names, s.features.values, strict=True)) or None,
     }
 
 
