@@ -48,7 +48,7 @@ from apache_beam.runners.runner import create_runner
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from pipeline.shared import config as job_config
-from pipeline.shared import drain, kafka, metrics, model_check, prism
+from pipeline.shared import drain, feature_sets, kafka, metrics, model_check, prism
 from pipeline.shared.clock import RunClock
 from pipeline.shared.model_card import file_digest
 from pipeline.shared.output_folder import OutputFolder
@@ -60,6 +60,7 @@ source = load_stage("00_source")
 validate = load_stage("10_validate")
 dedupe = load_stage("20_dedupe")
 enrich = load_stage("30_enrich")
+velocity = load_stage("35_velocity")
 featurize = load_stage("40_features")
 predict = load_stage("50_predict")
 sink = load_stage("60_sink")
@@ -286,10 +287,11 @@ def build_pipeline(
     raw_records: beam.PCollection | None = None,
     expansion: kafka.JavaExpansion | None = None,
     runner: str = DEFAULT_STREAMING_RUNNER,
+    feature_set: str = feature_sets.DEFAULT,
 ) -> dict[str, beam.PCollection]:
     """Adds the whole job to `p` and returns its named PCollections (for tests). `raw_records`
     replaces the source (a TestStream in tests); `expansion` is the run's Kafka expansion service
-    (needed when the job reads or writes Kafka)."""
+    (needed when the job reads or writes Kafka); `feature_set` is the model's (its card's)."""
     clock = RunClock(config.as_of)
     thresholds = predict.Thresholds(config.thresholds_version, config.review_threshold, config.decline_threshold)
     windows = windowing(config, run_id)
@@ -330,9 +332,20 @@ def build_pipeline(
     enriched, refused_30 = unique | "30_enrich" >> enrich.Enrich(
         config.customers, config.merchants, config.missing_profile_policy, clock
     )
-    featured, refused_40 = enriched | "40_features" >> featurize.ComputeFeatures(clock)
+    if feature_sets.uses_velocity(feature_set):
+        enriched, refused_35 = enriched | "35_velocity" >> velocity.Velocity(clock)
+    else:
+        refused_35 = p | "35_velocity" >> beam.Create([]).with_output_types(DeadLetter)
+    featured, refused_40 = enriched | "40_features" >> featurize.ComputeFeatures(clock, feature_set)
     scored, refused_50 = featured | "50_predict" >> predict.Predict(
-        config.model, model_version, thresholds, config.min_batch_size, config.max_batch_size, clock, model_sha256
+        config.model,
+        model_version,
+        thresholds,
+        config.min_batch_size,
+        config.max_batch_size,
+        clock,
+        model_sha256,
+        config.include_features,
     )
     topics = sink.Topics(
         topic_sink(config, config.kafka_scored_topic, expansion, properties),
@@ -348,6 +361,7 @@ def build_pipeline(
         refused_10,
         refused_20,
         refused_30,
+        refused_35,
         refused_40,
         refused_50,
         refused_60,
@@ -668,6 +682,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         summary["output_dir"] = config.output_dir
         summary["written_to"] = written_to(config)
         summary["model_version"] = version
+        summary["feature_set"] = model_check.feature_set(card)
         summary["runner"] = runner_name
         summary["mode"] = "streaming" if config.streaming else "batch"
         summary["exit_code"] = exit_code(summary)
@@ -695,6 +710,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
                 model_sha256,
                 expansion=java,
                 runner=runner_name,
+                feature_set=model_check.feature_set(card),
             )
             result = _run_to_end(pipeline, config, write_summary, worker_lost)
         summary = summarize(result)

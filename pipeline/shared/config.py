@@ -259,6 +259,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("output.parquet", "parquet", "bool", False, "Also write scored records as Parquet under scored_parquet/."),
     Setting("output.num_shards", "num_shards", "int", 0, "Output files per sink; 0 lets the runner decide."),
     Setting(
+        "output.include_features",
+        "include_features",
+        "bool",
+        False,
+        "Add `features` (feature name to value, in the model's order) to every scored record, for audit "
+        "and for logging serving features for training.",
+    ),
+    Setting(
         "validate.max_future_skew_seconds",
         "max_future_skew_seconds",
         "int",
@@ -347,6 +355,7 @@ class JobConfig:
     output_dir: str
     overwrite: bool
     parquet: bool
+    include_features: bool
     num_shards: int
     max_future_skew_seconds: int
     missing_profile_policy: str
