@@ -61,7 +61,7 @@ validate = load_stage("10_validate")
 dedupe = load_stage("20_dedupe")
 enrich = load_stage("30_enrich")
 velocity = load_stage("35_velocity")
-featurize = load_stage("40_features")
+featurize_stage = load_stage("40_features")
 predict = load_stage("50_predict")
 sink = load_stage("60_sink")
 dead_letter_sink = load_stage("90_dead_letter")
@@ -278,6 +278,27 @@ def topic_sink(
     )
 
 
+def featurize(
+    raw: beam.PCollection, config: job_config.JobConfig, clock: RunClock, feature_set: str = feature_sets.DEFAULT
+) -> tuple[beam.PCollection, list[beam.PCollection]]:
+    """10_validate to 40_features: raw records -> EnrichedTransactions with the feature set's
+    vector, and the dead letters of each stage. The job and the trainer (tools.train) both compute
+    their features with this, so a model is trained on what the job computes."""
+    transactions, refused_10 = raw | "10_validate" >> validate.Validate(
+        clock, config.max_future_skew_seconds, config.allowed_lateness_seconds, config.late_policy
+    )
+    unique, refused_20 = transactions | "20_dedupe" >> dedupe.Dedupe(config.dedupe_horizon_seconds, clock)
+    enriched, refused_30 = unique | "30_enrich" >> enrich.Enrich(
+        config.customers, config.merchants, config.missing_profile_policy, clock
+    )
+    refused = [refused_10, refused_20, refused_30]
+    if feature_sets.uses_velocity(feature_set):
+        enriched, refused_35 = enriched | "35_velocity" >> velocity.Velocity(clock)
+        refused.append(refused_35)
+    featured, refused_40 = enriched | "40_features" >> featurize_stage.ComputeFeatures(clock, feature_set)
+    return featured, [*refused, refused_40]
+
+
 def build_pipeline(
     p: beam.Pipeline,
     config: job_config.JobConfig,
@@ -325,18 +346,7 @@ def build_pipeline(
         raw, refused_00 = p | "00_source" >> source.ReadTransactions(
             config.transactions or "", clock, max_record_bytes=config.max_record_bytes
         )
-    transactions, refused_10 = raw | "10_validate" >> validate.Validate(
-        clock, config.max_future_skew_seconds, config.allowed_lateness_seconds, config.late_policy
-    )
-    unique, refused_20 = transactions | "20_dedupe" >> dedupe.Dedupe(config.dedupe_horizon_seconds, clock)
-    enriched, refused_30 = unique | "30_enrich" >> enrich.Enrich(
-        config.customers, config.merchants, config.missing_profile_policy, clock
-    )
-    if feature_sets.uses_velocity(feature_set):
-        enriched, refused_35 = enriched | "35_velocity" >> velocity.Velocity(clock)
-    else:
-        refused_35 = p | "35_velocity" >> beam.Create([]).with_output_types(DeadLetter)
-    featured, refused_40 = enriched | "40_features" >> featurize.ComputeFeatures(clock, feature_set)
+    featured, refused = featurize(raw, config, clock, feature_set)
     scored, refused_50 = featured | "50_predict" >> predict.Predict(
         config.model,
         model_version,
@@ -358,11 +368,7 @@ def build_pipeline(
     )
     dead_letters = (
         refused_00,
-        refused_10,
-        refused_20,
-        refused_30,
-        refused_35,
-        refused_40,
+        *refused,
         refused_50,
         refused_60,
     ) | "AllDeadLetters" >> beam.Flatten()
@@ -376,8 +382,6 @@ def build_pipeline(
     )
     return {
         "raw": raw,
-        "transactions": transactions,
-        "unique": unique,
         "featured": featured,
         "scored": scored,
         "dead_letters": dead_letters,
