@@ -1,6 +1,6 @@
 """Synthetic card transactions with ground truth, for the sample data, the tests and the benchmark.
 
-    python -m tools.generate --records N --seed S --invalid-fraction F --out DIR
+    python -m tools.generate --records N --seed S --invalid-fraction F --out DIR [--cards C]
 
 writes DIR/transactions.jsonl, DIR/customers.jsonl, DIR/merchants.jsonl and DIR/labels.jsonl,
 and DIR/generator.json (how it was made, so a model card can name its training data).
@@ -9,10 +9,16 @@ The same seed gives the same bytes. What is in it:
   log-normal usual purchase; cards and merchants follow power-law popularity;
 - transactions mostly at home, in the merchant's currency, at local times of day that peak in
   the afternoon; amounts log-normal around the card holder's usual;
-- about 1.5% fraud in four patterns the features can see (card-not-present sprees, mostly at
-  risky merchants; night-time ATM withdrawals abroad; new-account take-overs buying electronics
-  or jewellery; skimmed cards used far from home) and a fifth, "stealth", that they cannot;
-- legitimate look-alikes: large purchases, travellers abroad at any hour, noisy merchant risk;
+- about 1.5% fraud in four patterns the stateless features can see (card-not-present sprees,
+  mostly at risky merchants; night-time ATM withdrawals abroad; new-account take-overs buying
+  electronics or jewellery; skimmed cards used far from home) and a fifth, "stealth", that no
+  feature can;
+- about 1.5% more in three patterns that only a card's history shows: card testing (several tiny
+  online amounts a minute or two apart, then a large one within minutes), bursts of ordinary
+  purchases at many merchants within an hour, and impossible travel (an ordinary purchase in
+  another country minutes after one at home);
+- legitimate look-alikes: large purchases, travellers abroad at any hour, noisy merchant risk,
+  shopping sprees of a few purchases within two hours;
 - a few cards without a customer profile (0.2%), to exercise the missing-profile policy;
 - with F > 0, that fraction of lines made invalid in the INVALID_KINDS ways (broken JSON, NaN,
   control characters, lone surrogates, deep nesting, not UTF-8, not an object, wrong types,
@@ -38,7 +44,7 @@ import numpy as np
 import orjson
 
 # Bumped whenever the same seed would give other data (the benchmark caches data by it).
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 # country, currency, minor-unit exponent, time zone, lat, lon, weight
 COUNTRIES = (
@@ -99,7 +105,19 @@ MCCS = (
 RISKY_CNP = ("5816", "5967", "6051", "7995", "4829")
 TAKEOVER = ("5732", "5944")
 # "stealth" fraud looks like the card holder's ordinary purchases: no feature can see it.
-PATTERNS = ("cnp_spree", "atm_night_abroad", "account_takeover", "skimmed_card", "stealth")
+PATTERNS = (
+    "cnp_spree",
+    "atm_night_abroad",
+    "account_takeover",
+    "skimmed_card",
+    "stealth",
+    "card_testing",
+    "merchant_burst",
+    "impossible_travel",
+)
+CARD_TESTING, MERCHANT_BURST, IMPOSSIBLE_TRAVEL = 5, 6, 7
+# Episodes per record: (card testing, merchant bursts, impossible travel, legitimate sprees).
+EPISODE_RATES = (0.0016, 0.0014, 0.004, 0.003)
 START = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
 DAYS = 30
 # Local time-of-day profile of card use: quiet at night, peak in the afternoon.
@@ -148,7 +166,7 @@ def _power_law(rng: np.random.Generator, n: int, size: int, exponent: float) -> 
     return order[rng.choice(n, size=size, p=weights)]
 
 
-def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path) -> dict:
+def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path, cards: int | None = None) -> dict:
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     n_countries = len(COUNTRIES)
@@ -157,7 +175,7 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     offsets = _utc_offsets()
 
     # Customers (one card each).
-    n_cust = max(200, records // 20)
+    n_cust = cards or max(200, records // 20)
     cust_country = rng.choice(n_countries, size=n_cust, p=country_w)
     cust_lat = np.array([COUNTRIES[c][4] for c in cust_country]) + rng.normal(0, 1.5, n_cust)
     cust_lon = np.array([COUNTRIES[c][5] for c in cust_country]) + rng.normal(0, 2.0, n_cust)
@@ -245,7 +263,7 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     pattern = np.full(records, -1, dtype=np.int8)
     is_fraud = rng.random(records) < 0.015
     fraud_rows = np.flatnonzero(is_fraud)
-    fraud_kind = rng.choice(len(PATTERNS), size=len(fraud_rows), p=[0.24, 0.22, 0.24, 0.22, 0.08])
+    fraud_kind = rng.choice(CARD_TESTING, size=len(fraud_rows), p=[0.24, 0.22, 0.24, 0.22, 0.08])
     for row, kind in zip(fraud_rows, fraud_kind, strict=True):
         fraud[row], pattern[row] = 1, kind
         if kind == 0:  # card-not-present spree, mostly at a risky merchant, sometimes anywhere online
@@ -275,6 +293,17 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     event_seconds = (START.timestamp() + day * 86400 + hour * 3600 + second_of_hour - offsets[m_country]).astype(
         np.int64
     )
+    _episodes(
+        rng,
+        (card, merchant, ratio, event_seconds, fraud, pattern),
+        usual_eur,
+        cust_country,
+        merch_country,
+        online,
+        merchants_by_country,
+    )
+    m_country = merch_country[merchant]
+    m_mcc = merch_mcc[merchant]
     ecommerce_share = np.array([MCCS[i][2] for i in m_mcc])
     channel_roll = rng.random(records)
     channel = np.where(
@@ -282,7 +311,7 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
         2,
         np.where(channel_roll < ecommerce_share, 1, np.where(rng.random(records) < 0.45, 3, 0)),
     )
-    channel = np.where((fraud == 1) & (pattern == 0), 1, channel)
+    channel = np.where((fraud == 1) & ((pattern == 0) | (pattern == CARD_TESTING)), 1, channel)
     channel = np.where((channel == 1) & (rng.random(records) < 0.03), 4, channel)
     no_profile = rng.random(records) < 0.002
 
@@ -344,6 +373,63 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     }
     (out / "generator.json").write_text(orjson.dumps(manifest, option=orjson.OPT_INDENT_2).decode() + "\n")
     return counts
+
+
+def _episodes(rng, rows, usual_eur, cust_country, merch_country, online, merchants_by_country) -> None:
+    """Rewrites some legitimate rows in place into episodes that only a card's history shows (and
+    legitimate sprees that look a little like them). `rows` are the per-row arrays card, merchant,
+    ratio, event_seconds, fraud and pattern."""
+    card, merchant, ratio, event_seconds, fraud, pattern = rows
+    records = len(card)
+    free = rng.permutation(np.flatnonzero(fraud == 0))
+    taken = 0
+
+    def take(n: int) -> np.ndarray:
+        nonlocal taken
+        picked = free[taken : taken + n]
+        taken += n
+        return picked
+
+    testing, bursts, travel, sprees = (int(records * rate) for rate in EPISODE_RATES)
+    for _ in range(testing):
+        group = take(int(rng.integers(4, 8)))
+        if len(group) < 2:
+            return
+        who, start = card[group[0]], event_seconds[group[0]]
+        card[group] = who
+        steps = np.cumsum(rng.uniform(20, 150, len(group)))
+        steps[-1] += rng.uniform(60, 600)
+        event_seconds[group] = start + steps.astype(np.int64)
+        merchant[group] = online[rng.integers(len(online), size=len(group))]
+        ratio[group[:-1]] = rng.uniform(0.3, 2.0, len(group) - 1) / usual_eur[who]
+        ratio[group[-1]] = rng.uniform(3, 12)
+        fraud[group], pattern[group] = 1, CARD_TESTING
+    for is_fraud, count, size, span in ((1, bursts, (4, 8), 3600), (0, sprees, (2, 5), 7200)):
+        for _ in range(count):
+            group = take(int(rng.integers(*size)))
+            if len(group) < 2:
+                return
+            who, start = card[group[0]], event_seconds[group[0]]
+            card[group] = who
+            event_seconds[group] = start + np.sort(rng.integers(0, span, len(group)))
+            pool = merchants_by_country[cust_country[who]]
+            if len(pool) >= len(group):
+                merchant[group] = rng.choice(pool, size=len(group), replace=False)
+            ratio[group] = rng.lognormal(0.2, 0.5, len(group))
+            if is_fraud:
+                fraud[group], pattern[group] = 1, MERCHANT_BURST
+    for _ in range(travel):
+        picked = take(2)
+        if len(picked) < 2:
+            return
+        anchor, row = picked
+        who = card[anchor]
+        far = np.flatnonzero(merch_country != merch_country[merchant[anchor]])
+        card[row] = who
+        merchant[row] = far[rng.integers(len(far))]
+        event_seconds[row] = event_seconds[anchor] + int(rng.uniform(300, 5400))
+        ratio[row] = rng.lognormal(0.1, 0.5)
+        fraud[row], pattern[row] = 1, IMPOSSIBLE_TRAVEL
 
 
 def _card_number(seed_digits: str) -> str:
@@ -429,11 +515,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--invalid-fraction", type=float, default=0.0)
     parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--cards", type=int, default=None, help="cards (customers); default records / 20")
     args = parser.parse_args(argv)
     if args.records < 1 or not 0 <= args.invalid_fraction <= 1:
         parser.error("--records must be positive and --invalid-fraction in [0, 1]")
     started = time.perf_counter()
-    counts = generate(args.records, args.seed, args.invalid_fraction, args.out)
+    counts = generate(args.records, args.seed, args.invalid_fraction, args.out, args.cards)
     elapsed = time.perf_counter() - started
     print(orjson.dumps({**counts, "seconds": round(elapsed, 2), "out": os.fspath(args.out)}).decode())
     return 0
