@@ -117,7 +117,7 @@ PATTERNS = (
 )
 CARD_TESTING, MERCHANT_BURST, IMPOSSIBLE_TRAVEL = 5, 6, 7
 # Episodes per record: (card testing, merchant bursts, impossible travel, legitimate sprees).
-EPISODE_RATES = (0.0016, 0.0014, 0.004, 0.003)
+EPISODE_RATES = (0.003, 0.0025, 0.008, 0.004)
 START = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
 DAYS = 30
 # Local time-of-day profile of card use: quiet at night, peak in the afternoon.
@@ -392,7 +392,7 @@ def _episodes(rng, rows, usual_eur, cust_country, merch_country, online, merchan
 
     testing, bursts, travel, sprees = (int(records * rate) for rate in EPISODE_RATES)
     for _ in range(testing):
-        group = take(int(rng.integers(4, 8)))
+        group = take(int(rng.integers(5, 10)))
         if len(group) < 2:
             return
         who, start = card[group[0]], event_seconds[group[0]]
@@ -404,7 +404,7 @@ def _episodes(rng, rows, usual_eur, cust_country, merch_country, online, merchan
         ratio[group[:-1]] = rng.uniform(0.3, 2.0, len(group) - 1) / usual_eur[who]
         ratio[group[-1]] = rng.uniform(3, 12)
         fraud[group], pattern[group] = 1, CARD_TESTING
-    for is_fraud, count, size, span in ((1, bursts, (4, 8), 3600), (0, sprees, (2, 5), 7200)):
+    for is_fraud, count, size, span in ((1, bursts, (5, 10), 3600), (0, sprees, (2, 5), 7200)):
         for _ in range(count):
             group = take(int(rng.integers(*size)))
             if len(group) < 2:
@@ -415,7 +415,7 @@ def _episodes(rng, rows, usual_eur, cust_country, merch_country, online, merchan
             pool = merchants_by_country[cust_country[who]]
             if len(pool) >= len(group):
                 merchant[group] = rng.choice(pool, size=len(group), replace=False)
-            ratio[group] = rng.lognormal(0.2, 0.5, len(group))
+            ratio[group] = rng.lognormal(0.5 if is_fraud else 0.2, 0.5, len(group))
             if is_fraud:
                 fraud[group], pattern[group] = 1, MERCHANT_BURST
     for _ in range(travel):
