@@ -14,7 +14,7 @@ from pipeline.shared.clock import RunClock
 from tools import generate
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MODEL = ROOT / "models" / "fraud-gbm-v1" / "model.onnx"
+MODEL = ROOT / "models" / "fraud-gbm-v2" / "model.onnx"
 AS_OF = dt.datetime(2026, 11, 15, tzinfo=dt.UTC)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -68,7 +68,7 @@ def config_dir(tmp_path):
     data["input"]["transactions"] = str(ROOT / "data/sample/transactions.jsonl")
     data["reference"]["customers"] = str(ROOT / "data/sample/customers.jsonl")
     data["reference"]["merchants"] = str(ROOT / "data/sample/merchants.jsonl")
-    data["predict"]["model"] = str(ROOT / "models/fraud-gbm-v1/model.onnx")
+    data["predict"]["model"] = str(ROOT / "models/fraud-gbm-v2/model.onnx")
     data["output"]["dir"] = str(tmp_path / "out")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
     return tmp_path

@@ -103,3 +103,22 @@ def job_config(dataset, out, **overrides):
 
 def read_jsonl(folder):
     return sorted(line for f in glob.glob(str(folder / "*.jsonl")) for line in open(f, encoding="utf-8"))
+
+
+def with_features(clock, records):
+    """EnrichedTransactions with the default feature set's vector, their velocity features worked
+    out per card in event-time order by the shared code, as 35_velocity and 40_features would."""
+    from pipeline.shared import velocity
+    from pipeline.stage_loader import load_stage
+
+    computer = load_stage("40_features").FeatureComputer(clock)
+    histories: dict = {}
+    out = {}
+    for record in sorted(records, key=velocity.event_of):
+        event = velocity.event_of(record)
+        history = histories.setdefault(record.transaction.card_id, velocity.CardHistory())
+        record.velocity.names[:] = velocity.VELOCITY_NAMES
+        record.velocity.values[:] = history.score(event)
+        history.remember(event)
+        out[record.transaction.transaction_id] = computer(record)
+    return [out[r.transaction.transaction_id] for r in records]

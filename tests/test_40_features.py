@@ -1,4 +1,5 @@
-"""40_features: the stateless features, their order and version, and FEATURE_ERROR."""
+"""40_features: the stateless features, their order and version, the velocity features appended
+for fs-v2, and FEATURE_ERROR."""
 
 import datetime as dt
 import math
@@ -8,7 +9,7 @@ import pytest
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, ProfileKind
 from contracts.riskpipe.v1.transaction_pb2 import Channel
-from pipeline.shared import features
+from pipeline.shared import feature_sets, features, velocity
 from pipeline.stage_loader import load_stage
 from tests.helpers import customer, merchant, transaction
 
@@ -67,19 +68,30 @@ def test_mcc_groups():
 def test_stage_attaches_a_versioned_named_vector_without_touching_its_input(clock):
     enriched = EnrichedTransaction(transaction=transaction(), customer=customer(), merchant=merchant())
     before = enriched.SerializeToString()
-    out = stage.FeatureComputer(clock)(enriched)
+    out = stage.FeatureComputer(clock, feature_sets.STATELESS)(enriched)
     assert enriched.SerializeToString() == before
-    assert out.features.feature_set_version == features.FEATURE_SET_VERSION
+    assert out.features.feature_set_version == feature_sets.STATELESS
     assert tuple(out.features.names) == features.FEATURE_NAMES
     assert len(out.features.values) == len(features.FEATURE_NAMES)
-    assert stage.FeatureComputer(clock)(enriched) == out  # idempotent
+    assert stage.FeatureComputer(clock, feature_sets.STATELESS)(enriched) == out  # idempotent
+
+
+def test_fs_v2_appends_the_records_velocity_features(clock):
+    enriched = EnrichedTransaction(transaction=transaction(), customer=customer(), merchant=merchant())
+    stateless = stage.FeatureComputer(clock, feature_sets.STATELESS)(enriched).features.values
+    enriched.velocity.names.extend(velocity.VELOCITY_NAMES)
+    enriched.velocity.values.extend(float(i) for i in range(len(velocity.VELOCITY_NAMES)))
+    out = stage.FeatureComputer(clock, feature_sets.WITH_VELOCITY)(enriched)
+    assert out.features.feature_set_version == feature_sets.WITH_VELOCITY
+    assert tuple(out.features.names) == features.FEATURE_NAMES + velocity.VELOCITY_NAMES
+    assert list(out.features.values) == list(stateless) + list(enriched.velocity.values)
 
 
 def test_non_finite_feature_is_a_feature_error(clock):
     broken = customer()
     broken.home_lat = float("nan")
     enriched = EnrichedTransaction(transaction=transaction(), customer=broken, merchant=merchant())
-    letter = stage.FeatureComputer(clock)(enriched)
+    letter = stage.FeatureComputer(clock, feature_sets.STATELESS)(enriched)
     assert isinstance(letter, DeadLetter)
     assert letter.error_code == ErrorCode.ERROR_CODE_FEATURE_ERROR
     assert [v.field_path for v in letter.violations] == ["features.home_distance_km"]
@@ -93,7 +105,7 @@ def test_default_profile_flags_come_from_the_enriched_record(clock):
         merchant=merchant(),
         missing_profiles=[ProfileKind.PROFILE_KIND_MERCHANT],
     )
-    f = named(stage.FeatureComputer(clock)(enriched).features.values)
+    f = named(stage.FeatureComputer(clock, feature_sets.STATELESS)(enriched).features.values)
     assert f["merchant_profile_missing"] == 1 and f["customer_profile_missing"] == 0
 
 

@@ -10,26 +10,25 @@ from apache_beam.testing.util import assert_that, equal_to
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
-from pipeline.shared import features
+from pipeline.shared import feature_sets
 from pipeline.stage_loader import load_stage
 from tests.conftest import MODEL
-from tests.helpers import customer, merchant, transaction
+from tests.helpers import customer, merchant, transaction, with_features
 
 predict = load_stage("50_predict")
-featurize = load_stage("40_features")
 THRESHOLDS = predict.Thresholds("t-test", review=0.5, decline=0.9)
 
 
 def featured(clock, n=20):
-    out = []
-    for i in range(n):
-        enriched = EnrichedTransaction(
+    records = [
+        EnrichedTransaction(
             transaction=transaction(f"t-{i}", minor=1000 + 5000 * i, mcc="6051" if i % 3 else "5411", line=i + 1),
             customer=customer(age=10 + 100 * i),
             merchant=merchant(risk=min(0.6, 0.03 * i)),
         )
-        out.append(featurize.FeatureComputer(clock)(enriched))
-    return out
+        for i in range(n)
+    ]
+    return with_features(clock, records)
 
 
 def direct_scores(records):
@@ -55,7 +54,7 @@ def test_thresholds(score, decision):
 
 def test_score_batch_bisects_down_to_the_failing_examples():
     session = predict.SingleThreadOnnxModelHandler(str(MODEL), providers=["CPUExecutionProvider"]).load_model()
-    good = [np.zeros(len(features.FEATURE_NAMES), dtype=np.float32) + i for i in range(7)]
+    good = [np.zeros(len(feature_sets.names(feature_sets.DEFAULT)), dtype=np.float32) + i for i in range(7)]
     poison = np.zeros(3, dtype=np.float32)
     batch = [*good[:3], poison, *good[3:]]
     results = predict.score_batch(session, batch)
@@ -75,7 +74,7 @@ def test_decider_builds_the_scored_record(clock):
         "m-1",
         "t-test",
     )
-    assert scored.feature_set_version == features.FEATURE_SET_VERSION
+    assert scored.feature_set_version == feature_sets.DEFAULT
     assert scored.scored_at == clock.timestamp() and scored.source.line == 1
     failure = predict.InferenceFailure("onnxruntime.Fail", "bad input", "Traceback ...")
     letter = predict.Decider("m-1", THRESHOLDS, clock).decide(record, failure)

@@ -1,5 +1,6 @@
 """config.yaml validation: every bad case stops the job with a message naming the key, exit 2."""
 
+import json
 import shutil
 
 import pytest
@@ -72,13 +73,29 @@ def test_not_yaml_and_missing_file(tmp_path):
 
 def test_model_trained_on_another_feature_set_is_refused(config_dir):
     model_dir = config_dir / "model"
-    shutil.copytree(ROOT / "models/fraud-gbm-v1", model_dir)
-    card = (model_dir / "model_card.json").read_text().replace('"fs-v1"', '"fs-v0"')
+    shutil.copytree(ROOT / "models/fraud-gbm-v2", model_dir)
+    card = (model_dir / "model_card.json").read_text().replace('"fs-v2"', '"fs-v0"')
     (model_dir / "model_card.json").write_text(card)
     path = write(config_dir, lambda d: d["predict"].update(model=str(model_dir / "model.onnx")))
     assert runner.main(["--config", path]) == 2
     with pytest.raises(config.ConfigError, match="feature set 'fs-v0'"):
         runner.resolve_model_version(config.load(path))
+    # A known set whose feature list is not the job's (here: fs-v1's names under fs-v2) is refused too.
+    stateless = json.loads((ROOT / "models/fraud-gbm-stateless-v2/model_card.json").read_text())
+    named = json.loads(card.replace('"fs-v0"', '"fs-v2"'))
+    named["features"] = stateless["features"]
+    (model_dir / "model_card.json").write_text(json.dumps(named))
+    with pytest.raises(config.ConfigError, match="feature set 'fs-v2' with features"):
+        runner.resolve_model_version(config.load(path))
+
+
+def test_a_stateless_model_runs_without_the_velocity_stage(config_dir, capsys):
+    model = ROOT / "models/fraud-gbm-stateless-v2/model.onnx"
+    path = write(config_dir, lambda d: d["predict"].update(model=str(model)))
+    assert runner.main(["--config", path]) == 0
+    summary = json.loads((config_dir / "out" / "summary.json").read_text())
+    assert summary["feature_set"] == "fs-v1" and summary["balanced"]
+    assert summary["model_version"].startswith("fraud-gbm-fs-v1-")
 
 
 def test_a_model_that_does_not_load_is_refused(config_dir):
@@ -101,7 +118,7 @@ def test_a_model_of_another_width_is_refused(config_dir):
     narrow = config_dir / "narrow.onnx"
     narrow.write_bytes(onnx_model.SerializeToString())
     path = write(config_dir, lambda d: d["predict"].update(model=str(narrow)))
-    with pytest.raises(config.ConfigError, match="one float tensor of 11 features"):
+    with pytest.raises(config.ConfigError, match="one float tensor of 25 features"):
         runner.check_model(config.load(path))
     assert runner.main(["--config", path]) == 2
 

@@ -16,15 +16,19 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from google.protobuf import json_format
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter
-from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, MerchantProfile
+from contracts.riskpipe.v1.enriched_transaction_pb2 import (
+    CustomerProfile,
+    EnrichedTransaction,
+    MerchantProfile,
+    ProfileKind,
+)
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
 from pipeline import runner
-from pipeline.shared import features
 from pipeline.shared.clock import RunClock
 from pipeline.stage_loader import load_stage
 from tests.conftest import AS_OF, MODEL
-from tests.helpers import job_config, read_jsonl
+from tests.helpers import job_config, read_jsonl, with_features
 
 
 def labels(dataset):
@@ -81,18 +85,29 @@ def test_every_valid_record_is_scored_once_as_onnxruntime_scores_it(first_run, d
     valid = [r["transaction_id"] for r in labels(dataset) if not r["expected_error_code"]]
     assert sorted(ids) == sorted(valid) and len(set(ids)) == len(ids)
 
-    # The same work without Beam: parse, join, featurize, one onnxruntime call.
+    # The same work without Beam: parse, join, per-card history in event-time order, featurize, one
+    # onnxruntime call.
     parse = load_stage("10_validate").TransactionParser(RunClock(AS_OF), 300)
     read_profiles = load_stage("30_enrich").read_profile_file
     customers = read_profiles(str(dataset / "customers.jsonl"), CustomerProfile, "card_id")
     merchants = read_profiles(str(dataset / "merchants.jsonl"), MerchantProfile, "merchant_id")
-    direct_ids, rows = [], []
+    records = []
     for line in open(dataset / "transactions.jsonl", "rb"):
         txn = parse(RawRecord(payload=line.rstrip(b"\n")))
         if isinstance(txn, Transaction):
             c, m = customers.get(txn.card_id), merchants.get(txn.merchant_id)
-            rows.append(features.compute(txn, c or CustomerProfile(), m or MerchantProfile(), c is None, m is None))
-            direct_ids.append(txn.transaction_id)
+            record = EnrichedTransaction(
+                transaction=txn, customer=c or CustomerProfile(), merchant=m or MerchantProfile()
+            )
+            record.missing_profiles.extend(
+                kind
+                for kind, found in ((ProfileKind.PROFILE_KIND_CUSTOMER, c), (ProfileKind.PROFILE_KIND_MERCHANT, m))
+                if found is None
+            )
+            records.append(record)
+    featured = with_features(RunClock(AS_OF), records)
+    direct_ids = [r.transaction.transaction_id for r in featured]
+    rows = [list(r.features.values) for r in featured]
     session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
     probabilities = session.run(["probabilities"], {"X": np.asarray(rows, dtype=np.float32)})[0][:, 1]
     direct = dict(zip(direct_ids, probabilities.tolist(), strict=True))

@@ -15,18 +15,20 @@ from onnx import TensorProto, helper
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from pipeline import runner
-from pipeline.shared import config, features, model_check
+from pipeline.shared import config, feature_sets, features, model_check
 from pipeline.stage_loader import load_stage
 from tests.conftest import MODEL, ROOT
-from tests.helpers import customer, job_config, merchant, read_jsonl, transaction
+from tests.helpers import customer, job_config, merchant, read_jsonl, transaction, with_features
 
 predict = load_stage("50_predict")
-featurize = load_stage("40_features")
 AGE = features.FEATURE_NAMES.index("account_age_days")
 POISON_AGE = 4242.0
 
 
-def fraud_model(path, fraud, width=11, dynamic_width=False):
+WIDTH = len(feature_sets.names(feature_sets.DEFAULT))
+
+
+def fraud_model(path, fraud, width=WIDTH, dynamic_width=False):
     """An ONNX model whose P(fraud) is `fraud`, a function (nodes) of the input's age column."""
     nodes = [
         helper.make_node("Constant", [], ["age_index"], value=helper.make_tensor("i", TensorProto.INT64, [], [AGE])),
@@ -76,8 +78,8 @@ def nan_for_age(age):
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.01, 1.5, float("-inf")])
 def test_a_score_that_is_not_a_probability_becomes_a_dead_letter(clock, bad):
-    enriched = featurize.FeatureComputer(clock)(
-        EnrichedTransaction(transaction=transaction(), customer=customer(), merchant=merchant())
+    (enriched,) = with_features(
+        clock, [EnrichedTransaction(transaction=transaction(), customer=customer(), merchant=merchant())]
     )
     decider = predict.Decider("m-1", predict.Thresholds("t", 0.5, 0.9), clock)
     letter = decider.decide(enriched, bad)
@@ -138,7 +140,7 @@ def test_a_model_that_fails_the_probe_stops_the_job_with_exit_2(tmp_path, capsys
 
 def test_the_probe_batch_is_real_feature_vectors_that_the_shipped_model_scores():
     probe = model_check.probe_vectors()
-    assert probe.shape == (10, len(features.FEATURE_NAMES)) and np.isfinite(probe).all()
+    assert probe.shape == (10, len(feature_sets.names(feature_sets.DEFAULT))) and np.isfinite(probe).all()
     assert len({tuple(row) for row in probe}) == len(probe)
     model_check.check_model(str(MODEL))  # does not raise
 
