@@ -67,7 +67,8 @@ def plain_loop(config: job_config.JobConfig, bootstrap: str, topic: str, n: int)
     def refuse(letter) -> None:
         send(dead_topic, letter.transaction_id, dead_letter_json(letter))
 
-    scorer = PlainScorer(config, resolve_model_version(config), write_scored, refuse)
+    # Records come in time order from the topic: each card's history is kept as they arrive.
+    scorer = PlainScorer(config, resolve_model_version(config), write_scored, refuse, in_order=False)
     clock = RunClock(config.as_of)
     consumer = Consumer(
         {

@@ -3,7 +3,9 @@
 It calls the same stage functions the Beam job runs (00_source's read_lines, 10_validate's
 TransactionParser, 20_dedupe's fingerprint and conflict (first copy in input order: the job picks
 the earliest event time, the same copy when a data set's copies come in time order), 30_enrich's
-read_profile_file and ProfileJoiner, 40_features' FeatureComputer,
+read_profile_file and ProfileJoiner, the velocity code of 35_velocity (per card, in event-time
+order: a batch run holds the enriched records and sorts them, as the job's grouping does; a
+streaming caller takes them in arrival order), 40_features' FeatureComputer,
 50_predict's score_batch on the same single-threaded ONNX session, Decider, the sinks' JSON
 encoders), in batches of predict.max_batch_size, and writes the same two JSONL files. It prints
 one JSON object: records, seconds, per-stage seconds, peak RSS.
@@ -22,9 +24,10 @@ import time
 from collections import defaultdict
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter
-from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, MerchantProfile
+from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, EnrichedTransaction, MerchantProfile
 from pipeline.runner import resolve_model_version
 from pipeline.shared import config as job_config
+from pipeline.shared import feature_sets, model_check, velocity
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import redact
 from pipeline.shared.json_codec import dead_letter_json, scored_json
@@ -42,7 +45,7 @@ class PlainScorer:
     """The stages as plain calls, one record at a time (predict in batches); `write_scored` and
     `refuse` take what leaves the job. Shared by this loop (files) and bench.kafka (topics)."""
 
-    def __init__(self, config: job_config.JobConfig, model_version: str, write_scored, refuse):
+    def __init__(self, config: job_config.JobConfig, model_version: str, write_scored, refuse, in_order: bool = True):
         self.spent: dict[str, float] = defaultdict(float)
         t = time.perf_counter()
         self._config = config
@@ -51,7 +54,12 @@ class PlainScorer:
         self._merchants = enrich.read_profile_file(config.merchants, MerchantProfile, "merchant_id")
         self._parse = validate.TransactionParser(clock, config.max_future_skew_seconds)
         self._join = enrich.ProfileJoiner(config.missing_profile_policy, clock)
-        self._compute = featurize.FeatureComputer(clock)
+        feature_set = model_check.feature_set(model_check.read_model_card(config.model))
+        self._compute = featurize.FeatureComputer(clock, feature_set)
+        self._velocity = feature_sets.uses_velocity(feature_set)
+        self._in_order = in_order  # batch: hold the records and take each card's in event-time order
+        self._held: list[EnrichedTransaction] = []
+        self._histories: dict[str, velocity.CardHistory] = defaultdict(velocity.CardHistory)
         self._session = predict.SingleThreadOnnxModelHandler(
             config.model, providers=["CPUExecutionProvider"]
         ).load_model()
@@ -115,19 +123,45 @@ class PlainScorer:
                 self.refuse(dedupe.conflict(out, self._config.dedupe_horizon_seconds, self._clock))
             return
         out = self._join(out, self._customers, self._merchants)
-        t4 = tick()
-        spent["30_enrich"] += t4 - t3
+        spent["30_enrich"] += tick() - t3
         if isinstance(out, DeadLetter):
             self.refuse(out)
             return
-        out = self._compute(out)
-        spent["40_features"] += tick() - t4
-        if isinstance(out, DeadLetter):
-            self.refuse(out)
+        if self._velocity and self._in_order:
+            self._held.append(out)
             return
-        self._batch.append(out)
+        self._featurize(out)
+
+    def _featurize(self, out: EnrichedTransaction) -> None:
+        tick = time.perf_counter
+        t = tick()
+        if self._velocity:
+            event = velocity.event_of(out)
+            history = self._histories[out.transaction.card_id]
+            out.velocity.names[:] = velocity.VELOCITY_NAMES
+            out.velocity.values[:] = history.score(event)
+            history.remember(event)
+            now = tick()
+            self.spent["35_velocity"] += now - t
+            t = now
+        result = self._compute(out)
+        self.spent["40_features"] += tick() - t
+        if isinstance(result, DeadLetter):
+            self.refuse(result)
+            return
+        self._batch.append(result)
         if len(self._batch) >= self._config.max_batch_size:
             self.flush()
+
+    def finish(self) -> None:
+        """The held records, each card's in event-time order, then the last batch."""
+        t = time.perf_counter()
+        self._held.sort(key=lambda e: (e.transaction.card_id, velocity.event_of(e)))
+        self.spent["35_velocity"] += time.perf_counter() - t
+        for out in self._held:
+            self._featurize(out)
+        self._held.clear()
+        self.flush()
 
 
 def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> dict:
@@ -163,7 +197,7 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
                 else:
                     scorer.take(record)
                 t = tick()
-        scorer.flush()
+        scorer.finish()
     elapsed = time.perf_counter() - started
     return {
         "records": scorer.read,

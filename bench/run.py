@@ -35,8 +35,10 @@ from tools.generate import GENERATOR_VERSION
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def dataset(work: pathlib.Path, records: int, seed: int, invalid: float) -> tuple[pathlib.Path, float | None]:
-    folder = work / f"data-v{GENERATOR_VERSION}-{records}-{seed}-{invalid}"
+def dataset(
+    work: pathlib.Path, records: int, seed: int, invalid: float, cards: int | None = None
+) -> tuple[pathlib.Path, float | None]:
+    folder = work / (f"data-v{GENERATOR_VERSION}-{records}-{seed}-{invalid}" + (f"-{cards}cards" if cards else ""))
     if (folder / "labels.jsonl").exists():
         return folder, None
     started = time.perf_counter()
@@ -53,6 +55,7 @@ def dataset(work: pathlib.Path, records: int, seed: int, invalid: float) -> tupl
             str(invalid),
             "--out",
             str(folder),
+            *(["--cards", str(cards)] if cards else []),
         ],
         check=True,
         cwd=ROOT,
@@ -61,14 +64,14 @@ def dataset(work: pathlib.Path, records: int, seed: int, invalid: float) -> tupl
     return folder, time.perf_counter() - started
 
 
-def write_config(work: pathlib.Path, data: pathlib.Path) -> pathlib.Path:
+def write_config(work: pathlib.Path, data: pathlib.Path, model: str | None = None, name: str = "bench") -> pathlib.Path:
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["input"]["transactions"] = str(data / "transactions.jsonl")
     config["reference"]["customers"] = str(data / "customers.jsonl")
     config["reference"]["merchants"] = str(data / "merchants.jsonl")
-    config["predict"]["model"] = str(ROOT / config["predict"]["model"])
+    config["predict"]["model"] = str(ROOT / (model or config["predict"]["model"]))
     config["run"]["as_of"] = "2026-11-15T00:00:00Z"
-    path = work / "bench-config.yaml"
+    path = work / f"{name}-config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -1,0 +1,109 @@
+"""What the velocity features cost: the job with and without them, and its memory as records grow
+over a fixed set of cards.
+
+    python -m bench.velocity [--records 1000000] [--scale 3] [--cards 50000] [--seed 19]
+
+Generates (cached under .bench/) N and SCALE x N records over the same number of cards. On N, each
+in its own process, one after the other: the plain-Python loop and the job with the default model
+(fs-v2: 35_velocity in the graph) and with its stateless twin (models/fraud-gbm-stateless-v2,
+fs-v1: no 35_velocity); the plain loop's and the job's outputs must be identical for each model.
+On SCALE x N: the job with velocity again, for its peak memory. Prints a table and one JSON line.
+Timings vary with the machine's load: compare figures from one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import sys
+
+from bench.run import ROOT, dataset, run_child, sorted_lines, write_config
+
+STATELESS_MODEL = "models/fraud-gbm-stateless-v2/model.onnx"
+
+
+def side(work: pathlib.Path, data: pathlib.Path, name: str, model: str | None, plain: bool = True) -> dict:
+    config = write_config(work, data, model, name)
+    out: dict = {}
+    for kind, module in (("plain", "bench.plain"), ("job", "bench.job"))[0 if plain else 1 :]:
+        folder = work / f"{name}-{kind}"
+        shutil.rmtree(folder, ignore_errors=True)
+        out[kind] = run_child(module, ["--config", str(config), "--output_dir", str(folder)])
+    if plain:
+        out["identical"] = all(
+            sorted_lines(work / f"{name}-plain" / d) == sorted_lines(work / f"{name}-job" / d)
+            for d in ("scored", "dead_letters")
+        )
+    for kind in ("plain", "job"):
+        shutil.rmtree(work / f"{name}-{kind}", ignore_errors=True)
+    return out
+
+
+def rps(figures: dict) -> float:
+    return figures["records"] / figures["seconds"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--scale", type=int, default=3)
+    parser.add_argument("--cards", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=19)
+    parser.add_argument("--work-dir", type=pathlib.Path, default=ROOT / ".bench")
+    args = parser.parse_args(argv)
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+
+    small, _ = dataset(work, args.records, args.seed, 0.02, args.cards)
+    large, _ = dataset(work, args.records * args.scale, args.seed, 0.02, args.cards)
+    with_v = side(work, small, "velocity", None)
+    without = side(work, small, "stateless", STATELESS_MODEL)
+    scaled = side(work, large, "velocity-scaled", None, plain=False)
+
+    cost = 1 - rps(with_v["job"]) / rps(without["job"])
+    growth = scaled["job"]["peak_rss_mb"] / with_v["job"]["peak_rss_mb"] - 1
+    print(f"{args.records:,} records over {args.cards:,} cards (2% invalid); FnApiRunner, one process\n")
+    print(f"| {'run':<34} | {'seconds':>8} | {'records/s':>10} | {'peak RSS MB':>11} |")
+    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 12}|{'-' * 13}|")
+    rows = (
+        ("plain loop, stateless (fs-v1)", without["plain"]),
+        ("plain loop, with velocity (fs-v2)", with_v["plain"]),
+        ("Beam job, stateless (fs-v1)", without["job"]),
+        ("Beam job, with velocity (fs-v2)", with_v["job"]),
+        (f"Beam job, with velocity, {args.scale}x records", scaled["job"]),
+    )
+    for name, figures in rows:
+        seconds, rss = figures["seconds"], figures["peak_rss_mb"]
+        print(f"| {name:<34} | {seconds:>8.1f} | {rps(figures):>10,.0f} | {rss:>11,.0f} |")
+    print(f"\nvelocity cost in the job's records/s: {cost:.1%} (target: at most 30%)")
+    print(f"peak RSS growth from {args.records:,} to {args.records * args.scale:,} records: {growth:.1%} (target: 20%)")
+    print(f"outputs identical to the plain loop: with velocity {with_v['identical']}, stateless {without['identical']}")
+    print(
+        json.dumps(
+            {
+                "records": args.records,
+                "cards": args.cards,
+                "job_velocity_records_per_s": round(rps(with_v["job"])),
+                "job_stateless_records_per_s": round(rps(without["job"])),
+                "plain_velocity_records_per_s": round(rps(with_v["plain"])),
+                "plain_stateless_records_per_s": round(rps(without["plain"])),
+                "ratio_job_plain_velocity": round(rps(with_v["job"]) / rps(with_v["plain"]), 3),
+                "velocity_cost": round(cost, 3),
+                "peak_rss_mb": round(with_v["job"]["peak_rss_mb"]),
+                "peak_rss_mb_scaled": round(scaled["job"]["peak_rss_mb"]),
+                "scaled_records": args.records * args.scale,
+                "peak_rss_growth": round(growth, 3),
+                "outputs_identical": with_v["identical"] and without["identical"],
+                "balanced": all(run["job"]["balanced"] for run in (with_v, without, scaled)),
+                "job_stage_msecs": with_v["job"]["stage_msecs"],
+                "plain_stage_seconds": with_v["plain"]["stage_seconds"],
+            }
+        )
+    )
+    return 0 if with_v["identical"] and without["identical"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
