@@ -210,3 +210,28 @@ def test_a_late_record_is_scored_from_the_history_before_it_and_later_ones_are_n
     )
     result = p.run()
     result.wait_until_finish()
+
+
+def test_an_on_time_record_behind_the_watermark_is_taken_in_order_when_the_wait_covers_it(clock, prism_binary):
+    """c comes 50 minutes behind the watermark (on time under an allowed lateness of an hour) and
+    after d and e; with an order wait of an hour, d and e are still waiting, so every record gets
+    the batch features and none is out of order."""
+    card = [r for r in HISTORY if r.transaction.card_id == "k" and r.transaction.transaction_id in "abde"]
+    late_c = [r for r in HISTORY if r.transaction.transaction_id == "c"]
+    stream = (
+        TestStream(coder=ProtoCoder(EnrichedTransaction))
+        .advance_watermark_to(Timestamp(T0 - 1))
+        .add_elements(timed(card))
+        .advance_watermark_to(Timestamp(T0 + 3300))
+        .add_elements(timed(late_c))
+        .advance_watermark_to_infinity()
+    )
+    p = prism_pipeline()
+    records = p | stream | beam.Map(lambda t: t).with_output_types(EnrichedTransaction)
+    out, _ = records | stage.Velocity(clock, order_wait_seconds=3600)
+    expected = [row for row in expected_view() if row[0] in "abcde"]
+    assert_that(out | "View" >> beam.Map(view), equal_to(expected))
+    result = p.run()
+    result.wait_until_finish()
+    query = result.metrics().query(MetricsFilter().with_name(metrics.VELOCITY_OUT_OF_ORDER))["counters"]
+    assert sum(c.committed for c in query) == 0

@@ -4,18 +4,23 @@ In:  EnrichedTransaction (profiles joined), with its event_time as its Beam time
      a late record under streaming.late_policy score carries its arrival time).
 Out: the same record with `velocity` set: VELOCITY_NAMES of pipeline/shared/velocity.py, computed
      from the same card's transactions that come before it in event time (then transaction_id),
-     never from itself or a later one; released with its event_time as its Beam timestamp.
+     never from itself or a later one; it keeps its Beam timestamp.
 Dead letters (stage 35_velocity):
   FEATURE_ERROR   a velocity feature came out non-finite; the violation names it
 Keyed by card_id. Unbounded input (streaming): the records of a card wait in Beam state until the
-watermark passes them (an event-time timer at the earliest waiting one), then go out in event-time
-order, whatever order they came in; the card's history (bounded: the last 24 hours and at least the
-last 10 transactions) lives in state and a timer forgets it when the card has been quiet for 7 days
-(counted: velocity_cards_forgotten). A late record (streaming.late_policy score) is scored from the
-history earlier than it that the card still holds, then remembered; the records released before
-it are not revised. Bounded input (batch): a card's records are grouped (GroupByKey) and taken in
-the same order through the same code; the watermark jumps to the end, so the results are those of
-streaming with no late record. Idempotent: the same records give the same features in any order.
+watermark passes their time plus the order wait (an event-time timer at the earliest waiting one),
+then go out in event-time order, whatever order they came in. With the wait at least the allowed
+lateness (the default), a record that is on time always comes before its card's later records are
+released, so streaming gives the batch results; a shorter wait scores sooner, and a record that
+comes within the lateness but after a later one of its card was released is scored from the
+history before it (counted: velocity_out_of_order). The card's history (bounded: the last 24 hours
+and at least the last 10 transactions) lives in state, and a timer forgets it when the card has
+been quiet for 7 days (counted: velocity_cards_forgotten). A late record (streaming.late_policy
+score) is scored from the history earlier than it that the card still holds, then remembered; the
+records released before it are not revised. Bounded input (batch): a card's records are grouped
+(GroupByKey) and taken in the same order through the same code; the watermark jumps to the end, so
+the results are those of streaming with no late record. Idempotent: the same records give the same
+features in any order.
 """
 
 from __future__ import annotations
@@ -96,10 +101,19 @@ class CardHistoryFn(_ReleaseFn):
 
 
 class VelocityFn(_ReleaseFn):
-    """Keyed by card_id, unbounded input. WAITING holds the records the watermark has not passed
-    yet (their Beam timestamp in microseconds, their bytes), NEXT the time the release timer is set
-    for, HISTORY the card's remembered events. A record is appended without reading WAITING; the
-    bag is read when the release timer fires."""
+    """Keyed by card_id, unbounded input. WAITING holds the records not released yet (their Beam
+    timestamp in microseconds, their bytes), NEXT the earliest of those timestamps (the release
+    timer is set for it plus the wait), HISTORY the card's remembered events. A record is appended
+    without reading WAITING; the bag is read when the release timer fires."""
+
+    def __init__(self, clock: RunClock, wait_seconds: int = 0):
+        super().__init__(clock)
+        self._wait = Duration(seconds=wait_seconds)
+        self._wait_micros = wait_seconds * 1_000_000
+
+    def setup(self) -> None:
+        super().setup()
+        self._out_of_order = metrics.counter(metrics.VELOCITY_OUT_OF_ORDER)
 
     WAITING = BagStateSpec("waiting", TupleCoder([VarIntCoder(), BytesCoder()]))
     NEXT = ReadModifyWriteStateSpec("next", VarIntCoder())
@@ -120,7 +134,7 @@ class VelocityFn(_ReleaseFn):
         current = next_release.read()
         if current is None or micros < current:
             next_release.write(micros)
-            release.set(at)
+            release.set(at + self._wait)
 
     @on_timer(RELEASE)
     def release(
@@ -134,7 +148,7 @@ class VelocityFn(_ReleaseFn):
     ):
         due, later = [], []
         for micros, data in waiting.read():
-            (due if micros <= fired.micros else later).append((micros, data))
+            (due if micros + self._wait_micros <= fired.micros else later).append((micros, data))
         waiting.clear()
         next_release.clear()
         if later:
@@ -142,11 +156,15 @@ class VelocityFn(_ReleaseFn):
                 waiting.add(item)
             earliest = min(micros for micros, _ in later)
             next_release.write(earliest)
-            release.set(Timestamp(micros=earliest))
+            release.set(Timestamp(micros=earliest) + self._wait)
         if not due:
             return
         history = velocity.CardHistory(stored.read() or ())
         records = [(Timestamp(micros=micros), EnrichedTransaction.FromString(data)) for micros, data in due]
+        latest = history.events[-1][:3] if history.events else None
+        for _, record in records:
+            if latest is not None and velocity.event_of(record)[:3] < latest and not record.transaction.late:
+                self._out_of_order.inc()
         yield from self._release(history, records)
         stored.write(history.events)
         latest = history.events[-1]
@@ -170,9 +188,10 @@ class VelocityFn(_ReleaseFn):
 class Velocity(beam.PTransform):
     """EnrichedTransactions -> (EnrichedTransactions with velocity features, DeadLetters)."""
 
-    def __init__(self, clock: RunClock):
+    def __init__(self, clock: RunClock, order_wait_seconds: int = 0):
         super().__init__()
         self._clock = clock
+        self._wait = order_wait_seconds
 
     def expand(self, enriched: beam.PCollection):
         keyed = enriched | "ByCard" >> beam.Map(lambda e: (e.transaction.card_id, e)).with_output_types(
@@ -181,4 +200,4 @@ class Velocity(beam.PTransform):
         if enriched.is_bounded:
             grouped = keyed | "GroupByCard" >> beam.GroupByKey()
             return apply_stage(grouped, "InOrder", CardHistoryFn(self._clock), EnrichedTransaction)
-        return apply_stage(keyed, "InEventTimeOrder", VelocityFn(self._clock), EnrichedTransaction)
+        return apply_stage(keyed, "InEventTimeOrder", VelocityFn(self._clock, self._wait), EnrichedTransaction)
