@@ -293,7 +293,7 @@ def featurize(
     )
     refused = [refused_10, refused_20, refused_30]
     if feature_sets.uses_velocity(feature_set):
-        enriched, refused_35 = enriched | "35_velocity" >> velocity.Velocity(clock)
+        enriched, refused_35 = enriched | "35_velocity" >> velocity.Velocity(clock, config.order_wait_seconds)
         refused.append(refused_35)
     featured, refused_40 = enriched | "40_features" >> featurize_stage.ComputeFeatures(clock, feature_set)
     return featured, [*refused, refused_40]

@@ -93,6 +93,9 @@ def test_teststream_through_event_time_dedupe_and_windowed_sinks(dataset, tmp_pa
         streaming__window_seconds=60,
         streaming__allowed_lateness_seconds=600,
         dedupe__horizon_seconds=120,
+        # Released as soon as the watermark passes them, so that the record that comes after its
+        # window closed lands in a later pane (the default wait would hold all three until then).
+        velocity__order_wait_seconds=0,
     )
 
     scored = [orjson.loads(line) for line in read_jsonl(out / "scored")]

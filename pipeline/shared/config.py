@@ -207,6 +207,15 @@ SETTINGS: tuple[Setting, ...] = (
         "still be on time; later ones follow streaming.late_policy.",
     ),
     Setting(
+        "velocity.order_wait_seconds",
+        "velocity_order_wait_seconds",
+        "int",
+        None,
+        "Streaming: how long past a transaction's event_time (by the watermark) 35_velocity waits before "
+        "scoring it, so that its card's earlier transactions that come out of order are counted; default: "
+        "streaming.allowed_lateness_seconds, which gives the batch results for every on-time transaction.",
+    ),
+    Setting(
         "streaming.late_policy",
         "late_policy",
         "choice",
@@ -331,6 +340,7 @@ class JobConfig:
     settle_seconds: float
     window_seconds: int
     allowed_lateness_seconds: int
+    velocity_order_wait_seconds: int | None
     late_policy: str
     stop_after_idle_seconds: float
     summary_interval_seconds: float
@@ -372,6 +382,13 @@ class JobConfig:
     @property
     def streaming(self) -> bool:
         return self.source in STREAMING_SOURCES
+
+    @property
+    def order_wait_seconds(self) -> int:
+        """How long 35_velocity holds a record past its event time in streaming."""
+        if self.velocity_order_wait_seconds is None:
+            return self.allowed_lateness_seconds
+        return self.velocity_order_wait_seconds
 
     @property
     def kafka_topics(self) -> list[str]:
@@ -534,6 +551,9 @@ def _check(config: JobConfig, check_files: bool) -> None:
     ):
         if value < 0:
             raise ConfigError(f"{key}: must not be negative, got {value}")
+    wait = config.velocity_order_wait_seconds
+    if wait is not None and wait < 0:
+        raise ConfigError(f"velocity.order_wait_seconds: must not be negative, got {wait}")
     if not config.streaming and config.transactions is None:
         raise ConfigError("input.transactions (--input): a value is required when source.kind is files")
     if config.source == "watch" and config.watch_dir is None:

@@ -18,6 +18,7 @@ DEAD_LETTER_CODE_PREFIX = "dead_letters."
 DEFAULT_PROFILE_USED_PREFIX = "default_profile_used."
 REFERENCE_ROWS_REJECTED = "reference_rows_rejected"
 VELOCITY_CARDS_FORGOTTEN = "velocity_cards_forgotten"
+VELOCITY_OUT_OF_ORDER = "velocity_out_of_order"
 
 
 def counter(name: str):
