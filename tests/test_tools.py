@@ -126,7 +126,7 @@ def foreign_history(folder, records=4000, seed=3):
     one country, no generator.json. Fraud: night-time bursts of large amounts at one merchant."""
     rng = random.Random(seed)
     folder.mkdir()
-    cards = [f"CARD/{i}" for i in range(120)]
+    cards = [f"CARD:{i}" for i in range(120)]
     shops = [f"SHOP-{i:03d}" for i in range(40)]
     with open(folder / "customers.jsonl", "w") as f:
         for card in cards:

@@ -34,6 +34,7 @@ import apache_beam as beam
 import numpy as np
 import onnxruntime as ort
 import orjson
+from apache_beam.coders import BytesCoder
 from apache_beam.options.pipeline_options import PipelineOptions
 from skl2onnx import to_onnx
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -83,7 +84,7 @@ def feature_table(data: pathlib.Path, feature_set: str = feature_sets.DEFAULT) -
             _ = (
                 featured
                 | "Rows" >> beam.Map(_row)
-                | "Write" >> beam.io.WriteToText(f"{work}/features", file_name_suffix=".jsonl", coder=beam.coders.BytesCoder())
+                | "Write" >> beam.io.WriteToText(f"{work}/features", file_name_suffix=".jsonl", coder=BytesCoder())
             )
         rows = [orjson.loads(line) for path in sorted(pathlib.Path(work).glob("features*")) for line in path.open("rb")]
     rows.sort(key=lambda row: (row[1], row[0]))
@@ -143,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     # Always the full set: the stateless one is its first columns (compared on the same split).
     table = feature_table(args.data, feature_sets.WITH_VELOCITY)
     labels = read_labels(args.data)
-    known = np.asarray([txn_id in labels for txn_id in table.ids])
+    if not table.ids:
+        parser.error(f"{args.data}: no transaction passed the job's validation (run the job on it to see why)")
+    known = np.asarray([txn_id in labels for txn_id in table.ids], dtype=bool)
     x, seconds = table.values[known], table.seconds[known]
     y = np.asarray([labels[txn_id] for txn_id, k in zip(table.ids, known, strict=True) if k], dtype=np.int64)
     if len(y) == 0 or y.min() == y.max():
