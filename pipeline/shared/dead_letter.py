@@ -8,6 +8,7 @@ Python type or traceback object ever reaches a sink, and the job goes on.
 from __future__ import annotations
 
 import contextlib
+import math
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -87,6 +88,33 @@ def make_dead_letter(
         letter.exception_type = f"{type(exception).__module__}.{type(exception).__qualname__}"
         letter.stacktrace = "".join(traceback.format_exception(exception))
     return letter
+
+
+def feature_error(
+    stage: str, group: str, names: Sequence[str], values: Sequence[float], txn: Transaction, failed_at: Timestamp
+) -> DeadLetter | None:
+    """A FEATURE_ERROR naming every non-finite value (NaN, infinite) of named features, one
+    violation each at `group.name`; None when all are finite."""
+    bad = [(name, value) for name, value in zip(names, values, strict=True) if not math.isfinite(value)]
+    if not bad:
+        return None
+    return make_dead_letter(
+        stage,
+        ErrorCode.ERROR_CODE_FEATURE_ERROR,
+        f"non-finite {group}: " + ", ".join(name for name, _ in bad),
+        txn.origin,
+        failed_at,
+        [
+            FieldViolation(
+                field_path=f"{group}.{name}",
+                rule_id="riskpipe.feature_finite",
+                message="must be a finite number",
+                value=repr(value),
+            )
+            for name, value in bad
+        ],
+        txn.transaction_id,
+    )
 
 
 def redact(letter: DeadLetter, payload_policy: str) -> DeadLetter:

@@ -21,6 +21,7 @@ tuples, `Event`, kept sorted, so that it is cheap to hold in Beam state.
 from __future__ import annotations
 
 import bisect
+import math
 import statistics
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -63,12 +64,13 @@ class Event(NamedTuple):
     country: str
     lat: float
     lon: float
-    located: bool  # the merchant's profile was found, so lat/lon are real
+    located: bool  # the merchant's profile was found with a finite lat/lon
 
 
 def event_of(enriched: EnrichedTransaction) -> Event:
     txn = enriched.transaction
-    located = _MERCHANT not in enriched.missing_profiles
+    merchant = enriched.merchant
+    located = _MERCHANT not in enriched.missing_profiles and math.isfinite(merchant.lat) and math.isfinite(merchant.lon)
     return Event(
         txn.event_time.seconds,
         txn.event_time.nanos,
@@ -76,8 +78,8 @@ def event_of(enriched: EnrichedTransaction) -> Event:
         amount_eur(txn.amount.minor_units, txn.amount.currency),
         txn.merchant_id,
         txn.country,
-        enriched.merchant.lat if located else 0.0,
-        enriched.merchant.lon if located else 0.0,
+        merchant.lat if located else 0.0,
+        merchant.lon if located else 0.0,
         located,
     )
 
