@@ -235,3 +235,18 @@ def test_an_on_time_record_behind_the_watermark_is_taken_in_order_when_the_wait_
     result.wait_until_finish()
     query = result.metrics().query(MetricsFilter().with_name(metrics.VELOCITY_OUT_OF_ORDER))["counters"]
     assert sum(c.committed for c in query) == 0
+
+
+def test_a_merchant_without_a_finite_location_gives_missing_distances_not_nan(clock):
+    """A profile with a NaN coordinate (40_features refuses the record for its own distance) is no
+    location for the velocity features: the distance to and from it is MISSING, never NaN."""
+    broken = enriched("y", 60, 10, "m2", card="z")
+    broken.merchant.lat = float("nan")
+    history = velocity.CardHistory()
+    rows = {}
+    for record in (enriched("x", 0, 10, "m1", card="z"), broken, enriched("w", 120, 10, "m1", card="z")):
+        event = velocity.event_of(record)
+        rows[record.transaction.transaction_id] = history.score(event)
+        history.remember(event)
+    assert rows["y"][-2:] == [MISSING, MISSING] and rows["w"][-2:] == [MISSING, MISSING]
+    assert rows["w"][:3] == [2.0, 2.0, 2.0]  # y still counts

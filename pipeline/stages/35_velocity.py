@@ -25,7 +25,6 @@ features in any order.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import apache_beam as beam
@@ -35,11 +34,10 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, FeatureVector
 from pipeline.shared import metrics, velocity
 from pipeline.shared.clock import RunClock, beam_time
-from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, make_dead_letter
+from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, feature_error
 
 STAGE = "35_velocity"
 VERSION = "velocity-v1"
@@ -63,32 +61,14 @@ class _ReleaseFn(beam.DoFn):
             history.remember(event)
 
     def _with_features(self, enriched: EnrichedTransaction, values: list[float], at: Timestamp):
-        bad = [(n, v) for n, v in zip(velocity.VELOCITY_NAMES, values, strict=True) if not math.isfinite(v)]
-        if bad:
-            return beam.pvalue.TaggedOutput(DEAD_LETTER, self._refuse(enriched, bad))
+        txn = enriched.transaction
+        refused = feature_error(STAGE, "velocity", velocity.VELOCITY_NAMES, values, txn, self._clock.timestamp())
+        if refused is not None:
+            return beam.pvalue.TaggedOutput(DEAD_LETTER, refused)
         out = EnrichedTransaction()
         out.CopyFrom(enriched)
         out.velocity.CopyFrom(FeatureVector(feature_set_version=VERSION, names=velocity.VELOCITY_NAMES, values=values))
         return TimestampedValue(out, at)
-
-    def _refuse(self, enriched: EnrichedTransaction, bad: list[tuple[str, float]]) -> DeadLetter:
-        return make_dead_letter(
-            STAGE,
-            ErrorCode.ERROR_CODE_FEATURE_ERROR,
-            "non-finite velocity features: " + ", ".join(name for name, _ in bad),
-            enriched.transaction.origin,
-            self._clock.timestamp(),
-            [
-                FieldViolation(
-                    field_path=f"velocity.{name}",
-                    rule_id="riskpipe.feature_finite",
-                    message="must be a finite number",
-                    value=repr(value),
-                )
-                for name, value in bad
-            ],
-            enriched.transaction.transaction_id,
-        )
 
 
 class CardHistoryFn(_ReleaseFn):
@@ -161,9 +141,9 @@ class VelocityFn(_ReleaseFn):
             return
         history = velocity.CardHistory(stored.read() or ())
         records = [(Timestamp(micros=micros), EnrichedTransaction.FromString(data)) for micros, data in due]
-        latest = history.events[-1][:3] if history.events else None
+        newest = history.events[-1][:3] if history.events else None
         for _, record in records:
-            if latest is not None and velocity.event_of(record)[:3] < latest and not record.transaction.late:
+            if newest is not None and velocity.event_of(record)[:3] < newest and not record.transaction.late:
                 self._out_of_order.inc()
         yield from self._release(history, records)
         stored.write(history.events)
