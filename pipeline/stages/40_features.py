@@ -12,15 +12,14 @@ Dead letters (stage 40_features):
 from __future__ import annotations
 
 import functools
-import math
 
 import apache_beam as beam
 
-from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, FeatureVector, ProfileKind
 from pipeline.shared import feature_sets, features
 from pipeline.shared.clock import RunClock
-from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
+from pipeline.shared.dead_letter import StageFn, apply_stage, feature_error
 
 STAGE = "40_features"
 _CUSTOMER = ProfileKind.PROFILE_KIND_CUSTOMER
@@ -45,26 +44,10 @@ class FeatureComputer:
         )
         if self._velocity:
             values.extend(enriched.velocity.values)
-        bad = [(name, value) for name, value in zip(self._names, values, strict=True) if not math.isfinite(value)]
-        if bad:
-            violations = [
-                FieldViolation(
-                    field_path=f"features.{name}",
-                    rule_id="riskpipe.feature_finite",
-                    message="must be a finite number",
-                    value=repr(value),
-                )
-                for name, value in bad
-            ]
-            return make_dead_letter(
-                STAGE,
-                ErrorCode.ERROR_CODE_FEATURE_ERROR,
-                "non-finite features: " + ", ".join(name for name, _ in bad),
-                enriched.transaction.origin,
-                self._clock.timestamp(),
-                violations,
-                enriched.transaction.transaction_id,
-            )
+        txn = enriched.transaction
+        refused = feature_error(STAGE, "features", self._names, values, txn, self._clock.timestamp())
+        if refused is not None:
+            return refused
         # Elements are immutable in Beam: the output is a new message.
         out = EnrichedTransaction()
         out.CopyFrom(enriched)
