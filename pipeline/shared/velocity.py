@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import statistics
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -45,8 +44,8 @@ VELOCITY_NAMES = (
     "v_prev_distance_km",
     "v_prev_speed_kmh",
 )
-HORIZONS = (600, 3600, 86400)
-KEEP_SECONDS = 86400  # the longest horizon
+TEN_MINUTES, HOUR, DAY = 600, 3600, 86400
+KEEP_SECONDS = DAY  # the longest horizon
 KEEP_LAST = 10  # the median of the last 10 amounts
 FORGET_AFTER_SECONDS = 7 * 86400
 MIN_SPEED_SECONDS = 60.0
@@ -88,27 +87,43 @@ def seconds_between(later: Event, earlier: Event) -> float:
     return (later.seconds - earlier.seconds) + (later.nanos - earlier.nanos) / 1e9
 
 
+def _median(values: list[float]) -> float:
+    """The median (0.0 for none), as statistics.median gives it."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def features(earlier: Sequence[Event], event: Event) -> list[float]:
     """The velocity features of `event` from `earlier`: the card's remembered transactions that
     come before it, sorted. In VELOCITY_NAMES order."""
     if earlier and seconds_between(event, earlier[-1]) >= FORGET_AFTER_SECONDS:
         earlier = ()
-    counts = [0.0, 0.0, 0.0]
-    sums = [0.0, 0.0, 0.0]
-    merchants: tuple[set[str], set[str]] = (set(), set())
-    countries: tuple[set[str], set[str]] = (set(), set())
+    count_10m = count_1h = count_24h = 0
+    sum_10m = sum_1h = sum_24h = 0.0
+    merchants_1h: set[str] = set()
+    merchants_24h: set[str] = set()
+    countries_1h: set[str] = set()
+    countries_24h: set[str] = set()
     for past in reversed(earlier):
         gap = seconds_between(event, past)
         if gap >= KEEP_SECONDS:
             break
         eur = past.eur if past.eur > 0 else 0.0
-        for i, horizon in enumerate(HORIZONS):
-            if gap < horizon:
-                counts[i] += 1
-                sums[i] += eur
-                if i:
-                    merchants[i - 1].add(past.merchant_id)
-                    countries[i - 1].add(past.country)
+        count_24h += 1
+        sum_24h += eur
+        merchants_24h.add(past.merchant_id)
+        countries_24h.add(past.country)
+        if gap < HOUR:
+            count_1h += 1
+            sum_1h += eur
+            merchants_1h.add(past.merchant_id)
+            countries_1h.add(past.country)
+            if gap < TEN_MINUTES:
+                count_10m += 1
+                sum_10m += eur
     since = distance = speed = to_median = MISSING
     if earlier:
         previous = earlier[-1]
@@ -116,17 +131,20 @@ def features(earlier: Sequence[Event], event: Event) -> list[float]:
         if event.located and previous.located:
             distance = haversine_km(previous.lat, previous.lon, event.lat, event.lon)
             speed = distance / max(since, MIN_SPEED_SECONDS) * 3600.0
-        known = [past.eur for past in earlier[-KEEP_LAST:] if past.eur >= 0]
-        median = statistics.median(known) if known else 0.0
+        median = _median([past.eur for past in earlier[-KEEP_LAST:] if past.eur >= 0])
         if event.eur >= 0 and median > 0:
             to_median = event.eur / median
     return [
-        *counts,
-        *sums,
-        float(len(merchants[0])),
-        float(len(merchants[1])),
-        float(len(countries[0])),
-        float(len(countries[1])),
+        float(count_10m),
+        float(count_1h),
+        float(count_24h),
+        sum_10m,
+        sum_1h,
+        sum_24h,
+        float(len(merchants_1h)),
+        float(len(merchants_24h)),
+        float(len(countries_1h)),
+        float(len(countries_24h)),
         since,
         to_median,
         distance,
