@@ -34,7 +34,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, FeatureVector
+from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from pipeline.shared import metrics, velocity
 from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, feature_error
@@ -67,7 +67,11 @@ class _ReleaseFn(beam.DoFn):
             return beam.pvalue.TaggedOutput(DEAD_LETTER, refused)
         out = EnrichedTransaction()
         out.CopyFrom(enriched)
-        out.velocity.CopyFrom(FeatureVector(feature_set_version=VERSION, names=velocity.VELOCITY_NAMES, values=values))
+        out.ClearField("velocity")  # idempotent: a record that already has them gets them anew
+        vector = out.velocity
+        vector.feature_set_version = VERSION
+        vector.names.extend(velocity.VELOCITY_NAMES)
+        vector.values.extend(values)
         return TimestampedValue(out, at)
 
 
