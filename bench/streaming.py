@@ -2,12 +2,13 @@
 job and the plain loop on the same data.
 
     python -m bench.streaming --records 200000 [--latency-seconds 60] [--window-seconds 10]
+                              [--order-wait SECONDS]
 
 In one run, on one generated data set (cached under .bench/):
 1. bench.plain and bench.job (the batch job, FnApiRunner, one process) on the data, as bench.run.
 2. Sustained: the data is dropped into a folder as files of --file-records lines (event times
    rebased to now, as tools.stream_files does), then the streaming job (Prism, default settings but
-   --window-seconds) is started on it and stops when idle. Sustained records/s = records scored /
+   --window-seconds and --order-wait, 35_velocity's hold) is started on it and stops when idle. Sustained records/s = records scored /
    the time between the first and the last scored_at.
 3. Latency: tools.stream_files offers the data at half the sustained rate, one file a second, for
    --latency-seconds, while a second streaming job runs. A record's latency is the time from its
@@ -36,9 +37,15 @@ from tools import stream_files
 
 
 def streaming_config(
-    work: pathlib.Path, batch_config: pathlib.Path, watch: pathlib.Path, window: int, idle: float = 5
+    work: pathlib.Path,
+    batch_config: pathlib.Path,
+    watch: pathlib.Path,
+    window: int,
+    idle: float = 5,
+    order_wait: int | None = None,
 ) -> pathlib.Path:
     config = yaml.safe_load(batch_config.read_text())
+    config.setdefault("velocity", {})["order_wait_seconds"] = order_wait
     config["source"]["kind"] = "watch"
     config["source"]["watch_dir"] = str(watch)
     config["streaming"]["window_seconds"] = window
@@ -81,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-seconds", type=int, default=10)
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--file-records", type=int, default=10_000)
+    parser.add_argument(
+        "--order-wait", type=int, default=None, help="velocity.order_wait_seconds (default: the job's)"
+    )
     args = parser.parse_args(argv)
     work = args.work_dir
     side = run_side_by_side(work, args.records, args.seed, args.invalid_fraction, args.job_args, "stream-batch")
@@ -96,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     per_file = args.file_records
     stream_files.stream(side.data, watch, rate=per_file, file_seconds=0.0, redeliver=0.0, per_file=per_file)
     out = work / "stream-sustained-out"
-    summary = run_job(streaming_config(work, batch_config, watch, args.window_seconds), out)
+    summary = run_job(streaming_config(work, batch_config, watch, args.window_seconds, order_wait=args.order_wait), out)
     times = [
         parse_rfc3339(orjson.loads(line)["scored_at"]).timestamp()
         for path, _ in scored_files(out)
@@ -111,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(watch, ignore_errors=True)
     watch.mkdir(parents=True)
     out = work / "stream-latency-out"
-    config = streaming_config(work, batch_config, watch, args.window_seconds, idle=20)
+    config = streaming_config(work, batch_config, watch, args.window_seconds, idle=20, order_wait=args.order_wait)
     fed: dict = {}
     limit = int(offered * args.latency_seconds)
 
