@@ -8,8 +8,8 @@ In one run, on one generated data set (cached under .bench/):
 1. bench.plain and bench.job (the batch job, FnApiRunner, one process) on the data, as bench.run.
 2. Sustained: the data is dropped into a folder as files of --file-records lines (event times
    rebased to now, as tools.stream_files does), then the streaming job (Prism, default settings but
-   --window-seconds and --order-wait, 35_velocity's hold) is started on it and stops when idle. Sustained records/s = records scored /
-   the time between the first and the last scored_at.
+   --window-seconds and --order-wait, 35_velocity's hold) is started on it and stops when idle.
+   Sustained records/s = records scored / the time between the first and the last scored_at.
 3. Latency: tools.stream_files offers the data at half the sustained rate, one file a second, for
    --latency-seconds, while a second streaming job runs. A record's latency is the time from its
    file's appearance (its rename into the folder) to the appearance of the output file that holds
@@ -88,9 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-seconds", type=int, default=10)
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--file-records", type=int, default=10_000)
-    parser.add_argument(
-        "--order-wait", type=int, default=None, help="velocity.order_wait_seconds (default: the job's)"
-    )
+    parser.add_argument("--order-wait", type=int, default=None, help="velocity.order_wait_seconds (default: the job's)")
     args = parser.parse_args(argv)
     work = args.work_dir
     side = run_side_by_side(work, args.records, args.seed, args.invalid_fraction, args.job_args, "stream-batch")
