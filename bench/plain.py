@@ -60,7 +60,7 @@ class PlainScorer:
         self._in_order = in_order  # batch: hold the records and take each card's in event-time order
         # (card_id, event seconds, nanos, transaction_id, serialized record): compact, sorted as tuples
         self._held: list[tuple[str, int, int, str, bytes]] = []
-        self._histories: dict[str, velocity.CardHistory] = defaultdict(velocity.CardHistory)
+        self.histories: dict[str, velocity.CardHistory] = defaultdict(velocity.CardHistory)
         self._session = predict.SingleThreadOnnxModelHandler(
             config.model, providers=["CPUExecutionProvider"]
         ).load_model()
@@ -140,7 +140,7 @@ class PlainScorer:
         t = tick()
         if self._velocity:
             event = velocity.event_of(out)
-            history = self._histories[out.transaction.card_id]
+            history = self.histories[out.transaction.card_id]
             out.velocity.names[:] = velocity.VELOCITY_NAMES
             out.velocity.values[:] = history.score(event)
             history.remember(event)
@@ -213,6 +213,9 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
         "seconds": elapsed,
         "stage_seconds": dict(scorer.spent),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # What 35_velocity's state would hold at the end: cards with a history, and their events.
+        "velocity_cards": len(scorer.histories),
+        "velocity_events_held": sum(len(h.events) for h in scorer.histories.values()),
     }
 
 

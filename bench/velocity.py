@@ -7,7 +7,9 @@ Generates (cached under .bench/) N and SCALE x N records over the same number of
 in its own process, one after the other: the plain-Python loop and the job with the default model
 (fs-v2: 35_velocity in the graph) and with its stateless twin (models/fraud-gbm-stateless-v2,
 fs-v1: no 35_velocity); the plain loop's and the job's outputs must be identical for each model.
-On SCALE x N: the job with velocity again, for its peak memory. Prints a table and one JSON line.
+On SCALE x N: the plain loop and the job with velocity again, for their peak memory and for what
+35_velocity's state holds at the end (cards with a history and their events, counted by the plain
+loop, which keeps the same histories). Prints a table and one JSON line.
 Timings vary with the machine's load: compare figures from one run, not across runs.
 """
 
@@ -24,18 +26,17 @@ from bench.run import ROOT, dataset, run_child, sorted_lines, write_config
 STATELESS_MODEL = "models/fraud-gbm-stateless-v2/model.onnx"
 
 
-def side(work: pathlib.Path, data: pathlib.Path, name: str, model: str | None, plain: bool = True) -> dict:
+def side(work: pathlib.Path, data: pathlib.Path, name: str, model: str | None) -> dict:
     config = write_config(work, data, model, name)
     out: dict = {}
-    for kind, module in (("plain", "bench.plain"), ("job", "bench.job"))[0 if plain else 1 :]:
+    for kind, module in (("plain", "bench.plain"), ("job", "bench.job")):
         folder = work / f"{name}-{kind}"
         shutil.rmtree(folder, ignore_errors=True)
         out[kind] = run_child(module, ["--config", str(config), "--output_dir", str(folder)])
-    if plain:
-        out["identical"] = all(
-            sorted_lines(work / f"{name}-plain" / d) == sorted_lines(work / f"{name}-job" / d)
-            for d in ("scored", "dead_letters")
-        )
+    out["identical"] = all(
+        sorted_lines(work / f"{name}-plain" / d) == sorted_lines(work / f"{name}-job" / d)
+        for d in ("scored", "dead_letters")
+    )
     for kind in ("plain", "job"):
         shutil.rmtree(work / f"{name}-{kind}", ignore_errors=True)
     return out
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     large, _ = dataset(work, args.records * args.scale, args.seed, 0.02, args.cards)
     with_v = side(work, small, "velocity", None)
     without = side(work, small, "stateless", STATELESS_MODEL)
-    scaled = side(work, large, "velocity-scaled", None, plain=False)
+    scaled = side(work, large, "velocity-scaled", None)
 
     cost = 1 - rps(with_v["job"]) / rps(without["job"])
     growth = scaled["job"]["peak_rss_mb"] / with_v["job"]["peak_rss_mb"] - 1
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         ("plain loop, with velocity (fs-v2)", with_v["plain"]),
         ("Beam job, stateless (fs-v1)", without["job"]),
         ("Beam job, with velocity (fs-v2)", with_v["job"]),
+        (f"plain loop, with velocity, {args.scale}x records", scaled["plain"]),
         (f"Beam job, with velocity, {args.scale}x records", scaled["job"]),
     )
     for name, figures in rows:
@@ -79,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name:<34} | {seconds:>8.1f} | {rps(figures):>10,.0f} | {rss:>11,.0f} |")
     print(f"\nvelocity cost in the job's records/s: {cost:.1%} (target: at most 30%)")
     print(f"peak RSS growth from {args.records:,} to {args.records * args.scale:,} records: {growth:.1%} (target: 20%)")
-    print(f"outputs identical to the plain loop: with velocity {with_v['identical']}, stateless {without['identical']}")
+    print(
+        f"outputs identical to the plain loop: with velocity {with_v['identical']}, stateless {without['identical']}, "
+        f"{args.scale}x {scaled['identical']}"
+    )
+    for label, run in ((f"{args.records:,}", with_v), (f"{args.records * args.scale:,}", scaled)):
+        held, cards = run["plain"]["velocity_events_held"], run["plain"]["velocity_cards"]
+        print(f"velocity state after {label} records: {held:,} events over {cards:,} cards")
     print(
         json.dumps(
             {
@@ -95,14 +103,17 @@ def main(argv: list[str] | None = None) -> int:
                 "peak_rss_mb_scaled": round(scaled["job"]["peak_rss_mb"]),
                 "scaled_records": args.records * args.scale,
                 "peak_rss_growth": round(growth, 3),
-                "outputs_identical": with_v["identical"] and without["identical"],
+                "outputs_identical": with_v["identical"] and without["identical"] and scaled["identical"],
+                "velocity_events_held": with_v["plain"]["velocity_events_held"],
+                "velocity_events_held_scaled": scaled["plain"]["velocity_events_held"],
+                "velocity_cards": with_v["plain"]["velocity_cards"],
                 "balanced": all(run["job"]["balanced"] for run in (with_v, without, scaled)),
                 "job_stage_msecs": with_v["job"]["stage_msecs"],
                 "plain_stage_seconds": with_v["plain"]["stage_seconds"],
             }
         )
     )
-    return 0 if with_v["identical"] and without["identical"] else 1
+    return 0 if with_v["identical"] and without["identical"] and scaled["identical"] else 1
 
 
 if __name__ == "__main__":
