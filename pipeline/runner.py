@@ -501,6 +501,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{name:<{width}}  {value:>10,}" for name, value in rows]
     verdict = "yes" if summary["balanced"] else "NO"
     lines.append(f"{'balanced':<{width}}  {verdict:>10}   (read = scored + dead letters + duplicates)")
+    if summary.get("model_version"):
+        lines.append(f"{'model':<{width}}  {summary['model_version']} (feature set {summary.get('feature_set', '?')})")
     if summary.get("source_errors", 0):
         lines.append(f"{'input complete':<{width}}  {'NO':>10}   (part of the input could not be read:)")
         lines += [f"  {d['uri']}: {d['message'].split(': ', 2)[-1]}" for d in summary.get("source_error_details", [])]
