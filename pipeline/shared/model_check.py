@@ -109,9 +109,7 @@ def probe_vectors(feature_set: str = feature_sets.DEFAULT) -> np.ndarray:
         if feature_sets.uses_velocity(feature_set):
             missing = [ProfileKind.PROFILE_KIND_MERCHANT] if no_merchant else []
             event = velocity.event_of(EnrichedTransaction(transaction=txn, merchant=merchant, missing_profiles=missing))
-            history = histories.setdefault(txn.card_id, velocity.CardHistory())
-            row += history.score(event)
-            history.remember(event)
+            row += histories.setdefault(txn.card_id, velocity.CardHistory()).take(event)
         rows.append(row)
     return np.asarray(rows, dtype=np.float32)
 

@@ -44,6 +44,7 @@ VELOCITY_NAMES = (
     "v_prev_distance_km",
     "v_prev_speed_kmh",
 )
+VERSION = "velocity-v1"  # the velocity part of a record, 35_velocity's FeatureVector
 TEN_MINUTES, HOUR, DAY = 600, 3600, 86400
 KEEP_SECONDS = DAY  # the longest horizon
 KEEP_LAST = 10  # the median of the last 10 amounts
@@ -64,6 +65,15 @@ class Event(NamedTuple):
     lat: float
     lon: float
     located: bool  # the merchant's profile was found with a finite lat/lon
+
+
+def attach(enriched: EnrichedTransaction, values: list[float]) -> None:
+    """Sets `enriched.velocity` to `values` (replacing any it had), named and versioned."""
+    enriched.ClearField("velocity")
+    vector = enriched.velocity
+    vector.feature_set_version = VERSION
+    vector.names.extend(VELOCITY_NAMES)
+    vector.values.extend(values)
 
 
 def event_of(enriched: EnrichedTransaction) -> Event:
@@ -165,6 +175,12 @@ class CardHistory:
         before = bisect.bisect_left(self.events, event[:3])
         return features(self.events[:before] if before < len(self.events) else self.events, event)
 
+    def take(self, event: Event) -> list[float]:
+        """Features of `event`, which is then remembered: the step every caller takes, in order."""
+        values = self.score(event)
+        self.remember(event)
+        return values
+
     def remember(self, event: Event) -> None:
         """Adds `event` in order, then forgets what no feature of a later transaction needs."""
         events = self.events
@@ -181,12 +197,3 @@ class CardHistory:
     def forgotten_by(self, now_seconds: int) -> bool:
         """The card has been quiet long enough to be forgotten at event time `now_seconds`."""
         return not self.events or now_seconds - self.events[-1].seconds >= FORGET_AFTER_SECONDS
-
-
-def score_in_order(history: CardHistory, events: Sequence[Event]) -> list[list[float]]:
-    """Features of `events`, taken in order and each remembered after it is scored."""
-    out = []
-    for event in sorted(events):
-        out.append(history.score(event))
-        history.remember(event)
-    return out
