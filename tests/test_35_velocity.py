@@ -98,8 +98,7 @@ def test_the_core_gives_the_hand_worked_features():
     for record in HISTORY:
         event = velocity.event_of(record)
         history = histories.setdefault(record.transaction.card_id, velocity.CardHistory())
-        assert history.score(event) == pytest.approx(EXPECTED[record.transaction.transaction_id])
-        history.remember(event)
+        assert history.take(event) == pytest.approx(EXPECTED[record.transaction.transaction_id])
     # Bounded: after f the card holds f and g only, everything before was forgotten.
     assert [e.transaction_id for e in histories["k"].events] == ["f", "g"]
 
@@ -246,7 +245,30 @@ def test_a_merchant_without_a_finite_location_gives_missing_distances_not_nan(cl
     rows = {}
     for record in (enriched("x", 0, 10, "m1", card="z"), broken, enriched("w", 120, 10, "m1", card="z")):
         event = velocity.event_of(record)
-        rows[record.transaction.transaction_id] = history.score(event)
-        history.remember(event)
+        rows[record.transaction.transaction_id] = history.take(event)
     assert rows["y"][-2:] == [MISSING, MISSING] and rows["w"][-2:] == [MISSING, MISSING]
     assert rows["w"][:3] == [2.0, 2.0, 2.0]  # y still counts
+
+
+def test_without_an_order_wait_an_on_time_record_behind_a_released_one_is_counted_out_of_order(clock, prism_binary):
+    """The same arrival as above with no wait: d and e are released before c comes, so c is scored
+    from a and b only (what came before it), d and e are not revised, and c is counted."""
+    card = [r for r in HISTORY if r.transaction.card_id == "k" and r.transaction.transaction_id in "abde"]
+    late_c = [r for r in HISTORY if r.transaction.transaction_id == "c"]
+    stream = (
+        TestStream(coder=ProtoCoder(EnrichedTransaction))
+        .advance_watermark_to(Timestamp(T0 - 1))
+        .add_elements(timed(card))
+        .advance_watermark_to(Timestamp(T0 + 7200 + 60))
+        .add_elements(timed(late_c))
+        .advance_watermark_to_infinity()
+    )
+    p = prism_pipeline()
+    records = p | stream | beam.Map(lambda t: t).with_output_types(EnrichedTransaction)
+    out, _ = records | stage.Velocity(clock, order_wait_seconds=0)
+    got_c = out | "C" >> beam.Filter(lambda e: e.transaction.transaction_id == "c") | "ViewC" >> beam.Map(view)
+    assert_that(got_c, equal_to([row for row in expected_view() if row[0] == "c"]))
+    result = p.run()
+    result.wait_until_finish()
+    query = result.metrics().query(MetricsFilter().with_name(metrics.VELOCITY_OUT_OF_ORDER))["counters"]
+    assert sum(c.committed for c in query) == 1

@@ -40,7 +40,6 @@ from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, feature_error
 
 STAGE = "35_velocity"
-VERSION = "velocity-v1"
 
 
 class _ReleaseFn(beam.DoFn):
@@ -50,15 +49,18 @@ class _ReleaseFn(beam.DoFn):
         self._clock = clock
 
     def setup(self) -> None:
-        self._forgotten = metrics.counter(metrics.VELOCITY_CARDS_FORGOTTEN)
+        self._out_of_order = metrics.counter(metrics.VELOCITY_OUT_OF_ORDER)
 
     def _release(self, history: velocity.CardHistory, records: Iterable[tuple[Timestamp, EnrichedTransaction]]):
         """Each record in event-time order, with its features, then remembered; it keeps its Beam
-        timestamp (its event_time, or its arrival time when it came late)."""
+        timestamp (its event_time, or its arrival time when it came late). A record earlier than
+        what the card already holds, without being late, is counted as out of order."""
         ordered = sorted(((velocity.event_of(e), at, e) for at, e in records), key=lambda item: item[0])
         for event, at, enriched in ordered:
-            yield self._with_features(enriched, history.score(event), at)
-            history.remember(event)
+            held = history.events
+            if held and event[:3] < held[-1][:3] and not enriched.transaction.late:
+                self._out_of_order.inc()
+            yield self._with_features(enriched, history.take(event), at)
 
     def _with_features(self, enriched: EnrichedTransaction, values: list[float], at: Timestamp):
         txn = enriched.transaction
@@ -67,11 +69,7 @@ class _ReleaseFn(beam.DoFn):
             return beam.pvalue.TaggedOutput(DEAD_LETTER, refused)
         out = EnrichedTransaction()
         out.CopyFrom(enriched)
-        out.ClearField("velocity")  # idempotent: a record that already has them gets them anew
-        vector = out.velocity
-        vector.feature_set_version = VERSION
-        vector.names.extend(velocity.VELOCITY_NAMES)
-        vector.values.extend(values)
+        velocity.attach(out, values)  # idempotent: a record that already has them gets them anew
         return TimestampedValue(out, at)
 
 
@@ -97,7 +95,7 @@ class VelocityFn(_ReleaseFn):
 
     def setup(self) -> None:
         super().setup()
-        self._out_of_order = metrics.counter(metrics.VELOCITY_OUT_OF_ORDER)
+        self._forgotten = metrics.counter(metrics.VELOCITY_CARDS_FORGOTTEN)
 
     WAITING = BagStateSpec("waiting", TupleCoder([VarIntCoder(), BytesCoder()]))
     NEXT = ReadModifyWriteStateSpec("next", VarIntCoder())
@@ -145,10 +143,6 @@ class VelocityFn(_ReleaseFn):
             return
         history = velocity.CardHistory(stored.read() or ())
         records = [(Timestamp(micros=micros), EnrichedTransaction.FromString(data)) for micros, data in due]
-        newest = history.events[-1][:3] if history.events else None
-        for _, record in records:
-            if newest is not None and velocity.event_of(record)[:3] < newest and not record.transaction.late:
-                self._out_of_order.inc()
         yield from self._release(history, records)
         stored.write(history.events)
         latest = history.events[-1]
