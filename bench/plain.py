@@ -139,11 +139,7 @@ class PlainScorer:
         tick = time.perf_counter
         t = tick()
         if self._velocity:
-            event = velocity.event_of(out)
-            history = self.histories[out.transaction.card_id]
-            out.velocity.names[:] = velocity.VELOCITY_NAMES
-            out.velocity.values[:] = history.score(event)
-            history.remember(event)
+            velocity.attach(out, self.histories[out.transaction.card_id].take(velocity.event_of(out)))
             now = tick()
             self.spent["35_velocity"] += now - t
             t = now

@@ -114,11 +114,8 @@ def with_features(clock, records):
     computer = load_stage("40_features").FeatureComputer(clock)
     histories: dict = {}
     out = {}
-    for record in sorted(records, key=velocity.event_of):
-        event = velocity.event_of(record)
+    for event, record in sorted(((velocity.event_of(r), r) for r in records), key=lambda pair: pair[0]):
         history = histories.setdefault(record.transaction.card_id, velocity.CardHistory())
-        record.velocity.names[:] = velocity.VELOCITY_NAMES
-        record.velocity.values[:] = history.score(event)
-        history.remember(event)
+        velocity.attach(record, history.take(event))
         out[record.transaction.transaction_id] = computer(record)
     return [out[r.transaction.transaction_id] for r in records]
