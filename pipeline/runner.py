@@ -660,6 +660,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     else:
         model_sha256 = card["sha256"].lower() if card is not None else file_digest(config.model)
     version = model_version(config, card, model_sha256)
+    feature_set = model_check.feature_set(card)
     read_from = {"watch": config.watch_dir, "files": os.path.dirname(config.transactions or "") or "."}
     protected = (
         *([read_from[config.source]] if config.source in read_from else []),
@@ -688,7 +689,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         summary["output_dir"] = config.output_dir
         summary["written_to"] = written_to(config)
         summary["model_version"] = version
-        summary["feature_set"] = model_check.feature_set(card)
+        summary["feature_set"] = feature_set
         summary["runner"] = runner_name
         summary["mode"] = "streaming" if config.streaming else "batch"
         summary["exit_code"] = exit_code(summary)
@@ -716,7 +717,7 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
                 model_sha256,
                 expansion=java,
                 runner=runner_name,
-                feature_set=model_check.feature_set(card),
+                feature_set=feature_set,
             )
             result = _run_to_end(pipeline, config, write_summary, worker_lost)
         summary = summarize(result)
