@@ -211,23 +211,30 @@ def test_a_late_record_is_scored_from_the_history_before_it_and_later_ones_are_n
     result.wait_until_finish()
 
 
-def test_an_on_time_record_behind_the_watermark_is_taken_in_order_when_the_wait_covers_it(clock, prism_binary):
-    """c comes 50 minutes behind the watermark (on time under an allowed lateness of an hour) and
-    after d and e; with an order wait of an hour, d and e are still waiting, so every record gets
-    the batch features and none is out of order."""
+def c_after_d_and_e(clock, watermark: int, order_wait_seconds: int):
+    """Card k's a, b, d and e on time, then the watermark moved to `watermark`, then c (not flagged
+    late), through 35_velocity on Prism with the given order wait; returns (pipeline, output)."""
     card = [r for r in HISTORY if r.transaction.card_id == "k" and r.transaction.transaction_id in "abde"]
     late_c = [r for r in HISTORY if r.transaction.transaction_id == "c"]
     stream = (
         TestStream(coder=ProtoCoder(EnrichedTransaction))
         .advance_watermark_to(Timestamp(T0 - 1))
         .add_elements(timed(card))
-        .advance_watermark_to(Timestamp(T0 + 3300))
+        .advance_watermark_to(Timestamp(watermark))
         .add_elements(timed(late_c))
         .advance_watermark_to_infinity()
     )
     p = prism_pipeline()
     records = p | stream | beam.Map(lambda t: t).with_output_types(EnrichedTransaction)
-    out, _ = records | stage.Velocity(clock, order_wait_seconds=3600)
+    out, _ = records | stage.Velocity(clock, order_wait_seconds=order_wait_seconds)
+    return p, out
+
+
+def test_an_on_time_record_behind_the_watermark_is_taken_in_order_when_the_wait_covers_it(clock, prism_binary):
+    """c comes 50 minutes behind the watermark (on time under an allowed lateness of an hour) and
+    after d and e; with an order wait of an hour, d and e are still waiting, so every record gets
+    the batch features and none is out of order."""
+    p, out = c_after_d_and_e(clock, watermark=T0 + 3300, order_wait_seconds=3600)
     expected = [row for row in expected_view() if row[0] in "abcde"]
     assert_that(out | "View" >> beam.Map(view), equal_to(expected))
     result = p.run()
@@ -253,19 +260,7 @@ def test_a_merchant_without_a_finite_location_gives_missing_distances_not_nan(cl
 def test_without_an_order_wait_an_on_time_record_behind_a_released_one_is_counted_out_of_order(clock, prism_binary):
     """The same arrival as above with no wait: d and e are released before c comes, so c is scored
     from a and b only (what came before it), d and e are not revised, and c is counted."""
-    card = [r for r in HISTORY if r.transaction.card_id == "k" and r.transaction.transaction_id in "abde"]
-    late_c = [r for r in HISTORY if r.transaction.transaction_id == "c"]
-    stream = (
-        TestStream(coder=ProtoCoder(EnrichedTransaction))
-        .advance_watermark_to(Timestamp(T0 - 1))
-        .add_elements(timed(card))
-        .advance_watermark_to(Timestamp(T0 + 7200 + 60))
-        .add_elements(timed(late_c))
-        .advance_watermark_to_infinity()
-    )
-    p = prism_pipeline()
-    records = p | stream | beam.Map(lambda t: t).with_output_types(EnrichedTransaction)
-    out, _ = records | stage.Velocity(clock, order_wait_seconds=0)
+    p, out = c_after_d_and_e(clock, watermark=T0 + 7200 + 60, order_wait_seconds=0)
     got_c = out | "C" >> beam.Filter(lambda e: e.transaction.transaction_id == "c") | "ViewC" >> beam.Map(view)
     assert_that(got_c, equal_to([row for row in expected_view() if row[0] == "c"]))
     result = p.run()
