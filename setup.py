@@ -33,6 +33,8 @@ setuptools.setup(
         "pyarrow>=16",
         "PyYAML>=6,<7",
         "confluent-kafka>=2.6,<3",
+        # The PostgreSQL profile store (enrich.backend postgres); the wheel bundles libpq.
+        "psycopg[binary]>=3.2,<4",
     ],
     extras_require={
         "train": ["scikit-learn>=1.6,<2", "skl2onnx>=1.18,<2"],

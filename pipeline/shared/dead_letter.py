@@ -90,6 +90,19 @@ def make_dead_letter(
     return letter
 
 
+def internal_error(stage: str, element: Any, exc: BaseException, failed_at: Timestamp) -> DeadLetter:
+    """The INTERNAL_ERROR letter for an exception a stage did not expect, with its stack trace."""
+    return make_dead_letter(
+        stage,
+        ErrorCode.ERROR_CODE_INTERNAL_ERROR,
+        f"{type(exc).__name__}: {exc}",
+        origin_of(element),
+        failed_at,
+        transaction_id=transaction_id_of(element),
+        exception=exc,
+    )
+
+
 def feature_error(
     stage: str, group: str, names: Sequence[str], values: Sequence[float], txn: Transaction, failed_at: Timestamp
 ) -> DeadLetter | None:
@@ -168,18 +181,7 @@ class StageFn(beam.DoFn):
             result = self._fn(element, *side_inputs)
         except Exception as exc:  # noqa: BLE001 - every unexpected failure becomes a dead letter
             self._internal_errors.inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER,
-                make_dead_letter(
-                    self._stage,
-                    ErrorCode.ERROR_CODE_INTERNAL_ERROR,
-                    f"{type(exc).__name__}: {exc}",
-                    origin_of(element),
-                    self._failed_at(),
-                    transaction_id=transaction_id_of(element),
-                    exception=exc,
-                ),
-            )
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, internal_error(self._stage, element, exc, self._failed_at()))
             return
         if result is None:
             return

@@ -19,6 +19,19 @@ DEFAULT_PROFILE_USED_PREFIX = "default_profile_used."
 REFERENCE_ROWS_REJECTED = "reference_rows_rejected"
 VELOCITY_CARDS_FORGOTTEN = "velocity_cards_forgotten"
 VELOCITY_OUT_OF_ORDER = "velocity_out_of_order"
+# The profile store (enrich.backend postgres).
+STORE_QUERIES = "profile_store.queries"
+STORE_KEYS_FETCHED = "profile_store.keys_fetched"
+STORE_CACHE_HITS = "profile_store.cache_hits"
+STORE_CACHE_MISSES = "profile_store.cache_misses"
+STORE_RETRIES = "profile_store.retries"
+STORE_FAILURES = "profile_store.failures"
+STORE_QUERY_MS = "profile_store.query_ms"
+
+
+def distribution(name: str):
+    """A Beam distribution (count, sum, min, max) in the job's namespace."""
+    return Metrics.distribution(NAMESPACE, name)
 
 
 def counter(name: str):
