@@ -5,8 +5,13 @@ In:  Transaction; side inputs: customer profiles by card_id, merchant profiles b
      MerchantProfile in proto3 JSON; unknown fields are ignored).
 Out: EnrichedTransaction with both profiles. Under missing_profile_policy=default a missing
      profile is replaced by an empty default one and named in `missing_profiles`.
+     With a profile store (enrich.backend postgres, pipeline/shared/profile_store.py) the
+     profiles are looked up instead: one query per profile kind for a batch of records (up to
+     enrich.postgres.batch_size, never held past the bundle), through the worker's LRU/TTL cache.
 Dead letters (stage 30_enrich):
-  PROFILE_NOT_FOUND   a profile is missing and missing_profile_policy=dead_letter
+  PROFILE_NOT_FOUND             a profile is missing and missing_profile_policy=dead_letter
+  PROFILE_STORE_UNAVAILABLE     the store did not answer a lookup the record needs, after the
+                                retries; the record is unchanged, to replay once the store is back
 A reference row that is not UTF-8, does not parse or breaks the profile's rules is not a
 transaction: it is left out of the lookup, counted (reference_rows_rejected) and logged, and the
 run goes on. A UTF-8 byte-order mark at the start of a file is not part of its first row.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import apache_beam as beam
 import protovalidate
@@ -31,9 +37,9 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import (
     ProfileKind,
 )
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
-from pipeline.shared import metrics
+from pipeline.shared import metrics, profile_store
 from pipeline.shared.clock import RunClock
-from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
+from pipeline.shared.dead_letter import DEAD_LETTER, StageFn, apply_stage, internal_error, make_dead_letter
 
 STAGE = "30_enrich"
 POLICIES = ("default", "dead_letter")
@@ -63,22 +69,13 @@ class ProfileParser:
         line = row.removeprefix("\ufeff")
         if not line.strip():
             return None
-        profile = self._type()
-        try:
-            json_format.Parse(line, profile, ignore_unknown_fields=True)
-        except json_format.ParseError as exc:
-            _LOG.warning("%s: rejected reference row %.200r: %s", self._type.__name__, line, exc)
-            return None
-        violations = self._validator.collect_violations(profile)
-        if violations:
-            _LOG.warning(
-                "%s: rejected reference row %.200r: %s",
-                self._type.__name__,
-                line,
-                "; ".join(v.proto.message for v in violations),
-            )
-            return None
-        return getattr(profile, self._key), profile
+        profile = profile_store.parse_profile(
+            self._type,
+            lambda p: json_format.Parse(line, p, ignore_unknown_fields=True),
+            self._validator,
+            f"{self._type.__name__}: rejected reference row {line!r:.200}",
+        )
+        return None if profile is None else (getattr(profile, self._key), profile)
 
 
 def read_profile_file(path: str, message_type: type, key_field: str) -> dict[str, object]:
@@ -186,18 +183,176 @@ class ReadProfiles(beam.PTransform):
         )
 
 
-class Enrich(beam.PTransform):
-    """Transactions -> (EnrichedTransactions, DeadLetters)."""
+class StoreJoinFn(beam.DoFn):
+    """Transactions -> EnrichedTransactions, the profiles looked up in the profile store.
 
-    def __init__(self, customers_path: str, merchants_path: str, policy: str, clock: RunClock):
-        super().__init__()
+    Records are held until batch_size of them are waiting or the bundle ends; then the keys the
+    worker's cache does not hold are fetched with one query per profile kind, and every held
+    record is joined (with its own timestamp and window) or dead-lettered. A failed lookup fails
+    only the records that needed one of its keys; the next batch tries the store again.
+    """
+
+    def __init__(self, settings: profile_store.StoreSettings, policy: str, clock: RunClock):
         check_policy(policy)
-        self._customers_path = customers_path
-        self._merchants_path = merchants_path
+        self._settings = settings
         self._policy = policy
         self._clock = clock
 
+    def setup(self) -> None:
+        self._join = ProfileJoiner(self._policy, self._clock)
+        latency = metrics.distribution(metrics.STORE_QUERY_MS)
+        retries = metrics.counter(metrics.STORE_RETRIES)
+        rejected = metrics.counter(metrics.REFERENCE_ROWS_REJECTED)
+        self._store = profile_store.ProfileStore(
+            self._settings,
+            on_query=lambda ms: latency.update(round(ms)),
+            on_retry=retries.inc,
+            on_rejected=rejected.inc,
+        )
+        self._caches = {kind.name: profile_store.worker_cache(self._settings, kind) for kind in profile_store.KINDS}
+        self._queries = metrics.counter(metrics.STORE_QUERIES)
+        self._keys = metrics.counter(metrics.STORE_KEYS_FETCHED)
+        self._hits = metrics.counter(metrics.STORE_CACHE_HITS)
+        self._misses = metrics.counter(metrics.STORE_CACHE_MISSES)
+        self._failures = metrics.counter(metrics.STORE_FAILURES)
+        self._internal_errors = metrics.counter(f"{STAGE}.internal_errors")
+        self._held: list[Any] = []
+        reason = self._store.try_connect()
+        if reason is not None:  # not fatal: every lookup tries again
+            _LOG.warning("%s: the profile store is not reachable yet: %s", STAGE, reason)
+
+    def teardown(self) -> None:
+        self._store.close()
+
+    def start_bundle(self) -> None:
+        self._held = []
+
+    def process(self, txn: Transaction, held=beam.DoFn.WindowedValueParam):
+        self._held.append(held)
+        if len(self._held) >= self._settings.batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[Any]:
+        held, self._held = self._held, []
+        if not held:
+            return
+        found: dict[str, dict[str, Any]] = {}
+        failed: dict[str, str] = {}
+        for kind, key_of in (
+            (profile_store.CUSTOMERS, lambda t: t.card_id),
+            (profile_store.MERCHANTS, lambda t: t.merchant_id),
+        ):
+            found[kind.name], reason = self._lookup(kind, {key_of(w.value) for w in held})
+            if reason:
+                failed[kind.name] = reason
+        # What the joiner sees: a key the store has no profile for is absent, as with the files.
+        present = {name: {k: v for k, v in profiles.items() if v is not None} for name, profiles in found.items()}
+        for windowed in held:
+            txn = windowed.value
+            try:
+                out = self._join_one(txn, found, failed, present)
+            except Exception as exc:  # noqa: BLE001 - every unexpected failure becomes a dead letter
+                self._internal_errors.inc()
+                out = internal_error(STAGE, txn, exc, self._clock.timestamp())
+            if isinstance(out, DeadLetter):
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, windowed.with_value(out))
+            else:
+                yield windowed.with_value(out)
+
+    def _lookup(self, kind: profile_store.ProfileKind, keys: set[str]) -> tuple[dict[str, Any], str]:
+        """The profiles of `keys` from the cache, the rest from the store; a non-empty reason when
+        the store failed (the keys it could not answer are then absent from the result)."""
+        cache = self._caches[kind.name]
+        result: dict[str, Any] = {}
+        wanted = []
+        for key in keys:
+            value = cache.get(key)
+            if value is profile_store.MISS:
+                wanted.append(key)
+            else:
+                result[key] = value
+        self._hits.inc(len(result))
+        if not wanted:
+            return result, ""
+        self._misses.inc(len(wanted))
+        self._queries.inc()
+        self._keys.inc(len(wanted))
+        try:
+            fetched = self._store.fetch(kind, sorted(wanted))
+        except profile_store.StoreUnavailableError as exc:
+            self._failures.inc()
+            _LOG.warning("%s: %s lookup of %d key(s) failed: %s", STAGE, kind.name, len(wanted), exc)
+            return result, str(exc)
+        cache.put_all(fetched.items())
+        result.update(fetched)
+        return result, ""
+
+    def _join_one(
+        self,
+        txn: Transaction,
+        found: dict[str, dict[str, Any]],
+        failed: dict[str, str],
+        present: dict[str, dict[str, Any]],
+    ) -> EnrichedTransaction | DeadLetter:
+        unanswered = [
+            (kind, field, key, failed[kind])
+            for kind, field, key in (
+                ("customers", "card_id", txn.card_id),
+                ("merchants", "merchant_id", txn.merchant_id),
+            )
+            if key not in found[kind]
+        ]
+        if unanswered:
+            return make_dead_letter(
+                STAGE,
+                ErrorCode.ERROR_CODE_PROFILE_STORE_UNAVAILABLE,
+                "profile store unavailable: " + "; ".join(f"{kind} lookup {why}" for kind, _, _, why in unanswered),
+                txn.origin,
+                self._clock.timestamp(),
+                [
+                    FieldViolation(
+                        field_path=field,
+                        rule_id="riskpipe.profile_store_available",
+                        message=f"the {kind} profile could not be looked up",
+                        value=key,
+                    )
+                    for kind, field, key, _ in unanswered
+                ],
+                txn.transaction_id,
+            )
+        return self._join(txn, present["customers"], present["merchants"])
+
+
+class Enrich(beam.PTransform):
+    """Transactions -> (EnrichedTransactions, DeadLetters): profiles from the reference files
+    (side inputs) or, when `store` is given, from the profile store."""
+
+    def __init__(
+        self,
+        customers_path: str | None,
+        merchants_path: str | None,
+        policy: str,
+        clock: RunClock,
+        store: profile_store.StoreSettings | None = None,
+    ):
+        super().__init__()
+        check_policy(policy)
+        if store is None and not (customers_path and merchants_path):
+            raise ValueError("the files backend needs both reference files")
+        self._customers_path = customers_path or ""
+        self._merchants_path = merchants_path or ""
+        self._policy = policy
+        self._clock = clock
+        self._store = store
+
     def expand(self, transactions: beam.PCollection):
+        if self._store is not None:
+            return apply_stage(
+                transactions, "LookUpProfiles", StoreJoinFn(self._store, self._policy, self._clock), EnrichedTransaction
+            )
         p = transactions.pipeline
         customers = p | "ReadCustomers" >> ReadProfiles(self._customers_path, CustomerProfile, "card_id")
         merchants = p | "ReadMerchants" >> ReadProfiles(self._merchants_path, MerchantProfile, "merchant_id")
