@@ -48,7 +48,7 @@ from apache_beam.runners.runner import create_runner
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from pipeline.shared import config as job_config
-from pipeline.shared import drain, feature_sets, kafka, metrics, model_check, prism
+from pipeline.shared import drain, feature_sets, kafka, metrics, model_check, prism, profile_store
 from pipeline.shared.clock import RunClock
 from pipeline.shared.model_card import file_digest
 from pipeline.shared.output_folder import OutputFolder
@@ -96,7 +96,8 @@ class JobOptions(PipelineOptions):
         parser.add_argument("--config", default=None, help="config.yaml to start from")
         for setting in job_config.SETTINGS:
             extra: dict[str, Any] = {"nargs": "?", "const": "true"} if setting.kind == "bool" else {}
-            parser.add_argument(f"--{setting.option}", default=None, help=f"{setting.key}: {setting.help}", **extra)
+            text = f"{setting.key}: {setting.help}".replace("%", "%%")  # argparse formats help with %
+            parser.add_argument(f"--{setting.option}", default=None, help=text, **extra)
 
 
 def parse_options(argv: Sequence[str]) -> PipelineOptions:
@@ -182,6 +183,24 @@ def check_model(config: job_config.JobConfig) -> dict[str, Any] | None:
     """Load and probe the model before the job starts, so that a broken model stops it with exit 2;
     returns its model card (None when it has none), checked against the file."""
     return model_check.check_model(config.model)
+
+
+def check_store(config: job_config.JobConfig) -> None:
+    """Run each profile query once, with no key, before the job starts: a query the store refuses
+    (no such table or column) stops the job with exit 2; a store that cannot be reached yet only
+    warns (its records become PROFILE_STORE_UNAVAILABLE dead letters until it can)."""
+    settings = config.profile_store
+    if settings is None:
+        return
+    store = profile_store.ProfileStore(settings)
+    try:
+        reason = store.check()
+    except profile_store.StoreQueryError as exc:
+        raise job_config.ConfigError(f"enrich.postgres: {exc}") from None
+    finally:
+        store.close()
+    if reason is not None:
+        logging.getLogger(__name__).warning("the profile store cannot be reached: %s", reason)
 
 
 def model_version(config: job_config.JobConfig, card: dict[str, Any] | None, digest: str = "") -> str:
@@ -289,7 +308,7 @@ def featurize(
     )
     unique, refused_20 = transactions | "20_dedupe" >> dedupe.Dedupe(config.dedupe_horizon_seconds, clock)
     enriched, refused_30 = unique | "30_enrich" >> enrich.Enrich(
-        config.customers, config.merchants, config.missing_profile_policy, clock
+        config.customers, config.merchants, config.missing_profile_policy, clock, config.profile_store
     )
     refused = [refused_10, refused_20, refused_30]
     if feature_sets.uses_velocity(feature_set):
@@ -391,10 +410,9 @@ def build_pipeline(
 def summarize(result: Any) -> dict[str, Any]:
     if hasattr(result, "_metrics"):
         result._metrics = None  # the portable runner keeps its first answer (a live one): ask again
-    counters = {
-        r.key.metric.name: r.committed
-        for r in result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))["counters"]
-    }
+    found = result.metrics().query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    counters = {r.key.metric.name: r.committed for r in found["counters"]}
+    distributions = {r.key.metric.name: r.committed for r in found["distributions"]}
     by_code = {
         name: counters.get(metrics.DEAD_LETTER_CODE_PREFIX + name, 0)
         for name in ErrorCode.keys()  # noqa: SIM118 - protobuf enum wrapper
@@ -422,6 +440,26 @@ def summarize(result: Any) -> dict[str, Any]:
         "reference_rows_rejected": counters.get(metrics.REFERENCE_ROWS_REJECTED, 0),
         "late_records": counters.get(metrics.LATE_RECORDS, 0),
         "alerts": counters.get(metrics.ALERTS_WRITTEN, 0),
+        "profile_store": store_summary(counters, distributions.get(metrics.STORE_QUERY_MS)),
+    }
+
+
+def store_summary(counters: dict[str, int], latency: Any) -> dict[str, Any]:
+    """What 30_enrich asked of the profile store (enrich.backend postgres)."""
+    count = latency.count if latency is not None else 0
+    return {
+        "queries": counters.get(metrics.STORE_QUERIES, 0),
+        "keys_fetched": counters.get(metrics.STORE_KEYS_FETCHED, 0),
+        "cache_hits": counters.get(metrics.STORE_CACHE_HITS, 0),
+        "cache_misses": counters.get(metrics.STORE_CACHE_MISSES, 0),
+        "retries": counters.get(metrics.STORE_RETRIES, 0),
+        "failures": counters.get(metrics.STORE_FAILURES, 0),
+        "query_ms": {
+            "answered": count,
+            "mean": round(latency.sum / count, 2) if count else 0.0,
+            "min": latency.min if count else 0,
+            "max": latency.max if count else 0,
+        },
     }
 
 
@@ -497,8 +535,21 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("reference rows rejected", summary["reference_rows_rejected"]),
         ("source errors", summary.get("source_errors", 0)),
     ]
+    store = summary.get("profile_store")
+    if store is not None:
+        rows += [
+            ("profile store queries", store["queries"]),
+            ("  keys fetched", store["keys_fetched"]),
+            ("  cache hits", store["cache_hits"]),
+            ("  cache misses", store["cache_misses"]),
+            ("  retries", store["retries"]),
+            ("  failed lookups", store["failures"]),
+        ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value:>10,}" for name, value in rows]
+    if store is not None and store["query_ms"]["answered"]:
+        ms = store["query_ms"]
+        lines.append(f"{'  query ms':<{width}}  {ms['mean']:>10}   (mean; min {ms['min']}, max {ms['max']})")
     verdict = "yes" if summary["balanced"] else "NO"
     lines.append(f"{'balanced':<{width}}  {verdict:>10}   (read = scored + dead letters + duplicates)")
     if summary.get("model_version"):
@@ -661,11 +712,11 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         model_sha256 = card["sha256"].lower() if card is not None else file_digest(config.model)
     version = model_version(config, card, model_sha256)
     feature_set = model_check.feature_set(card)
+    check_store(config)
     read_from = {"watch": config.watch_dir, "files": os.path.dirname(config.transactions or "") or "."}
     protected = (
         *([read_from[config.source]] if config.source in read_from else []),
-        config.customers,
-        config.merchants,
+        *(path for path in (config.customers, config.merchants) if path is not None),
         config.model,
         *([job.config] if job.config else []),
     )
@@ -690,6 +741,9 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         summary["written_to"] = written_to(config)
         summary["model_version"] = version
         summary["feature_set"] = feature_set
+        summary["enrich_backend"] = config.enrich_backend
+        if config.enrich_backend != "postgres":
+            summary.pop("profile_store", None)
         summary["runner"] = runner_name
         summary["mode"] = "streaming" if config.streaming else "batch"
         summary["exit_code"] = exit_code(summary)

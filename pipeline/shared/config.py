@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.shared import profile_store
 from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS, parse_rfc3339
 from pipeline.shared.dead_letter import PAYLOAD_POLICIES
 from pipeline.shared.kafka import check_start as kafka_start_check
@@ -46,6 +47,7 @@ SOURCE_KINDS = ("files", "watch", "kafka", "pubsub")
 STREAMING_SOURCES = ("watch", "kafka", "pubsub")
 KAFKA_COMMIT_MODES = ("auto", "finalize", "bundle")
 KAFKA_VALUE_FORMATS = ("json", "protobuf")
+ENRICH_BACKENDS = ("files", "postgres")
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -247,15 +249,18 @@ SETTINGS: tuple[Setting, ...] = (
         "(dropped and counted) or, with different content, a TRANSACTION_ID_CONFLICT dead letter.",
     ),
     Setting(
-        "reference.customers", "customers", "path", None, "Customer profiles (JSONL, one per card_id).", required=True
+        "reference.customers",
+        "customers",
+        "path",
+        None,
+        "Customer profiles (JSONL, one per card_id); required with enrich.backend files.",
     ),
     Setting(
         "reference.merchants",
         "merchants",
         "path",
         None,
-        "Merchant profiles (JSONL, one per merchant_id).",
-        required=True,
+        "Merchant profiles (JSONL, one per merchant_id); required with enrich.backend files.",
     ),
     Setting("output.dir", "output_dir", "dir", "output", "Where scored/, dead_letters/ and summary.json are written."),
     Setting(
@@ -289,6 +294,115 @@ SETTINGS: tuple[Setting, ...] = (
         "default",
         "default: use a default profile and flag it; dead_letter: PROFILE_NOT_FOUND.",
         choices=("default", "dead_letter"),
+    ),
+    Setting(
+        "enrich.backend",
+        "enrich_backend",
+        "choice",
+        "files",
+        "Where 30_enrich finds the profiles: files (reference.customers / reference.merchants, read whole as side "
+        "inputs) or postgres (looked up in batches in enrich.postgres.dsn, through a per-worker cache).",
+        choices=ENRICH_BACKENDS,
+    ),
+    Setting(
+        "enrich.postgres.dsn",
+        "pg_dsn",
+        "str",
+        None,
+        "libpq connection string without the password: 'host=H port=P dbname=D user=U' (or service=NAME).",
+    ),
+    Setting(
+        "enrich.postgres.password_env",
+        "pg_password_env",
+        "str",
+        profile_store.DEFAULT_PASSWORD_ENV,
+        "Environment variable holding the password (read on each worker); unset: libpq's pgpass or service file.",
+    ),
+    Setting(
+        "enrich.postgres.customers_table",
+        "pg_customers_table",
+        "str",
+        profile_store.CUSTOMERS.table,
+        "Table of customer profiles ([schema.]table), one row per card_id; columns named as the contract's fields.",
+    ),
+    Setting(
+        "enrich.postgres.merchants_table",
+        "pg_merchants_table",
+        "str",
+        profile_store.MERCHANTS.table,
+        "Table of merchant profiles ([schema.]table), one row per merchant_id.",
+    ),
+    Setting(
+        "enrich.postgres.customers_query",
+        "pg_customers_query",
+        "str",
+        "",
+        "A query instead of the table: it takes the keys as %(keys)s (a text array) and returns one row per "
+        "card_id found, columns named as CustomerProfile's fields (usual_amount_minor_units, ..._currency).",
+    ),
+    Setting(
+        "enrich.postgres.merchants_query",
+        "pg_merchants_query",
+        "str",
+        "",
+        "The same for merchant profiles (keys: merchant_id).",
+    ),
+    Setting(
+        "enrich.postgres.batch_size",
+        "pg_batch_size",
+        "int",
+        500,
+        "Records held for one lookup (one query per profile kind); a bundle's end sends a smaller batch.",
+    ),
+    Setting(
+        "enrich.postgres.cache_size",
+        "pg_cache_size",
+        "int",
+        200_000,
+        "Profiles of each kind a worker keeps (least recently used out first); 0: no cache.",
+    ),
+    Setting(
+        "enrich.postgres.cache_ttl_seconds",
+        "pg_cache_ttl_seconds",
+        "float",
+        300.0,
+        "How long a cached profile (or a cached 'no such profile') is used before it is looked up again.",
+    ),
+    Setting(
+        "enrich.postgres.statement_timeout_ms",
+        "pg_statement_timeout_ms",
+        "int",
+        2000,
+        "A lookup query running longer is cancelled by the server and retried.",
+    ),
+    Setting(
+        "enrich.postgres.connect_timeout_seconds",
+        "pg_connect_timeout_seconds",
+        "int",
+        5,
+        "How long a connection attempt may take.",
+    ),
+    Setting(
+        "enrich.postgres.retries",
+        "pg_retries",
+        "int",
+        3,
+        "Retries of a lookup after a transient error (connection lost or refused, timeout) before its records "
+        "become PROFILE_STORE_UNAVAILABLE dead letters.",
+    ),
+    Setting(
+        "enrich.postgres.backoff_seconds",
+        "pg_backoff_seconds",
+        "float",
+        0.1,
+        "First wait before a retry; doubled at each retry, with jitter (between half and all of it).",
+    ),
+    Setting(
+        "enrich.postgres.backoff_max_seconds",
+        "pg_backoff_max_seconds",
+        "float",
+        2.0,
+        "Longest wait between two retries.",
     ),
     Setting(
         "dead_letter.payload",
@@ -360,8 +474,8 @@ class JobConfig:
     pubsub_id_label: str
     pubsub_timestamp_attribute: str
     pubsub_alerts_topic: str | None
-    customers: str
-    merchants: str
+    customers: str | None
+    merchants: str | None
     output_dir: str
     overwrite: bool
     parquet: bool
@@ -369,6 +483,21 @@ class JobConfig:
     num_shards: int
     max_future_skew_seconds: int
     missing_profile_policy: str
+    enrich_backend: str
+    pg_dsn: str | None
+    pg_password_env: str
+    pg_customers_table: str
+    pg_merchants_table: str
+    pg_customers_query: str
+    pg_merchants_query: str
+    pg_batch_size: int
+    pg_cache_size: int
+    pg_cache_ttl_seconds: float
+    pg_statement_timeout_ms: int
+    pg_connect_timeout_seconds: int
+    pg_retries: int
+    pg_backoff_seconds: float
+    pg_backoff_max_seconds: float
     dead_letter_payload: str
     model: str
     model_version: str
@@ -389,6 +518,28 @@ class JobConfig:
         if self.velocity_order_wait_seconds is None:
             return self.allowed_lateness_seconds
         return self.velocity_order_wait_seconds
+
+    @property
+    def profile_store(self) -> profile_store.StoreSettings | None:
+        """The profile store 30_enrich reads (enrich.backend postgres), or None (the files)."""
+        if self.enrich_backend != "postgres":
+            return None
+        return profile_store.StoreSettings(
+            dsn=self.pg_dsn or "",
+            password_env=self.pg_password_env,
+            customers_table=self.pg_customers_table,
+            merchants_table=self.pg_merchants_table,
+            customers_query=self.pg_customers_query,
+            merchants_query=self.pg_merchants_query,
+            batch_size=self.pg_batch_size,
+            cache_size=self.pg_cache_size,
+            cache_ttl_seconds=self.pg_cache_ttl_seconds,
+            statement_timeout_ms=self.pg_statement_timeout_ms,
+            connect_timeout_seconds=self.pg_connect_timeout_seconds,
+            retries=self.pg_retries,
+            backoff_seconds=self.pg_backoff_seconds,
+            backoff_max_seconds=self.pg_backoff_max_seconds,
+        )
 
     @property
     def kafka_topics(self) -> list[str]:
@@ -560,6 +711,7 @@ def _check(config: JobConfig, check_files: bool) -> None:
         raise ConfigError("source.watch_dir (--watch_dir): a value is required when source.kind is watch")
     _check_kafka(config)
     _check_pubsub(config)
+    _check_enrich(config)
     if config.streaming and config.parquet:
         raise ConfigError("output.parquet: Parquet output is written by batch runs only (source.kind files)")
     if config.num_shards < 0:
@@ -582,13 +734,13 @@ def _check(config: JobConfig, check_files: bool) -> None:
         _check_input(config.transactions or "")
     if config.kafka_properties_file:
         _check_readable_file("kafka.properties_file", config.kafka_properties_file)
-    for key, path in (
+    for key, maybe_path in (
         ("reference.customers", config.customers),
         ("reference.merchants", config.merchants),
         ("predict.model", config.model),
     ):
-        if not _is_remote(path):
-            _check_readable_file(key, path)
+        if maybe_path is not None and not _is_remote(maybe_path):
+            _check_readable_file(key, maybe_path)
 
 
 def _check_kafka(config: JobConfig) -> None:
@@ -628,6 +780,70 @@ def _check_pubsub(config: JobConfig) -> None:
         raise ConfigError(f"pubsub.alerts_topic: {config.pubsub_alerts_topic!r} is not projects/PROJECT/topics/NAME")
 
 
+def _check_enrich(config: JobConfig) -> None:
+    if config.enrich_backend == "files":
+        for key, option, path in (
+            ("reference.customers", "customers", config.customers),
+            ("reference.merchants", "merchants", config.merchants),
+        ):
+            if path is None:
+                raise ConfigError(f"{key} (--{option}): a value is required when enrich.backend is files")
+        return
+    if not (config.pg_dsn or "").strip():
+        raise ConfigError("enrich.postgres.dsn (--pg_dsn): a value is required when enrich.backend is postgres")
+    _check_dsn(config.pg_dsn or "")
+    if not _ENV_NAME.fullmatch(config.pg_password_env):
+        raise ConfigError(
+            f"enrich.postgres.password_env: {config.pg_password_env!r} is not an environment variable name"
+        )
+    for key, query in (
+        ("enrich.postgres.customers_query", config.pg_customers_query),
+        ("enrich.postgres.merchants_query", config.pg_merchants_query),
+    ):
+        if query and profile_store.KEYS_PLACEHOLDER not in query:
+            raise ConfigError(f"{key}: the query must take the keys as {profile_store.KEYS_PLACEHOLDER}")
+    for key, table in (
+        ("enrich.postgres.customers_table", config.pg_customers_table),
+        ("enrich.postgres.merchants_table", config.pg_merchants_table),
+    ):
+        if not all(part.strip() for part in table.split(".")) or table.count(".") > 1:
+            raise ConfigError(f"{key}: {table!r} is not a table name (table or schema.table)")
+    for key, value, least in (
+        ("enrich.postgres.batch_size", config.pg_batch_size, 1),
+        ("enrich.postgres.cache_size", config.pg_cache_size, 0),
+        ("enrich.postgres.cache_ttl_seconds", config.pg_cache_ttl_seconds, 0),
+        ("enrich.postgres.statement_timeout_ms", config.pg_statement_timeout_ms, 1),
+        ("enrich.postgres.connect_timeout_seconds", config.pg_connect_timeout_seconds, 1),
+        ("enrich.postgres.retries", config.pg_retries, 0),
+        ("enrich.postgres.backoff_seconds", config.pg_backoff_seconds, 0),
+    ):
+        if value < least:
+            raise ConfigError(f"{key}: must be at least {least}, got {value}")
+    if config.pg_backoff_max_seconds < config.pg_backoff_seconds:
+        raise ConfigError(
+            f"enrich.postgres.backoff_max_seconds: must be at least enrich.postgres.backoff_seconds "
+            f"({config.pg_backoff_seconds}), got {config.pg_backoff_max_seconds}"
+        )
+
+
+def _check_dsn(dsn: str) -> None:
+    """A libpq connection string without a password. Never quoted back: it might hold one."""
+    from psycopg import conninfo
+
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 - psycopg's ProgrammingError, or a URL it cannot split
+        raise ConfigError(
+            "enrich.postgres.dsn: not a libpq connection string (key=value pairs or a postgresql:// URL)"
+        ) from None
+    if params.get("password"):
+        raise ConfigError(
+            "enrich.postgres.dsn: holds a password; put it in the environment variable named by "
+            "enrich.postgres.password_env (default PGPASSWORD) or in a pgpass file, never in the config"
+        )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _PUBSUB_NAME = r"[A-Za-z][A-Za-z0-9._~+%-]{2,254}"
 _PUBSUB_SUBSCRIPTION = re.compile(rf"projects/[a-z][a-z0-9:.-]{{4,62}}/subscriptions/{_PUBSUB_NAME}")
