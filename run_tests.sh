@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 scripts/bootstrap.sh --with-buf
+# PostgreSQL's server binaries, for the profile-store tests (installed with apt-get where missing).
+scripts/postgres.sh >/dev/null || echo "run_tests: PostgreSQL is not available; the profile-store tests will say so" >&2
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"
