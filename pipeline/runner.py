@@ -448,6 +448,7 @@ def store_summary(counters: dict[str, int], latency: Any) -> dict[str, Any]:
     """What 30_enrich asked of the profile store (enrich.backend postgres)."""
     count = latency.count if latency is not None else 0
     return {
+        "lookups": counters.get(metrics.STORE_LOOKUPS, 0),
         "queries": counters.get(metrics.STORE_QUERIES, 0),
         "keys_fetched": counters.get(metrics.STORE_KEYS_FETCHED, 0),
         "cache_hits": counters.get(metrics.STORE_CACHE_HITS, 0),
@@ -538,7 +539,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     store = summary.get("profile_store")
     if store is not None:
         rows += [
-            ("profile store queries", store["queries"]),
+            ("profile store lookups", store["lookups"]),
+            ("  queries", store["queries"]),
             ("  keys fetched", store["keys_fetched"]),
             ("  cache hits", store["cache_hits"]),
             ("  cache misses", store["cache_misses"]),

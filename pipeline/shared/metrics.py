@@ -20,6 +20,7 @@ REFERENCE_ROWS_REJECTED = "reference_rows_rejected"
 VELOCITY_CARDS_FORGOTTEN = "velocity_cards_forgotten"
 VELOCITY_OUT_OF_ORDER = "velocity_out_of_order"
 # The profile store (enrich.backend postgres).
+STORE_LOOKUPS = "profile_store.lookups"  # records whose profiles were looked up
 STORE_QUERIES = "profile_store.queries"
 STORE_KEYS_FETCHED = "profile_store.keys_fetched"
 STORE_CACHE_HITS = "profile_store.cache_hits"

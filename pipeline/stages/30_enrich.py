@@ -210,6 +210,7 @@ class StoreJoinFn(beam.DoFn):
             on_rejected=rejected.inc,
         )
         self._caches = {kind.name: profile_store.worker_cache(self._settings, kind) for kind in profile_store.KINDS}
+        self._lookups = metrics.counter(metrics.STORE_LOOKUPS)
         self._queries = metrics.counter(metrics.STORE_QUERIES)
         self._keys = metrics.counter(metrics.STORE_KEYS_FETCHED)
         self._hits = metrics.counter(metrics.STORE_CACHE_HITS)
@@ -239,6 +240,7 @@ class StoreJoinFn(beam.DoFn):
         held, self._held = self._held, []
         if not held:
             return
+        self._lookups.inc(len(held))
         found: dict[str, dict[str, Any]] = {}
         failed: dict[str, str] = {}
         for kind, key_of in (
