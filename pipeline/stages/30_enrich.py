@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -183,86 +183,66 @@ class ReadProfiles(beam.PTransform):
         )
 
 
-class StoreJoinFn(beam.DoFn):
-    """Transactions -> EnrichedTransactions, the profiles looked up in the profile store.
+class StoreJoiner:
+    """A batch of Transactions -> EnrichedTransactions or DeadLetters, the profiles from the
+    profile store: the keys the worker's cache does not hold are fetched with one query per
+    profile kind. A failed lookup fails only the records that needed one of its keys; the next
+    batch tries the store again. `metric(kind, name)` gives a counter or distribution (Beam's in
+    the job, plain tallies in the benchmark's loop)."""
 
-    Records are held until batch_size of them are waiting or the bundle ends; then the keys the
-    worker's cache does not hold are fetched with one query per profile kind, and every held
-    record is joined (with its own timestamp and window) or dead-lettered. A failed lookup fails
-    only the records that needed one of its keys; the next batch tries the store again.
-    """
-
-    def __init__(self, settings: profile_store.StoreSettings, policy: str, clock: RunClock):
-        check_policy(policy)
-        self._settings = settings
-        self._policy = policy
+    def __init__(
+        self,
+        settings: profile_store.StoreSettings,
+        policy: str,
+        clock: RunClock,
+        metric: Callable[[str, str], Any] = lambda kind, name: (
+            metrics.counter(name) if kind == "counter" else metrics.distribution(name)
+        ),
+    ):
+        self._join = ProfileJoiner(policy, clock)
         self._clock = clock
-
-    def setup(self) -> None:
-        self._join = ProfileJoiner(self._policy, self._clock)
-        latency = metrics.distribution(metrics.STORE_QUERY_MS)
-        retries = metrics.counter(metrics.STORE_RETRIES)
-        rejected = metrics.counter(metrics.REFERENCE_ROWS_REJECTED)
-        self._store = profile_store.ProfileStore(
-            self._settings,
+        latency = metric("distribution", metrics.STORE_QUERY_MS)
+        self.store = profile_store.ProfileStore(
+            settings,
             on_query=lambda ms: latency.update(round(ms)),
-            on_retry=retries.inc,
-            on_rejected=rejected.inc,
+            on_retry=metric("counter", metrics.STORE_RETRIES).inc,
+            on_rejected=metric("counter", metrics.REFERENCE_ROWS_REJECTED).inc,
         )
-        self._caches = {kind.name: profile_store.worker_cache(self._settings, kind) for kind in profile_store.KINDS}
-        self._lookups = metrics.counter(metrics.STORE_LOOKUPS)
-        self._queries = metrics.counter(metrics.STORE_QUERIES)
-        self._keys = metrics.counter(metrics.STORE_KEYS_FETCHED)
-        self._hits = metrics.counter(metrics.STORE_CACHE_HITS)
-        self._misses = metrics.counter(metrics.STORE_CACHE_MISSES)
-        self._failures = metrics.counter(metrics.STORE_FAILURES)
-        self._internal_errors = metrics.counter(f"{STAGE}.internal_errors")
-        self._held: list[Any] = []
-        reason = self._store.try_connect()
-        if reason is not None:  # not fatal: every lookup tries again
-            _LOG.warning("%s: the profile store is not reachable yet: %s", STAGE, reason)
+        self._caches = {kind.name: profile_store.worker_cache(settings, kind) for kind in profile_store.KINDS}
+        self._lookups, self._queries, self._keys, self._hits, self._misses, self._failures, self._internal_errors = (
+            metric("counter", name)
+            for name in (
+                metrics.STORE_LOOKUPS,
+                metrics.STORE_QUERIES,
+                metrics.STORE_KEYS_FETCHED,
+                metrics.STORE_CACHE_HITS,
+                metrics.STORE_CACHE_MISSES,
+                metrics.STORE_FAILURES,
+                f"{STAGE}.internal_errors",
+            )
+        )
 
-    def teardown(self) -> None:
-        self._store.close()
-
-    def start_bundle(self) -> None:
-        self._held = []
-
-    def process(self, txn: Transaction, held=beam.DoFn.WindowedValueParam):
-        self._held.append(held)
-        if len(self._held) >= self._settings.batch_size:
-            yield from self._flush()
-
-    def finish_bundle(self):
-        yield from self._flush()
-
-    def _flush(self) -> Iterator[Any]:
-        held, self._held = self._held, []
-        if not held:
-            return
-        self._lookups.inc(len(held))
+    def __call__(self, txns: Sequence[Transaction]) -> list[EnrichedTransaction | DeadLetter]:
+        self._lookups.inc(len(txns))
         found: dict[str, dict[str, Any]] = {}
         failed: dict[str, str] = {}
         for kind, key_of in (
             (profile_store.CUSTOMERS, lambda t: t.card_id),
             (profile_store.MERCHANTS, lambda t: t.merchant_id),
         ):
-            found[kind.name], reason = self._lookup(kind, {key_of(w.value) for w in held})
+            found[kind.name], reason = self._lookup(kind, {key_of(t) for t in txns})
             if reason:
                 failed[kind.name] = reason
         # What the joiner sees: a key the store has no profile for is absent, as with the files.
         present = {name: {k: v for k, v in profiles.items() if v is not None} for name, profiles in found.items()}
-        for windowed in held:
-            txn = windowed.value
+        out: list[EnrichedTransaction | DeadLetter] = []
+        for txn in txns:
             try:
-                out = self._join_one(txn, found, failed, present)
+                out.append(self._join_one(txn, found, failed, present))
             except Exception as exc:  # noqa: BLE001 - every unexpected failure becomes a dead letter
                 self._internal_errors.inc()
-                out = internal_error(STAGE, txn, exc, self._clock.timestamp())
-            if isinstance(out, DeadLetter):
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, windowed.with_value(out))
-            else:
-                yield windowed.with_value(out)
+                out.append(internal_error(STAGE, txn, exc, self._clock.timestamp()))
+        return out
 
     def _lookup(self, kind: profile_store.ProfileKind, keys: set[str]) -> tuple[dict[str, Any], str]:
         """The profiles of `keys` from the cache, the rest from the store; a non-empty reason when
@@ -283,7 +263,7 @@ class StoreJoinFn(beam.DoFn):
         self._queries.inc()
         self._keys.inc(len(wanted))
         try:
-            fetched = self._store.fetch(kind, sorted(wanted))
+            fetched = self.store.fetch(kind, sorted(wanted))
         except profile_store.StoreUnavailableError as exc:
             self._failures.inc()
             _LOG.warning("%s: %s lookup of %d key(s) failed: %s", STAGE, kind.name, len(wanted), exc)
@@ -326,6 +306,48 @@ class StoreJoinFn(beam.DoFn):
                 txn.transaction_id,
             )
         return self._join(txn, present["customers"], present["merchants"])
+
+
+class StoreJoinFn(beam.DoFn):
+    """StoreJoiner in the job: records are held until batch_size of them are waiting or the bundle
+    ends, never longer; each leaves with its own timestamp and window."""
+
+    def __init__(self, settings: profile_store.StoreSettings, policy: str, clock: RunClock):
+        check_policy(policy)
+        self._settings = settings
+        self._policy = policy
+        self._clock = clock
+
+    def setup(self) -> None:
+        self._joiner = StoreJoiner(self._settings, self._policy, self._clock)
+        self._held: list[Any] = []
+        reason = self._joiner.store.try_connect()
+        if reason is not None:  # not fatal: every lookup tries again
+            _LOG.warning("%s: the profile store is not reachable yet: %s", STAGE, reason)
+
+    def teardown(self) -> None:
+        self._joiner.store.close()
+
+    def start_bundle(self) -> None:
+        self._held = []
+
+    def process(self, txn: Transaction, held=beam.DoFn.WindowedValueParam):
+        self._held.append(held)
+        if len(self._held) >= self._settings.batch_size:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[Any]:
+        held, self._held = self._held, []
+        if not held:
+            return
+        for windowed, out in zip(held, self._joiner([w.value for w in held]), strict=True):
+            if isinstance(out, DeadLetter):
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, windowed.with_value(out))
+            else:
+                yield windowed.with_value(out)
 
 
 class Enrich(beam.PTransform):
