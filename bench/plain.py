@@ -41,6 +41,21 @@ featurize = load_stage("40_features")
 predict = load_stage("50_predict")
 
 
+class Tally:
+    """A plain counter and distribution, in place of Beam's metrics."""
+
+    def __init__(self) -> None:
+        self.value: float = 0
+        self.count = 0
+
+    def inc(self, n: int = 1) -> None:
+        self.value += n
+
+    def update(self, value: float) -> None:
+        self.count += 1
+        self.value += value
+
+
 class PlainScorer:
     """The stages as plain calls, one record at a time (predict in batches); `write_scored` and
     `refuse` take what leaves the job. Shared by this loop (files) and bench.kafka (topics)."""
@@ -50,8 +65,20 @@ class PlainScorer:
         t = time.perf_counter()
         self._config = config
         self._clock = clock = RunClock(config.as_of)
-        self._customers = enrich.read_profile_file(config.customers, CustomerProfile, "card_id")
-        self._merchants = enrich.read_profile_file(config.merchants, MerchantProfile, "merchant_id")
+        # enrich.backend postgres: 30_enrich's StoreJoiner on batches of enrich.postgres.batch_size
+        # records, with plain tallies for its metrics; files: the reference files, read whole.
+        self.tallies: dict[str, Tally] = defaultdict(Tally)
+        store = config.profile_store
+        self._store_join = (
+            None
+            if store is None
+            else enrich.StoreJoiner(store, config.missing_profile_policy, clock, lambda _, name: self.tallies[name])
+        )
+        self._store_batch = store.batch_size if store is not None else 0
+        self._to_enrich: list = []
+        if store is None:
+            self._customers = enrich.read_profile_file(config.customers, CustomerProfile, "card_id")
+            self._merchants = enrich.read_profile_file(config.merchants, MerchantProfile, "merchant_id")
         self._parse = validate.TransactionParser(clock, config.max_future_skew_seconds)
         self._join = enrich.ProfileJoiner(config.missing_profile_policy, clock)
         feature_set = model_check.feature_set(model_check.read_model_card(config.model))
@@ -123,8 +150,24 @@ class PlainScorer:
             else:
                 self.refuse(dedupe.conflict(out, self._config.dedupe_horizon_seconds, self._clock))
             return
+        if self._store_join is not None:
+            self._to_enrich.append(out)
+            if len(self._to_enrich) >= self._store_batch:
+                self._enrich_held()
+            spent["30_enrich"] += tick() - t3
+            return
         out = self._join(out, self._customers, self._merchants)
         spent["30_enrich"] += tick() - t3
+        self._enriched(out)
+
+    def _enrich_held(self) -> None:
+        """The records held for the profile store, looked up as one batch."""
+        assert self._store_join is not None
+        held, self._to_enrich = self._to_enrich, []
+        for out in self._store_join(held) if held else ():
+            self._enriched(out)
+
+    def _enriched(self, out: EnrichedTransaction | DeadLetter) -> None:
         if isinstance(out, DeadLetter):
             self.refuse(out)
             return
@@ -153,7 +196,12 @@ class PlainScorer:
             self.flush()
 
     def finish(self) -> None:
-        """The held records, each card's in event-time order, then the last batch."""
+        """The records held for the store, then those held for velocity, each card's in
+        event-time order, then the last batch."""
+        if self._store_join is not None:
+            t = time.perf_counter()
+            self._enrich_held()
+            self.spent["30_enrich"] += time.perf_counter() - t
         t = time.perf_counter()
         self._held.sort()
         self.spent["35_velocity"] += time.perf_counter() - t
@@ -212,6 +260,7 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
         # What 35_velocity's state would hold at the end: cards with a history, and their events.
         "velocity_cards": len(scorer.histories),
         "velocity_events_held": sum(len(h.events) for h in scorer.histories.values()),
+        "profile_store": {name.removeprefix("profile_store."): tally.value for name, tally in scorer.tallies.items()},
     }
 
 
