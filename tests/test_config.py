@@ -136,7 +136,56 @@ MORE_BAD = [
     ("as_of_at_the_end_of_time", lambda d: d["run"].update(as_of="9999-12-31T23:00:00Z"), "run.as_of"),
     ("as_of_not_rfc3339", lambda d: d["run"].update(as_of="2026-11-15 00:00:00Z"), "run.as_of"),
     ("bad_payload_policy", lambda d: d["dead_letter"].update(payload="some"), "dead_letter.payload"),
+    ("files_backend_without_customers", lambda d: d["reference"].pop("customers"), "reference.customers"),
+    ("postgres_without_dsn", lambda d: d["enrich"].update(backend="postgres"), "enrich.postgres.dsn"),
+    ("unknown_backend", lambda d: d["enrich"].update(backend="redis"), "enrich.backend"),
+    (
+        "dsn_not_a_connection_string",
+        lambda d: d["enrich"].update(backend="postgres", postgres={"dsn": "host=a port"}),
+        "enrich.postgres.dsn",
+    ),
+    (
+        "password_env_not_a_name",
+        lambda d: d["enrich"].update(backend="postgres", postgres={"dsn": "host=a", "password_env": "PG PASS"}),
+        "enrich.postgres.password_env",
+    ),
+    (
+        "batch_size_zero",
+        lambda d: d["enrich"].update(backend="postgres", postgres={"dsn": "host=a", "batch_size": 0}),
+        "enrich.postgres.batch_size",
+    ),
+    (
+        "backoff_ceiling_below_base",
+        lambda d: d["enrich"].update(
+            backend="postgres", postgres={"dsn": "host=a", "backoff_seconds": 1, "backoff_max_seconds": 0.5}
+        ),
+        "enrich.postgres.backoff_max_seconds",
+    ),
+    (
+        "table_name_with_three_parts",
+        lambda d: d["enrich"].update(backend="postgres", postgres={"dsn": "host=a", "customers_table": "a.b.c"}),
+        "enrich.postgres.customers_table",
+    ),
+    (
+        "unknown_postgres_key",
+        lambda d: d["enrich"].update(backend="postgres", postgres={"dsn": "host=a", "pool": 3}),
+        "enrich.postgres.pool",
+    ),
 ]
+
+
+def test_the_postgres_backend_needs_no_reference_files(config_dir):
+    def to_postgres(d):
+        del d["reference"]
+        d["enrich"].update(backend="postgres", postgres={"dsn": "host=127.0.0.1 dbname=risk", "retries": 0})
+
+    loaded = config.load(write(config_dir, to_postgres))
+    store = loaded.profile_store
+    assert loaded.customers is None and store is not None and store.retries == 0 and store.batch_size == 500
+    assert store.query(config.profile_store.CUSTOMERS) == (
+        'SELECT * FROM "customer_profiles" WHERE "card_id" = ANY(%(keys)s)'
+    )
+    assert config.load(ROOT / "config.yaml").profile_store is None  # the default: the files
 
 
 @pytest.mark.parametrize(("mutate", "message"), [b[1:] for b in MORE_BAD], ids=[b[0] for b in MORE_BAD])
