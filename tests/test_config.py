@@ -125,6 +125,12 @@ def test_a_model_of_another_width_is_refused(config_dir):
 
 # --- every configuration problem is exit 2 naming the key, never a traceback -----------------
 
+
+def to_postgres(**settings):
+    """A config mutation: the postgres backend with these enrich.postgres settings."""
+    return lambda d: d["enrich"].update(backend="postgres", postgres={"dsn": "host=a", **settings})
+
+
 MORE_BAD = [
     ("empty_thresholds_version", lambda d: d["thresholds"].update(version=""), "thresholds.version"),
     ("blank_thresholds_version", lambda d: d["thresholds"].update(version="  "), "thresholds.version"),
@@ -141,34 +147,32 @@ MORE_BAD = [
     ("unknown_backend", lambda d: d["enrich"].update(backend="redis"), "enrich.backend"),
     (
         "dsn_not_a_connection_string",
-        lambda d: d["enrich"].update(backend="postgres", postgres={"dsn": "host=a port"}),
+        to_postgres(dsn="host=a port"),
         "enrich.postgres.dsn",
     ),
     (
         "password_env_not_a_name",
-        lambda d: d["enrich"].update(backend="postgres", postgres={"dsn": "host=a", "password_env": "PG PASS"}),
+        to_postgres(password_env="PG PASS"),
         "enrich.postgres.password_env",
     ),
     (
         "batch_size_zero",
-        lambda d: d["enrich"].update(backend="postgres", postgres={"dsn": "host=a", "batch_size": 0}),
+        to_postgres(batch_size=0),
         "enrich.postgres.batch_size",
     ),
     (
         "backoff_ceiling_below_base",
-        lambda d: d["enrich"].update(
-            backend="postgres", postgres={"dsn": "host=a", "backoff_seconds": 1, "backoff_max_seconds": 0.5}
-        ),
+        to_postgres(backoff_seconds=1, backoff_max_seconds=0.5),
         "enrich.postgres.backoff_max_seconds",
     ),
     (
         "table_name_with_three_parts",
-        lambda d: d["enrich"].update(backend="postgres", postgres={"dsn": "host=a", "customers_table": "a.b.c"}),
+        to_postgres(customers_table="a.b.c"),
         "enrich.postgres.customers_table",
     ),
     (
         "unknown_postgres_key",
-        lambda d: d["enrich"].update(backend="postgres", postgres={"dsn": "host=a", "pool": 3}),
+        to_postgres(pool=3),
         "enrich.postgres.pool",
     ),
 ]
