@@ -226,11 +226,8 @@ class StoreJoiner:
         self._lookups.inc(len(txns))
         found: dict[str, dict[str, Any]] = {}
         failed: dict[str, str] = {}
-        for kind, key_of in (
-            (profile_store.CUSTOMERS, lambda t: t.card_id),
-            (profile_store.MERCHANTS, lambda t: t.merchant_id),
-        ):
-            found[kind.name], reason = self._lookup(kind, {key_of(t) for t in txns})
+        for kind in profile_store.KINDS:  # a profile's key is the transaction field of its name
+            found[kind.name], reason = self._lookup(kind, {getattr(t, kind.key) for t in txns})
             if reason:
                 failed[kind.name] = reason
         # What the joiner sees: a key the store has no profile for is absent, as with the files.
@@ -279,29 +276,23 @@ class StoreJoiner:
         failed: dict[str, str],
         present: dict[str, dict[str, Any]],
     ) -> EnrichedTransaction | DeadLetter:
-        unanswered = [
-            (kind, field, key, failed[kind])
-            for kind, field, key in (
-                ("customers", "card_id", txn.card_id),
-                ("merchants", "merchant_id", txn.merchant_id),
-            )
-            if key not in found[kind]
-        ]
+        unanswered = [kind for kind in profile_store.KINDS if getattr(txn, kind.key) not in found[kind.name]]
         if unanswered:
             return make_dead_letter(
                 STAGE,
                 ErrorCode.ERROR_CODE_PROFILE_STORE_UNAVAILABLE,
-                "profile store unavailable: " + "; ".join(f"{kind} lookup {why}" for kind, _, _, why in unanswered),
+                "profile store unavailable: "
+                + "; ".join(f"{kind.name} lookup {failed[kind.name]}" for kind in unanswered),
                 txn.origin,
                 self._clock.timestamp(),
                 [
                     FieldViolation(
-                        field_path=field,
+                        field_path=kind.key,
                         rule_id="riskpipe.profile_store_available",
-                        message=f"the {kind} profile could not be looked up",
-                        value=key,
+                        message=f"the {kind.name} profile could not be looked up",
+                        value=getattr(txn, kind.key),
                     )
-                    for kind, field, key, _ in unanswered
+                    for kind in unanswered
                 ],
                 txn.transaction_id,
             )
