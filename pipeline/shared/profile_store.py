@@ -233,25 +233,26 @@ class RowConverter:
             self._kind.message_type,
             lambda profile: json_format.ParseDict(data, profile, ignore_unknown_fields=True),
             self._validator,
-            f"{self._kind.name}: rejected store row {row!r:.200}",
+            f"{self._kind.name}: rejected store row",
+            row,
         )
 
 
 def parse_profile(
-    message_type: type[Message], fill: Callable[[Message], object], validator: Any, rejected: str
+    message_type: type[Message], fill: Callable[[Message], object], validator: Any, rejected: str, row: object
 ) -> Message | None:
-    """A profile filled in by `fill` (a JSON parse), or None, logged as `rejected: why`, when it
-    does not parse or breaks the contract's rules. The one rule for a reference row, from a file
-    or from the store."""
+    """A profile filled in by `fill` (a JSON parse), or None, logged as `rejected <row>: why`
+    (the row formatted only then), when it does not parse or breaks the contract's rules. The one
+    rule for a reference row, from a file or from the store."""
     profile = message_type()
     try:
         fill(profile)
     except json_format.ParseError as exc:
-        _LOG.warning("%s: %s", rejected, exc)
+        _LOG.warning("%s %.200r: %s", rejected, row, exc)
         return None
     violations = validator.collect_violations(profile)
     if violations:
-        _LOG.warning("%s: %s", rejected, "; ".join(v.proto.message for v in violations))
+        _LOG.warning("%s %.200r: %s", rejected, row, "; ".join(v.proto.message for v in violations))
         return None
     return profile
 

@@ -58,6 +58,7 @@ class ProfileParser:
         self._type = message_type
         self._key = key_field
         self._validator = protovalidate.Validator()
+        self._rejected = f"{message_type.__name__}: rejected reference row"
 
     def __call__(self, row: bytes | str) -> tuple[str, object] | None:
         if isinstance(row, bytes):
@@ -73,7 +74,8 @@ class ProfileParser:
             self._type,
             lambda p: json_format.Parse(line, p, ignore_unknown_fields=True),
             self._validator,
-            f"{self._type.__name__}: rejected reference row {line!r:.200}",
+            self._rejected,
+            line,
         )
         return None if profile is None else (getattr(profile, self._key), profile)
 
