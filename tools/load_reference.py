@@ -78,9 +78,8 @@ def load(
     """Loads both reference files of `data`; rows loaded per table."""
     import psycopg
 
-    settings = profile_store.StoreSettings(dsn=dsn, password_env=password_env)
     loaded = {}
-    with psycopg.connect(dsn, password=profile_store.password(settings), autocommit=True) as conn:
+    with psycopg.connect(dsn, password=profile_store.password(password_env), autocommit=True) as conn:
         for kind, table in ((profile_store.CUSTOMERS, customers_table), (profile_store.MERCHANTS, merchants_table)):
             loaded[table] = load_kind(conn, kind, table, data / f"{kind.name}.jsonl")
     return loaded
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loaded = load(args.dsn, args.data, args.password_env, args.customers_table, args.merchants_table)
     except psycopg.Error as exc:
-        secret = profile_store.password(profile_store.StoreSettings(dsn="", password_env=args.password_env))
+        secret = profile_store.password(args.password_env)
         print(f"load_reference: {profile_store.scrub(str(exc).strip(), secret)}", file=sys.stderr)
         return 1
     for table, rows in loaded.items():

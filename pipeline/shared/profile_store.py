@@ -102,8 +102,9 @@ def quote_table(table: str) -> str:
     return ".".join(quote_identifier(part) for part in table.split("."))
 
 
-def password(settings: StoreSettings) -> str | None:
-    return os.environ.get(settings.password_env) or None
+def password(env: str) -> str | None:
+    """The password from the environment variable `env` names; None: libpq's pgpass or service file."""
+    return os.environ.get(env) or None
 
 
 def scrub(text: str, secret: str | None) -> str:
@@ -275,7 +276,7 @@ class ProfileStore:
         self._on_retry = on_retry
         self._on_rejected = on_rejected
         self._sleep = sleep
-        self._password = password(settings)
+        self._password = password(settings.password_env)
         self._conn: Any = None
         self._converters = {kind.name: RowConverter(kind) for kind in KINDS}
         self._queries = {kind.name: settings.query(kind) for kind in KINDS}
