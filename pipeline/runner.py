@@ -48,7 +48,7 @@ from apache_beam.runners.runner import create_runner
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from pipeline.shared import config as job_config
-from pipeline.shared import drain, feature_sets, kafka, metrics, model_check, prism, profile_store
+from pipeline.shared import drain, feature_sets, flink, kafka, metrics, model_check, prism, profile_store
 from pipeline.shared.clock import RunClock
 from pipeline.shared.model_card import file_digest
 from pipeline.shared.output_folder import OutputFolder
@@ -165,6 +165,9 @@ def choose_runner(options: PipelineOptions, streaming: bool, java: bool = False,
         # Prism or another portable runner that runs longer (any streaming job) would fail
         # with DEADLINE_EXCEEDED after five minutes.
         portable.job_server_timeout = JOB_STREAM_TIMEOUT_SECONDS
+    refused = flink.check(options)
+    if refused:
+        raise job_config.ConfigError(refused)
     if name in prism.PRISM_RUNNERS:
         # Prism splits a bundle that seems slow and can then fire a split-off timer a second time,
         # concurrently with the first (github.com/apache/beam/issues/35771): 20_dedupe would
