@@ -47,8 +47,8 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.runner import create_runner
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
+from pipeline.shared import bigquery, drain, feature_sets, flink, kafka, metrics, model_check, prism, profile_store
 from pipeline.shared import config as job_config
-from pipeline.shared import drain, feature_sets, flink, kafka, metrics, model_check, prism, profile_store
 from pipeline.shared.clock import RunClock
 from pipeline.shared.model_card import file_digest
 from pipeline.shared.output_folder import OutputFolder
@@ -261,12 +261,19 @@ def kafka_read(
 
 
 def written_to(config: job_config.JobConfig) -> dict[str, str]:
-    """Where each output of the run goes: a folder or a topic."""
+    """Where each output of the run goes: a folder, a topic or a table."""
     out = config.output_dir.rstrip("/")
     scored, dead = config.kafka_scored_topic, config.kafka_dead_letter_topic
+    scored_table, dead_table = config.bigquery_scored_table, config.bigquery_dead_letter_table
     places = {
-        "scored": f"kafka topic {scored}" if scored else f"{out}/scored/",
-        "dead letters": f"kafka topic {dead}" if dead else f"{out}/dead_letters/",
+        "scored": f"kafka topic {scored}"
+        if scored
+        else f"bigquery table {scored_table}"
+        if scored_table
+        else f"{out}/scored/",
+        "dead letters": (
+            f"kafka topic {dead}" if dead else f"bigquery table {dead_table}" if dead_table else f"{out}/dead_letters/"
+        ),
     }
     if config.kafka_alerts_topic:
         places["alerts"] = f"kafka topic {config.kafka_alerts_topic}"
@@ -298,6 +305,10 @@ def topic_sink(
     return kafka.TopicSink(
         topic, kafka.producer_config(config.kafka_bootstrap_servers or "", properties), expansion.address
     )
+
+
+def table_sink(table: str | None, config: job_config.JobConfig) -> bigquery.TableSink | None:
+    return bigquery.TableSink(table, config.bigquery_method) if table is not None else None
 
 
 def featurize(
@@ -386,7 +397,13 @@ def build_pipeline(
         config.kafka_value_format,
     )
     refused_60 = scored | "60_sink" >> sink.WriteScored(
-        config.output_dir, config.num_shards, config.parquet, clock, windows, topics
+        config.output_dir,
+        config.num_shards,
+        config.parquet,
+        clock,
+        windows,
+        topics,
+        table_sink(config.bigquery_scored_table, config),
     )
     dead_letters = (
         refused_00,

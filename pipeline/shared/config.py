@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.shared import profile_store
+from pipeline.shared import bigquery, profile_store
 from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS, parse_rfc3339
 from pipeline.shared.dead_letter import PAYLOAD_POLICIES
 from pipeline.shared.kafka import check_start as kafka_start_check
@@ -191,6 +191,31 @@ SETTINGS: tuple[Setting, ...] = (
         "str",
         None,
         "projects/P/topics/T: REVIEW and DECLINE records also published here.",
+    ),
+    Setting(
+        "bigquery.scored_table",
+        "bigquery_scored_table",
+        "str",
+        None,
+        "PROJECT:DATASET.TABLE (or DATASET.TABLE): scored records to this BigQuery table instead of files; the "
+        "table is created from the ScoredTransaction contract when missing.",
+    ),
+    Setting(
+        "bigquery.dead_letter_table",
+        "bigquery_dead_letter_table",
+        "str",
+        None,
+        "PROJECT:DATASET.TABLE (or DATASET.TABLE): dead letters to this BigQuery table instead of files; created "
+        "from the DeadLetter contract when missing.",
+    ),
+    Setting(
+        "bigquery.method",
+        "bigquery_method",
+        "choice",
+        "auto",
+        "How rows are written: storage_write_api (exactly once; a Java transform Beam expands when the job is "
+        "built), file_loads, streaming_inserts, or auto (file loads in batch, streaming inserts in streaming).",
+        choices=bigquery.METHODS,
     ),
     Setting(
         "streaming.window_seconds",
@@ -474,6 +499,9 @@ class JobConfig:
     pubsub_id_label: str
     pubsub_timestamp_attribute: str
     pubsub_alerts_topic: str | None
+    bigquery_scored_table: str | None
+    bigquery_dead_letter_table: str | None
+    bigquery_method: str
     customers: str | None
     merchants: str | None
     output_dir: str
@@ -711,6 +739,7 @@ def _check(config: JobConfig, check_files: bool) -> None:
         raise ConfigError("source.watch_dir (--watch_dir): a value is required when source.kind is watch")
     _check_kafka(config)
     _check_pubsub(config)
+    _check_bigquery(config)
     _check_enrich(config)
     if config.streaming and config.parquet:
         raise ConfigError("output.parquet: Parquet output is written by batch runs only (source.kind files)")
@@ -780,6 +809,21 @@ def _check_pubsub(config: JobConfig) -> None:
         raise ConfigError(f"pubsub.alerts_topic: {config.pubsub_alerts_topic!r} is not projects/PROJECT/topics/NAME")
 
 
+def _check_bigquery(config: JobConfig) -> None:
+    for key, table in (
+        ("bigquery.scored_table", config.bigquery_scored_table),
+        ("bigquery.dead_letter_table", config.bigquery_dead_letter_table),
+    ):
+        if table is not None and not _BIGQUERY_TABLE.fullmatch(table):
+            raise ConfigError(f"{key}: {table!r} is not PROJECT:DATASET.TABLE, PROJECT.DATASET.TABLE or DATASET.TABLE")
+    if config.bigquery_scored_table is not None and config.kafka_scored_topic is not None:
+        raise ConfigError("bigquery.scored_table and kafka.scored_topic: scored records go to one of them, not both")
+    if config.bigquery_dead_letter_table is not None and config.kafka_dead_letter_topic is not None:
+        raise ConfigError(
+            "bigquery.dead_letter_table and kafka.dead_letter_topic: dead letters go to one of them, not both"
+        )
+
+
 def _check_enrich(config: JobConfig) -> None:
     if config.enrich_backend == "files":
         for key, option, path in (
@@ -847,6 +891,8 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _PUBSUB_NAME = r"[A-Za-z][A-Za-z0-9._~+%-]{2,254}"
 _PUBSUB_SUBSCRIPTION = re.compile(rf"projects/[a-z][a-z0-9:.-]{{4,62}}/subscriptions/{_PUBSUB_NAME}")
+# [PROJECT(: or .)]DATASET.TABLE; project ids may hold a domain (example.com:project).
+_BIGQUERY_TABLE = re.compile(r"(?:[a-z][a-z0-9.:-]{4,62}[a-z0-9][:.])?[A-Za-z0-9_]{1,1024}\.[\w$-]{1,1024}")
 _PUBSUB_TOPIC = re.compile(rf"projects/[a-z][a-z0-9:.-]{{4,62}}/topics/{_PUBSUB_NAME}")
 
 

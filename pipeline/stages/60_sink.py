@@ -1,4 +1,4 @@
-"""60_sink: ScoredTransaction -> files under <output.dir>/, or Kafka and Pub/Sub topics.
+"""60_sink: ScoredTransaction -> files under <output.dir>/, a BigQuery table, or Kafka and Pub/Sub topics.
 
 In:  ScoredTransaction.
 Out: scored/part-*.jsonl, one proto3-JSON object per line (proto field names); with
@@ -6,6 +6,8 @@ Out: scored/part-*.jsonl, one proto3-JSON object per line (proto field names); w
      Streaming: scored/<window start>-<window end>.pane<N>.<run>.s<shard>.jsonl, one file set per
      fixed event-time window (streaming.window_seconds), each written whole when the window closes
      (pipeline.shared.windowed_files); no Parquet.
+To BigQuery, where configured (bigquery.scored_table): every scored record is a row of a table whose
+     schema is derived from the ScoredTransaction contract (pipeline.shared.bigquery), instead of files.
 To topics, where configured: with a Kafka scored topic, every scored record goes there instead of
      to files; alerts (REVIEW and DECLINE) go to the Kafka alerts topic and the Pub/Sub alerts
      topic as well. Kafka records are keyed by transaction_id; values are proto3 JSON or the
@@ -25,7 +27,7 @@ import pyarrow as pa
 
 from contracts.riskpipe.v1.enriched_transaction_pb2 import ProfileKind
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
-from pipeline.shared import kafka, metrics
+from pipeline.shared import bigquery, kafka, metrics
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import StageFn, apply_stage
 from pipeline.shared.json_codec import scored_json
@@ -102,6 +104,19 @@ class KeyedEncoder:
         return scored.transaction_id.encode(), value
 
 
+class RowEncoder:
+    """ScoredTransaction -> a row of its BigQuery table; counts what it encodes."""
+
+    def __init__(self, storage_write: bool):
+        self._storage_write = storage_write
+        self._written = metrics.counter(metrics.SCORED_WRITTEN)
+
+    def __call__(self, scored: ScoredTransaction) -> dict:
+        row = bigquery.to_row(scored, self._storage_write)
+        self._written.inc()
+        return row
+
+
 def pubsub_alert(scored: ScoredTransaction):
     from apache_beam.io.gcp.pubsub import PubsubMessage
 
@@ -129,8 +144,10 @@ class WriteScored(beam.PTransform):
         clock: RunClock,
         windowing: Windowing | None = None,
         topics: Topics | None = None,
+        table: bigquery.TableSink | None = None,
     ):
         super().__init__()
+        self._table = table
         self._dir = output_dir.rstrip("/")
         self._num_shards = num_shards
         self._parquet = parquet
@@ -165,6 +182,13 @@ class WriteScored(beam.PTransform):
         if self._topics.kafka_scored is not None:
             keyed, dead = self._keyed(scored, "ToKafka", metrics.SCORED_WRITTEN)
             keyed | "WriteToKafka" >> kafka.write(self._topics.kafka_scored)
+        elif self._table is not None:
+            storage_write = self._table.method == "storage_write_api"
+            encoder = StageFn(STAGE, functools.partial(RowEncoder, storage_write), self._clock)
+            rows, dead = apply_stage(scored, "ToBigQueryRow", encoder, dict)
+            rows | "WriteToBigQuery" >> bigquery.write(
+                self._table, ScoredTransaction.DESCRIPTOR, streaming=self._windowing is not None
+            )
         else:
             encoder = StageFn(STAGE, functools.partial(ScoredEncoder), self._clock)
             lines, dead = apply_stage(scored, "ToJson", encoder, str)
