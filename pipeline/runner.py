@@ -418,6 +418,7 @@ def build_pipeline(
         windows,
         topic_sink(config, config.kafka_dead_letter_topic, expansion, properties),
         config.kafka_value_format,
+        table_sink(config.bigquery_dead_letter_table, config),
     )
     return {
         "raw": raw,

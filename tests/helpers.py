@@ -119,3 +119,39 @@ def with_features(clock, records):
         velocity.attach(record, history.take(event))
         out[record.transaction.transaction_id] = computer(record)
     return [out[r.transaction.transaction_id] for r in records]
+
+
+DATAFLOW_IMAGE = "europe-docker.pkg.dev/riskpipe-test/riskpipe/riskpipe:2.77.0"
+
+
+def dataflow_dry_run(config_path: str, *args: str):
+    """Builds the job for the DataflowRunner with Beam's --dry_run (the job is translated into its
+    Dataflow job description and not submitted); returns the pipeline and the job description."""
+    import apache_beam as beam
+    from apache_beam.runners.runner import PipelineState
+
+    from pipeline import runner
+    from pipeline.shared import config as job_config_module
+
+    options = runner.parse_options(
+        [
+            "--config",
+            config_path,
+            "--runner=DataflowRunner",
+            "--project=riskpipe-test",
+            "--region=europe-west1",
+            "--temp_location=gs://riskpipe-test/tmp",
+            f"--sdk_container_image={DATAFLOW_IMAGE}",
+            "--sdk_location=container",
+            "--dry_run=true",
+            *args,
+        ]
+    )
+    config = job_config_module.load(config_path)
+    name = runner.choose_runner(options, config.streaming, config.uses_kafka, config.source)
+    assert name == "DataflowRunner"
+    p = beam.Pipeline(options=options)
+    runner.build_pipeline(p, config, "v-test", runner=name)
+    result = p.run()
+    assert result.state == PipelineState.DONE
+    return p, result.job

@@ -13,7 +13,6 @@ import pytest
 from apache_beam.io.gcp.pubsub import PubsubMessage, WriteToPubSub
 from apache_beam.pipeline import PipelineVisitor
 from apache_beam.portability.api import beam_runner_api_pb2
-from apache_beam.runners.runner import PipelineState
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
@@ -22,7 +21,7 @@ from pipeline import runner
 from pipeline.shared import config as job_config_module
 from pipeline.stage_loader import load_stage
 from tests.conftest import AS_OF
-from tests.helpers import GOOD, job_config, read_jsonl
+from tests.helpers import GOOD, dataflow_dry_run, job_config, read_jsonl
 
 source = load_stage("00_source")
 SUBSCRIPTION = "projects/riskpipe-test/subscriptions/transactions"
@@ -51,23 +50,7 @@ def message(txn_id: str, event: float, message_id: str, **changes) -> PubsubMess
 
 def test_the_graph_builds_for_dataflow_with_the_subscription_id_label_and_alerts_topic(dataset, tmp_path):
     config_path = pubsub_config(dataset, tmp_path / "out")
-    options = runner.parse_options(
-        [
-            "--config",
-            config_path,
-            "--runner=DataflowRunner",
-            "--project=riskpipe-test",
-            "--region=europe-west1",
-            "--temp_location=gs://riskpipe-test/tmp",
-            "--dry_run=true",
-        ]
-    )
-    config = job_config_module.load(config_path)
-    assert runner.choose_runner(options, config.streaming, config.uses_kafka, config.source) == "DataflowRunner"
-    p = beam.Pipeline(options=options)
-    runner.build_pipeline(p, config, "v-test", runner="DataflowRunner")
-    result = p.run()  # Beam's dry run: the job is translated for Dataflow, nothing is submitted
-    assert result.state == PipelineState.DONE
+    p, _ = dataflow_dry_run(config_path)  # the job is translated for Dataflow, nothing is submitted
 
     transforms = p.to_runner_api().components.transforms.values()
     (read_transform,) = [t for t in transforms if t.spec.urn == "beam:transform:pubsub_read:v1"]

@@ -1,4 +1,4 @@
-"""90_dead_letter: DeadLetter, from every stage -> files under <output.dir>/dead_letters/.
+"""90_dead_letter: DeadLetter, from every stage -> files under <output.dir>/dead_letters/ (or a topic or table).
 
 In:  DeadLetter (one PCollection: the runner flattens the dead letters of all stages).
 Out: dead_letters/part-*.jsonl, one proto3-JSON DeadLetter per line (proto field names; payload
@@ -6,6 +6,8 @@ Out: dead_letters/part-*.jsonl, one proto3-JSON DeadLetter per line (proto field
      one file set per fixed window, as 60_sink writes scored records (pipeline.shared.windowed_files).
      With kafka.dead_letter_topic: to that topic instead, keyed by transaction_id (or, for a record
      whose id could not be read, its source position), the value in kafka.value_format.
+     With bigquery.dead_letter_table: to that table instead, one row per letter, its schema derived
+     from the DeadLetter contract (pipeline.shared.bigquery).
 Before a letter is written, card numbers are masked in its text fields (payload_text, message,
 violations, stack trace) and its payload bytes follow dead_letter.payload: raw, masked or none.
 Counts every letter (dead_letters_written) and every error code (dead_letters.<ERROR_CODE_...>).
@@ -17,7 +19,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
-from pipeline.shared import kafka, metrics
+from pipeline.shared import bigquery, kafka, metrics
 from pipeline.shared.dead_letter import redact
 from pipeline.shared.json_codec import dead_letter_json
 from pipeline.shared.windowed_files import Windowing, WriteWindowedFiles
@@ -57,6 +59,17 @@ class EncodeForTopicFn(EncodeDeadLetterFn):
         return letter_key(letter), value
 
 
+class EncodeForTableFn(EncodeDeadLetterFn):
+    """DeadLetter -> a row of its BigQuery table."""
+
+    def __init__(self, payload_policy: str, storage_write: bool):
+        super().__init__(payload_policy)
+        self._storage_write = storage_write
+
+    def _encode(self, letter: DeadLetter, redacted: DeadLetter):
+        return bigquery.to_row(redacted, self._storage_write)
+
+
 def letter_key(letter: DeadLetter) -> bytes:
     if letter.transaction_id:
         return letter.transaction_id.encode()
@@ -77,8 +90,10 @@ class WriteDeadLetters(beam.PTransform):
         windowing: Windowing | None = None,
         topic: kafka.TopicSink | None = None,
         value_format: str = "json",
+        table: bigquery.TableSink | None = None,
     ):
         super().__init__()
+        self._table = table
         self._dir = output_dir.rstrip("/")
         self._num_shards = num_shards
         self._payload_policy = payload_policy
@@ -91,6 +106,12 @@ class WriteDeadLetters(beam.PTransform):
             encode = EncodeForTopicFn(self._payload_policy, self._value_format)
             keyed = dead_letters | "ToKafka" >> beam.ParDo(encode).with_output_types(tuple[bytes, bytes])
             return keyed | "WriteToKafka" >> kafka.write(self._topic)
+        if self._table is not None:
+            encode_row = EncodeForTableFn(self._payload_policy, self._table.method == "storage_write_api")
+            rows = dead_letters | "ToBigQueryRow" >> beam.ParDo(encode_row).with_output_types(dict)
+            return rows | "WriteToBigQuery" >> bigquery.write(
+                self._table, DeadLetter.DESCRIPTOR, streaming=self._windowing is not None
+            )
         lines = dead_letters | "ToJson" >> beam.ParDo(EncodeDeadLetterFn(self._payload_policy)).with_output_types(str)
         if self._windowing is not None:
             return lines | "WriteWindows" >> WriteWindowedFiles(f"{self._dir}/dead_letters", self._windowing)
