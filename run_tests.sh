@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: lint (ruff), types (mypy), architecture (import-linter + stage import check), contract
-# drift, and pytest. Sets up .venv (and buf) on first use. Extra arguments go to pytest.
+# drift, the Flex Template's parameters against the job's options, and pytest. Sets up .venv (and buf) on
+# first use. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 scripts/bootstrap.sh --with-buf
@@ -18,5 +19,7 @@ lint-imports
 python -m tools.check_stages
 echo "== contracts"
 python -m tools.contracts check
+echo "== Flex Template parameters"
+python -m tools.template_metadata --check
 echo "== pytest"
 python -m pytest "$@"

@@ -42,6 +42,7 @@ from apache_beam.options.pipeline_options import (
     PortableOptions,
     PrismRunnerOptions,
     StandardOptions,
+    TestOptions,
     _BeamArgumentParser,
 )
 from apache_beam.runners.runner import create_runner
@@ -75,6 +76,9 @@ DEFAULT_STREAMING_RUNNER = "PrismRunner"
 _BEAM_JOB_SERVER_TIMEOUT = 300  # Beam's default --job_server_timeout
 JOB_STREAM_TIMEOUT_SECONDS = 365 * 24 * 3600
 _BATCH_ONLY_RUNNERS = ("FnApiRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+# Runners whose job outlives this process: the job is submitted, its workers write the outputs
+# themselves, and the run's figures are the service's (its console and metrics), not a summary here.
+SUBMIT_ONLY_RUNNERS = ("DataflowRunner",)
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
 EXIT_CONFIG = 2
@@ -736,6 +740,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     version = model_version(config, card, model_sha256)
     feature_set = model_check.feature_set(card)
     check_store(config)
+    if runner_name in SUBMIT_ONLY_RUNNERS:
+        return submit(options, config, runner_name, version, model_sha256, feature_set)
     read_from = {"watch": config.watch_dir, "files": os.path.dirname(config.transactions or "") or "."}
     protected = (
         *([read_from[config.source]] if config.source in read_from else []),
@@ -814,6 +820,52 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     return summary
 
 
+def submit(
+    options: PipelineOptions,
+    config: job_config.JobConfig,
+    runner_name: str,
+    version: str,
+    model_sha256: str,
+    feature_set: str,
+) -> dict[str, Any]:
+    """Builds the job and submits it to a runner that runs it elsewhere (Dataflow); returns what
+    was submitted. With --dry_run the job description is built and nothing is submitted."""
+    to_files = [
+        what
+        for what, elsewhere in (
+            ("scored records", config.kafka_scored_topic or config.bigquery_scored_table),
+            ("dead letters", config.kafka_dead_letter_topic or config.bigquery_dead_letter_table),
+        )
+        if not elsewhere
+    ]
+    if to_files and "://" not in config.output_dir:
+        raise job_config.ConfigError(
+            f"output.dir: {runner_name}'s workers write the {' and '.join(to_files)} and cannot reach "
+            f"{config.output_dir!r} on this machine; give a gs:// folder (or BigQuery tables)"
+        )
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, config, version, model_sha256, runner=runner_name, feature_set=feature_set)
+    try:
+        result = pipeline.run()
+    except Exception as exc:
+        raise RunFailedError(f"{type(exc).__name__}: {str(exc)[:2000]}") from exc
+    job = getattr(result, "job", None)
+    job_id = result.job_id() if hasattr(result, "job_id") and getattr(result, "_job", None) is not None else ""
+    return {
+        "submitted": not options.view_as(TestOptions).dry_run,
+        "runner": runner_name,
+        "mode": "streaming" if config.streaming else "batch",
+        "job_id": job_id,
+        "job_name": job.proto.name if job is not None else "",
+        "state": str(result.state),
+        "model_version": version,
+        "feature_set": feature_set,
+        "output_dir": config.output_dir,
+        # No summary.json: the job's figures are the service's (its console and metrics).
+        "written_to": {what: where for what, where in written_to(config).items() if what != "summary"},
+    }
+
+
 def _run_to_end(pipeline: beam.Pipeline, config: job_config.JobConfig, write_summary, worker_lost) -> Any:
     """Runs the job until it finishes (a streaming one: until it drains); RunFailedError otherwise."""
     try:
@@ -879,6 +931,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(__name__).error("the run failed", exc_info=exc)
         print(f"run failed, nothing was published: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
+    if "submitted" in summary:
+        what = "submitted" if summary["submitted"] else "described (--dry_run: nothing submitted)"
+        print(
+            f"{summary['mode']} job {summary['job_name'] or summary['job_id']} {what} to {summary['runner']} "
+            f"(state {summary['state']}); model {summary['model_version']}"
+        )
+        print("output: " + ", ".join(f"{what} -> {where}" for what, where in summary["written_to"].items()))
+        return EXIT_OK
     print(format_summary(summary))
     places = summary.get("written_to") or {"output": summary["output_dir"]}
     print("output: " + ", ".join(f"{what} -> {where}" for what, where in places.items()))

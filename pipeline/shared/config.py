@@ -934,3 +934,14 @@ def _check_readable_file(key: str, path: str) -> None:
             f.read(1)
     except OSError as exc:
         raise ConfigError(f"{key}: {path!r} cannot be read: {exc.strerror or exc}") from None
+
+
+# The forms the checks above accept for these keys, for tools that describe the options (the
+# Flex Template's parameter regexes).
+PATTERNS: dict[str, str] = {
+    "pubsub.subscription": _PUBSUB_SUBSCRIPTION.pattern,
+    "pubsub.alerts_topic": _PUBSUB_TOPIC.pattern,
+    "bigquery.scored_table": _BIGQUERY_TABLE.pattern,
+    "bigquery.dead_letter_table": _BIGQUERY_TABLE.pattern,
+    **{key: _KAFKA_TOPIC.pattern for key in ("kafka.scored_topic", "kafka.alerts_topic", "kafka.dead_letter_topic")},
+}
