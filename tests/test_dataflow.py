@@ -29,6 +29,7 @@ from pipeline import runner
 from pipeline.shared import bigquery
 from pipeline.shared import config as job_config_module
 from pipeline.stage_loader import STAGES
+from tests.conftest import ROOT
 from tests.helpers import DATAFLOW_IMAGE, dataflow_dry_run, job_config
 
 SCORED_TABLE = "riskpipe-test:fraud.scored"
@@ -213,3 +214,22 @@ def test_bigquery_tables_are_checked_before_the_job(dataset, tmp_path):
     for table in ("riskpipe-test:fraud.scored", "riskpipe-test.fraud.scored", "fraud.scored", "example.com:p-1:d.t"):
         config = job_config_module.load(job_config(dataset, tmp_path / "out", bigquery__scored_table=table))
         assert runner.written_to(config)["scored"] == f"bigquery table {table}"
+
+
+def test_a_dataflow_run_refuses_a_folder_its_workers_cannot_reach(capsys):
+    options = [
+        "--config",
+        str(ROOT / "config.yaml"),
+        "--runner=DataflowRunner",
+        "--project=riskpipe-test",
+        "--region=europe-west1",
+        "--temp_location=gs://riskpipe-test/tmp",
+        "--dry_run=true",
+    ]
+    assert runner.main(options) == runner.EXIT_CONFIG
+    assert "give a gs:// folder" in capsys.readouterr().err
+    # Both outputs in BigQuery: no folder needed.
+    tables = [f"--bigquery_scored_table={SCORED_TABLE}", f"--bigquery_dead_letter_table={DEAD_TABLE}"]
+    assert runner.main([*options, *tables]) == runner.EXIT_OK
+    out = capsys.readouterr().out
+    assert "nothing submitted" in out and f"bigquery table {SCORED_TABLE}" in out
