@@ -733,10 +733,8 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     runner_name = choose_runner(options, config.streaming, config.uses_kafka, config.source)
     card = check_model(config)
     # The card's sha256 has just been checked against the file: no need to read the file again.
-    if "://" in config.model:
-        model_sha256 = ""
-    else:
-        model_sha256 = card["sha256"].lower() if card is not None else file_digest(config.model)
+    # Workers refuse a model file whose bytes are not these (one replaced after the start).
+    model_sha256 = card["sha256"].lower() if card is not None else file_digest(config.model)
     version = model_version(config, card, model_sha256)
     feature_set = model_check.feature_set(card)
     check_store(config)

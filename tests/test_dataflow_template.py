@@ -298,3 +298,19 @@ def test_model_input_and_reference_files_are_read_through_beams_file_systems(rem
         ]
         # Records name the file they came from: the same file, under the other scheme.
         assert sorted(line.replace(remote_files, f"{ROOT}/") for line in lines[0]) == lines[1], sub
+
+
+def test_a_damaged_remote_model_stops_the_job_before_it_reads(remote_files, tmp_path):
+    broken = tmp_path / "models" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "model.onnx").write_bytes((ROOT / "models/fraud-gbm-v2/model.onnx").read_bytes()[:4000])
+    with pytest.raises(job_config.ConfigError, match="cannot be loaded"):
+        runner.run(
+            [
+                "--config",
+                str(ROOT / "config.yaml"),
+                f"--model={remote_files}models/broken/model.onnx",
+                f"--output_dir={tmp_path / 'out'}",
+            ]
+        )
+    assert not (tmp_path / "out").exists()

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from apache_beam.io.filesystems import FileSystems
 
 from contracts.riskpipe.v1.enriched_transaction_pb2 import (
     CustomerProfile,
@@ -194,10 +195,13 @@ def check_model(model_path: str) -> dict[str, Any] | None:
     card = read_model_card(model_path)
     if card is not None:
         check_card(model_path, card)
-    if "://" in model_path:
-        return card  # loaded by the workers; remote models are not loaded at submission
     try:
-        session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+        # A remote model (gs://) is read through Beam's file systems, as the workers read it.
+        source: str | bytes = model_path
+        if "://" in model_path:
+            with FileSystems.open(model_path) as f:
+                source = f.read()
+        session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise ConfigError(f"predict.model: {model_path} cannot be loaded: {exc}") from None
     check_session(model_path, session, feature_set(card))
