@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import socket
@@ -167,6 +168,20 @@ def test_flink_cluster_answers_with_a_taskmanager_and_its_slots(flink_cluster):
     assert len(flink_cluster.pids()) == 2
 
 
+def test_the_flink_cluster_runs_a_job_on_its_slots(flink_cluster):
+    """A plain Flink job (deploy/flink/check/ClusterCheck.java), not Beam's: the cluster's slots run
+    tasks and the job reaches FINISHED, which is what the Beam submission below relies on."""
+    done = flink_cluster.script("check", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "riskpipe-cluster-check: sum of 2x over 1..100000 = 10000100000" in done.stdout
+    jobs = [
+        j for j in flink.rest(flink_cluster.rest, "/jobs/overview")["jobs"] if j["name"] == "riskpipe-cluster-check"
+    ]
+    assert len(jobs) == 1 and jobs[0]["state"] == "FINISHED" and jobs[0]["tasks"]["failed"] == 0
+    vertices = flink.rest(flink_cluster.rest, f"/jobs/{jobs[0]['jid']}")["vertices"]
+    assert max(v["parallelism"] for v in vertices) == 2  # both slots
+
+
 def test_the_submission_options_are_the_jobs(tmp_path):
     """deploy/flink/submit.sh's command line is one the job accepts for the FlinkRunner."""
     jar = tmp_path / "job-server.jar"
@@ -226,7 +241,7 @@ def test_the_whole_job_on_the_flink_cluster(flink_cluster, direct, tmp_path):
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = runner.json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["runner"] == "FlinkRunner"
     same_as_direct(direct, summary, tmp_path)
     jobs = flink.rest(flink_cluster.rest, "/jobs/overview")["jobs"]

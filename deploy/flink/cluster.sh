@@ -4,6 +4,7 @@
 #
 #   deploy/flink/cluster.sh start    # prints the REST address once the cluster answers
 #   deploy/flink/cluster.sh status   # the REST address and the cluster's overview, or exit 1
+#   deploy/flink/cluster.sh check    # runs a small Flink job (check/ClusterCheck.java) on all the slots
 #   deploy/flink/cluster.sh stop     # stops both processes and waits until they are gone
 #   deploy/flink/cluster.sh home     # prints the Flink home (fetched first when missing)
 #
@@ -202,6 +203,24 @@ stop() {
   say "stopped"
 }
 
+check() {
+  # Compiled once per source with the Flink home's own jars (a JDK is needed), then run with
+  # Flink's client at the cluster's parallelism; Flink's client exits non-zero if the job fails.
+  command -v javac >/dev/null 2>&1 || { say "a JDK (javac) is required for the check job"; exit 1; }
+  answers >/dev/null || { say "no cluster answers on $REST"; exit 1; }
+  local src="$ROOT/deploy/flink/check/ClusterCheck.java" hash jar build
+  hash="$(sha256sum "$src" | cut -c1-12)"
+  jar="$CACHE/check/$VERSION-$hash/cluster-check.jar"
+  if [[ ! -f "$jar" ]]; then
+    build="$(mktemp -d)"
+    javac -d "$build" -cp "$HOME_DIR/lib/*" "$src" >&2
+    mkdir -p "$(dirname "$jar")"
+    jar cfe "$jar.tmp" ClusterCheck -C "$build" . && mv "$jar.tmp" "$jar"
+    rm -rf "$build"
+  fi
+  flink_env "$HOME_DIR/bin/flink" run -m "127.0.0.1:$REST_PORT" -p "$SLOTS" "$jar" "${FLINK_CHECK_RECORDS:-100000}"
+}
+
 status() {
   local overview
   if overview="$(answers)"; then
@@ -217,9 +236,10 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  check) check ;;
   home) fetch_home && echo "$HOME_DIR" ;;
   *)
-    echo "usage: $0 start|stop|status|home" >&2
+    echo "usage: $0 start|stop|status|check|home" >&2
     exit 2
     ;;
 esac
