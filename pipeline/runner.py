@@ -264,26 +264,27 @@ def kafka_read(
     )
 
 
+def _outputs(config: job_config.JobConfig) -> tuple[tuple[str, str | None, str | None, str], ...]:
+    """Each output of the job: (name, its Kafka topic, its BigQuery table, its folder); the
+    topic or the table, where one is set, takes the place of the folder."""
+    out = config.output_dir.rstrip("/")
+    return (
+        ("scored", config.kafka_scored_topic, config.bigquery_scored_table, f"{out}/scored/"),
+        ("dead letters", config.kafka_dead_letter_topic, config.bigquery_dead_letter_table, f"{out}/dead_letters/"),
+    )
+
+
 def written_to(config: job_config.JobConfig) -> dict[str, str]:
     """Where each output of the run goes: a folder, a topic or a table."""
-    out = config.output_dir.rstrip("/")
-    scored, dead = config.kafka_scored_topic, config.kafka_dead_letter_topic
-    scored_table, dead_table = config.bigquery_scored_table, config.bigquery_dead_letter_table
     places = {
-        "scored": f"kafka topic {scored}"
-        if scored
-        else f"bigquery table {scored_table}"
-        if scored_table
-        else f"{out}/scored/",
-        "dead letters": (
-            f"kafka topic {dead}" if dead else f"bigquery table {dead_table}" if dead_table else f"{out}/dead_letters/"
-        ),
+        what: f"kafka topic {topic}" if topic else f"bigquery table {table}" if table else folder
+        for what, topic, table, folder in _outputs(config)
     }
     if config.kafka_alerts_topic:
         places["alerts"] = f"kafka topic {config.kafka_alerts_topic}"
     if config.pubsub_alerts_topic:
         places["alerts (Pub/Sub)"] = config.pubsub_alerts_topic
-    places["summary"] = f"{out}/summary.json"
+    places["summary"] = f"{config.output_dir.rstrip('/')}/summary.json"
     return places
 
 
@@ -828,17 +829,10 @@ def submit(
 ) -> dict[str, Any]:
     """Builds the job and submits it to a runner that runs it elsewhere (Dataflow); returns what
     was submitted. With --dry_run the job description is built and nothing is submitted."""
-    to_files = [
-        what
-        for what, elsewhere in (
-            ("scored records", config.kafka_scored_topic or config.bigquery_scored_table),
-            ("dead letters", config.kafka_dead_letter_topic or config.bigquery_dead_letter_table),
-        )
-        if not elsewhere
-    ]
+    to_files = [what for what, topic, table, _ in _outputs(config) if not (topic or table)]
     if to_files and "://" not in config.output_dir:
         raise job_config.ConfigError(
-            f"output.dir: {runner_name}'s workers write the {' and '.join(to_files)} and cannot reach "
+            f"output.dir: {runner_name}'s workers write the {' and '.join(to_files)} output and cannot reach "
             f"{config.output_dir!r} on this machine; give a gs:// folder (or BigQuery tables)"
         )
     pipeline = beam.Pipeline(options=options)
@@ -848,7 +842,8 @@ def submit(
     except Exception as exc:
         raise RunFailedError(f"{type(exc).__name__}: {str(exc)[:2000]}") from exc
     job = getattr(result, "job", None)
-    job_id = result.job_id() if hasattr(result, "job_id") and getattr(result, "_job", None) is not None else ""
+    read_id = getattr(result, "job_id", None)  # a submitted Dataflow job's; a dry run has none
+    job_id = read_id() if callable(read_id) else ""
     return {
         "submitted": not options.view_as(TestOptions).dry_run,
         "runner": runner_name,
@@ -929,18 +924,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(__name__).error("the run failed", exc_info=exc)
         print(f"run failed, nothing was published: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
-    if "submitted" in summary:
+    submitted = "submitted" in summary
+    if submitted:
         what = "submitted" if summary["submitted"] else "described (--dry_run: nothing submitted)"
         print(
             f"{summary['mode']} job {summary['job_name'] or summary['job_id']} {what} to {summary['runner']} "
             f"(state {summary['state']}); model {summary['model_version']}"
         )
-        print("output: " + ", ".join(f"{what} -> {where}" for what, where in summary["written_to"].items()))
-        return EXIT_OK
-    print(format_summary(summary))
+    else:
+        print(format_summary(summary))
     places = summary.get("written_to") or {"output": summary["output_dir"]}
     print("output: " + ", ".join(f"{what} -> {where}" for what, where in places.items()))
-    return exit_code(summary)
+    return EXIT_OK if submitted else exit_code(summary)
 
 
 if __name__ == "__main__":
