@@ -28,6 +28,9 @@ from pipeline.shared.json_codec import timestamp_text
 
 # auto: Beam's choice, file loads for a batch run and streaming inserts for a streaming one.
 METHODS = ("auto", "storage_write_api", "file_loads", "streaming_inserts")
+# A streaming job's seconds between loads (file loads) or commits (Storage Write API): rows become
+# visible in the table this often.
+COMMIT_SECONDS = {"file_loads": 60, "storage_write_api": 5}
 _TIMESTAMP = "google.protobuf.Timestamp"
 _MAX_DEPTH = 15  # BigQuery's limit on nested RECORDs
 _SCALARS = {
@@ -135,8 +138,8 @@ def write(sink: TableSink, descriptor: Descriptor, streaming: bool) -> beam.PTra
         "streaming_inserts": beam.io.WriteToBigQuery.Method.STREAMING_INSERTS,
     }[sink.method]
     extra: dict[str, Any] = {}
-    if streaming and sink.method in ("file_loads", "storage_write_api"):
-        extra["triggering_frequency"] = 60 if sink.method == "file_loads" else 5  # seconds between commits
+    if streaming and sink.method in COMMIT_SECONDS:
+        extra["triggering_frequency"] = COMMIT_SECONDS[sink.method]
     return beam.io.WriteToBigQuery(
         sink.table,
         schema=table_schema(descriptor),
