@@ -32,6 +32,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_RECORD_TOO_LARGE: _ClassVar[ErrorCode]
     ERROR_CODE_LATE_RECORD: _ClassVar[ErrorCode]
     ERROR_CODE_TRANSACTION_ID_CONFLICT: _ClassVar[ErrorCode]
+    ERROR_CODE_SINK_REJECTED: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_NOT_UTF8: ErrorCode
 ERROR_CODE_MALFORMED_JSON: ErrorCode
@@ -51,6 +52,7 @@ ERROR_CODE_SOURCE_UNREADABLE: ErrorCode
 ERROR_CODE_RECORD_TOO_LARGE: ErrorCode
 ERROR_CODE_LATE_RECORD: ErrorCode
 ERROR_CODE_TRANSACTION_ID_CONFLICT: ErrorCode
+ERROR_CODE_SINK_REJECTED: ErrorCode
 
 class FieldViolation(_message.Message):
     __slots__ = ("field_path", "rule_id", "message", "value")
