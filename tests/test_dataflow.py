@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 
 import apache_beam as beam
 import pytest
@@ -28,12 +29,13 @@ from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, Reason, Score
 from pipeline import runner
 from pipeline.shared import bigquery
 from pipeline.shared import config as job_config_module
-from pipeline.stage_loader import STAGES
+from pipeline.stage_loader import STAGES, load_stage
 from tests.conftest import ROOT
 from tests.helpers import DATAFLOW_IMAGE, dataflow_dry_run, job_config
 
 SCORED_TABLE = "riskpipe-test:fraud.scored"
 DEAD_TABLE = "riskpipe-test:fraud.dead_letters"
+sink = load_stage("60_sink")
 # URNs that only a local runner runs: a Dataflow job holding one is refused.
 LOCAL_ONLY = {"beam:transform:teststream:v1", "beam:transform:read:v1"}
 JOB_TYPE_BATCH, JOB_TYPE_STREAMING = 1, 2
@@ -93,6 +95,14 @@ def test_the_streaming_job_description_for_dataflow(dataset, tmp_path):
     urns = {t.spec.urn for t in job.proto_pipeline.components.transforms.values()}
     assert "beam:transform:pubsub_read:v1" in urns
     assert any("WriteToBigQuery" in n for n in names_under(job, "60_sink/"))
+    # Rows BigQuery refuses (streaming inserts) come back as 60_sink's dead letters.
+    transforms = job.proto_pipeline.components.transforms
+    (rejected,) = [t for t in transforms.values() if t.unique_name == "60_sink/RejectedByBigQuery"]
+    (flatten,) = [t for t in transforms.values() if t.unique_name == "AllDeadLetters"]
+    (sink_out,) = steps["60_sink"].outputs.values()
+    assert sink_out in flatten.inputs.values()
+    (refused_flatten,) = [t for t in transforms.values() if t.unique_name == "60_sink/Refused"]
+    assert set(rejected.outputs.values()) <= set(refused_flatten.inputs.values())
 
 
 def test_the_storage_write_api_is_what_the_sinks_ask_for_where_configured():
@@ -102,9 +112,12 @@ def test_the_storage_write_api_is_what_the_sinks_ask_for_where_configured():
     assert write.method == beam.io.WriteToBigQuery.Method.STORAGE_WRITE_API
     assert write.create_disposition == beam.io.BigQueryDisposition.CREATE_IF_NEEDED
     assert write.write_disposition == beam.io.BigQueryDisposition.WRITE_APPEND
-    assert bigquery.write(bigquery.TableSink(SCORED_TABLE), ScoredTransaction.DESCRIPTOR, False).method == (
-        beam.io.WriteToBigQuery.Method.DEFAULT
-    )
+    auto = bigquery.TableSink(SCORED_TABLE)
+    assert bigquery.write(auto, ScoredTransaction.DESCRIPTOR, False).method == beam.io.WriteToBigQuery.Method.FILE_LOADS
+    inserts = bigquery.write(auto, ScoredTransaction.DESCRIPTOR, True)
+    assert inserts.method == beam.io.WriteToBigQuery.Method.STREAMING_INSERTS
+    assert inserts.insert_retry_strategy == "RETRY_ON_TRANSIENT_ERROR"  # refused rows come back
+    assert not bigquery.reports_refusals(auto, False) and bigquery.reports_refusals(auto, True)
 
 
 def field_names(descriptor) -> list:
@@ -233,3 +246,32 @@ def test_a_dataflow_run_refuses_a_folder_its_workers_cannot_reach(capsys):
     assert runner.main([*options, *tables]) == runner.EXIT_OK
     out = capsys.readouterr().out
     assert "nothing submitted" in out and f"bigquery table {SCORED_TABLE}" in out
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        # streaming inserts: (table, row, errors)
+        (
+            "riskpipe-test:fraud.scored",
+            bigquery.to_row(scored()),
+            [{"reason": "invalid", "message": "no such field: extra"}],
+        ),
+        # Storage Write API: the row comes back as a Beam Row, with the error's text
+        {
+            "error_message": "no such field: extra",
+            "failed_row": bigquery_tools.beam_row_from_dict(
+                bigquery.to_row(scored(), storage_write=True),
+                bigquery_tools.get_bq_tableschema(bigquery.table_schema(ScoredTransaction.DESCRIPTOR)),
+            ),
+        },
+    ],
+)
+def test_a_row_bigquery_refuses_is_a_sink_rejected_dead_letter(failure, clock):
+    letter = sink.RejectedRow(clock)(failure)
+    assert letter.stage == "60_sink" and letter.error_code == ErrorCode.ERROR_CODE_SINK_REJECTED
+    assert "no such field: extra" in letter.message and letter.transaction_id == "t-1"
+    row = json.loads(letter.payload)
+    assert row["transaction_id"] == "t-1" and row["amount"] == {"minor_units": 1250, "currency": "EUR"}
+    assert row["event_time"].startswith("2026-11-15T10:30:00.25")
+    assert letter.source.uri == "gs://riskpipe-test/transactions/a.jsonl" and letter.source.line == 7

@@ -20,6 +20,7 @@ import dataclasses
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.io.gcp.bigquery_tools import RetryStrategy
 from apache_beam.utils.timestamp import Timestamp as BeamTimestamp
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -127,19 +128,64 @@ def to_row(message: Message, storage_write: bool = False) -> dict[str, Any]:
     return row
 
 
+def method_of(sink: TableSink, streaming: bool) -> str:
+    """The write method a sink uses: `auto` is file loads in batch, streaming inserts in streaming."""
+    if sink.method != "auto":
+        return sink.method
+    return "streaming_inserts" if streaming else "file_loads"
+
+
+def reports_refusals(sink: TableSink, streaming: bool) -> bool:
+    """Whether rows BigQuery refuses come back from the write (file loads fail the job instead)."""
+    return method_of(sink, streaming) in ("streaming_inserts", "storage_write_api")
+
+
+def _plain(value: Any) -> Any:
+    """A refused row's value as JSON-ready data (the Storage Write API gives back Beam Rows)."""
+    if hasattr(value, "_asdict"):
+        return {key: _plain(item) for key, item in value._asdict().items()}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, BeamTimestamp):
+        return value.to_rfc3339()
+    return value
+
+
+def refusal(failure: Any) -> tuple[dict[str, Any], str]:
+    """(the row, BigQuery's errors as text) from an element of the write's failed_rows_with_errors:
+    (table, row, errors) from streaming inserts, {"failed_row", "error_message"} from the Storage
+    Write API."""
+    if isinstance(failure, dict):
+        return _plain(failure.get("failed_row", {})), str(failure.get("error_message", ""))
+    _, row, errors = failure
+    return _plain(row), "; ".join(
+        str(e.get("message", e)) if isinstance(e, dict) else str(e)
+        for e in (errors if isinstance(errors, list) else [errors])
+    )
+
+
 def write(sink: TableSink, descriptor: Descriptor, streaming: bool) -> beam.PTransform:
     """Beam's WriteToBigQuery for rows of `descriptor`, into a table it creates when missing and
-    appends to. The Storage Write API is a Java transform: Beam expands it through its GCP
+    appends to; its result's failed_rows_with_errors holds the refused rows where
+    reports_refusals(). The Storage Write API is a Java transform: Beam expands it through its GCP
     expansion service, which it fetches when the pipeline is built (on Dataflow's launcher)."""
+    name = method_of(sink, streaming)
     method = {
-        "auto": beam.io.WriteToBigQuery.Method.DEFAULT,
         "storage_write_api": beam.io.WriteToBigQuery.Method.STORAGE_WRITE_API,
         "file_loads": beam.io.WriteToBigQuery.Method.FILE_LOADS,
         "streaming_inserts": beam.io.WriteToBigQuery.Method.STREAMING_INSERTS,
-    }[sink.method]
+    }[name]
     extra: dict[str, Any] = {}
-    if streaming and sink.method in COMMIT_SECONDS:
-        extra["triggering_frequency"] = COMMIT_SECONDS[sink.method]
+    if streaming and name in COMMIT_SECONDS:
+        extra["triggering_frequency"] = COMMIT_SECONDS[name]
+    if name == "streaming_inserts":
+        # Transient errors are retried; a row refused for good comes back as a failed row (a
+        # dead letter), instead of being retried for ever and holding the job up.
+        extra["insert_retry_strategy"] = RetryStrategy.RETRY_ON_TRANSIENT_ERROR
     return beam.io.WriteToBigQuery(
         sink.table,
         schema=table_schema(descriptor),

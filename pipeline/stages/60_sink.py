@@ -13,23 +13,28 @@ To topics, where configured: with a Kafka scored topic, every scored record goes
      topic as well. Kafka records are keyed by transaction_id; values are proto3 JSON or the
      ScoredTransaction's protobuf bytes (kafka.value_format); Pub/Sub alerts are proto3 JSON with
      the transaction_id and decision as attributes.
-Dead letters: none; an encoding failure is an INTERNAL_ERROR from the stage guard.
+Dead letters: SINK_REJECTED for a row BigQuery refuses for good (streaming inserts, Storage Write API;
+     the row as JSON in the payload, no longer counted as scored); an encoding failure is an
+     INTERNAL_ERROR from the stage guard.
 A given input gives the same lines (their order inside and across files is the runner's).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from typing import NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
 
+from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.enriched_transaction_pb2 import ProfileKind
+from contracts.riskpipe.v1.raw_record_pb2 import SourcePosition
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
 from pipeline.shared import bigquery, kafka, metrics
 from pipeline.shared.clock import RunClock
-from pipeline.shared.dead_letter import StageFn, apply_stage
+from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 from pipeline.shared.json_codec import scored_json
 from pipeline.shared.windowed_files import Windowing, WriteWindowedFiles
 
@@ -117,6 +122,33 @@ class RowEncoder:
         return row
 
 
+class RejectedRow:
+    """A row BigQuery refused for good -> a SINK_REJECTED dead letter holding the row; the record
+    is no longer counted as scored."""
+
+    def __init__(self, clock: RunClock):
+        self._clock = clock
+        self._written = metrics.counter(metrics.SCORED_WRITTEN)
+
+    def __call__(self, failure) -> DeadLetter:
+        row, errors = bigquery.refusal(failure)
+        letter = make_dead_letter(
+            STAGE,
+            ErrorCode.ERROR_CODE_SINK_REJECTED,
+            f"BigQuery refused the row: {errors}",
+            None,
+            self._clock(),
+            transaction_id=str(row.get("transaction_id") or ""),
+        )
+        letter.payload = json.dumps(row, sort_keys=True, default=str).encode()
+        source = row.get("source") or {}
+        letter.source.CopyFrom(
+            SourcePosition(**{k: v for k, v in source.items() if k in SourcePosition.DESCRIPTOR.fields_by_name and v})
+        )
+        self._written.dec()
+        return letter
+
+
 def pubsub_alert(scored: ScoredTransaction):
     from apache_beam.io.gcp.pubsub import PubsubMessage
 
@@ -186,9 +218,13 @@ class WriteScored(beam.PTransform):
             storage_write = self._table.method == "storage_write_api"
             encoder = StageFn(STAGE, functools.partial(RowEncoder, storage_write), self._clock)
             rows, dead = apply_stage(scored, "ToBigQueryRow", encoder, dict)
-            rows | "WriteToBigQuery" >> bigquery.write(
-                self._table, ScoredTransaction.DESCRIPTOR, streaming=self._windowing is not None
-            )
+            streaming = self._windowing is not None
+            written = rows | "WriteToBigQuery" >> bigquery.write(self._table, ScoredTransaction.DESCRIPTOR, streaming)
+            if bigquery.reports_refusals(self._table, streaming):
+                rejected = written.failed_rows_with_errors | "RejectedByBigQuery" >> beam.Map(
+                    RejectedRow(self._clock)
+                ).with_output_types(DeadLetter)
+                refused.append(rejected)
         else:
             encoder = StageFn(STAGE, functools.partial(ScoredEncoder), self._clock)
             lines, dead = apply_stage(scored, "ToJson", encoder, str)
