@@ -466,6 +466,7 @@ def summarize(result: Any) -> dict[str, Any]:
         "reference_rows_rejected": counters.get(metrics.REFERENCE_ROWS_REJECTED, 0),
         "late_records": counters.get(metrics.LATE_RECORDS, 0),
         "alerts": counters.get(metrics.ALERTS_WRITTEN, 0),
+        "dead_letters_rejected_by_sink": counters.get(metrics.DEAD_LETTERS_REJECTED_BY_SINK, 0),
         "profile_store": store_summary(counters, distributions.get(metrics.STORE_QUERY_MS)),
     }
 

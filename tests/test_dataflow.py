@@ -275,3 +275,23 @@ def test_a_row_bigquery_refuses_is_a_sink_rejected_dead_letter(failure, clock):
     assert row["transaction_id"] == "t-1" and row["amount"] == {"minor_units": 1250, "currency": "EUR"}
     assert row["event_time"].startswith("2026-11-15T10:30:00.25")
     assert letter.source.uri == "gs://riskpipe-test/transactions/a.jsonl" and letter.source.line == 7
+
+
+def test_a_dead_letter_bigquery_refuses_is_logged_and_taken_off_the_count(caplog):
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+    dead_letter_sink = load_stage("90_dead_letter")
+    failure = (DEAD_TABLE, bigquery.to_row(letter()), [{"reason": "invalid", "message": "row too large"}])
+    p = beam.Pipeline(runner=FnApiRunner())
+    _ = p | beam.Create([failure]) | beam.ParDo(dead_letter_sink.RejectedLetterFn())
+    with caplog.at_level("ERROR"):
+        result = p.run()
+        result.wait_until_finish()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace("riskpipe"))["counters"]
+    }
+    assert counters["dead_letters_rejected_by_sink"] == 1 and counters["dead_letters_written"] == -1
+    assert counters["dead_letters.ERROR_CODE_MALFORMED_JSON"] == -1
+    assert "row too large" in caplog.text and "10_validate" in caplog.text

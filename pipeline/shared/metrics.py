@@ -14,6 +14,7 @@ LATE_RECORDS = "late_records"
 SCORED_WRITTEN = "scored_written"
 ALERTS_WRITTEN = "alerts_written"
 DEAD_LETTERS_WRITTEN = "dead_letters_written"
+DEAD_LETTERS_REJECTED_BY_SINK = "dead_letters_rejected_by_sink"  # dead letters BigQuery refused
 DEAD_LETTER_CODE_PREFIX = "dead_letters."
 DEFAULT_PROFILE_USED_PREFIX = "default_profile_used."
 REFERENCE_ROWS_REJECTED = "reference_rows_rejected"

@@ -7,7 +7,9 @@ Out: dead_letters/part-*.jsonl, one proto3-JSON DeadLetter per line (proto field
      With kafka.dead_letter_topic: to that topic instead, keyed by transaction_id (or, for a record
      whose id could not be read, its source position), the value in kafka.value_format.
      With bigquery.dead_letter_table: to that table instead, one row per letter, its schema derived
-     from the DeadLetter contract (pipeline.shared.bigquery).
+     from the DeadLetter contract (pipeline.shared.bigquery). A letter BigQuery refuses for good has
+     nowhere left to go: it is logged as an error, counted in dead_letters_rejected_by_sink and
+     taken off dead_letters_written, so the run's summary does not balance.
 Before a letter is written, card numbers are masked in its text fields (payload_text, message,
 violations, stack trace) and its payload bytes follow dead_letter.payload: raw, masked or none.
 Counts every letter (dead_letters_written) and every error code (dead_letters.<ERROR_CODE_...>).
@@ -15,6 +17,8 @@ Dead letters: none of its own; this is the last stop.
 """
 
 from __future__ import annotations
+
+import logging
 
 import apache_beam as beam
 
@@ -70,6 +74,31 @@ class EncodeForTableFn(EncodeDeadLetterFn):
         return bigquery.to_row(redacted, self._storage_write)
 
 
+class RejectedLetterFn(beam.DoFn):
+    """A dead letter BigQuery refused for good: logged and counted, never silently dropped."""
+
+    def setup(self) -> None:
+        self._written = metrics.counter(metrics.DEAD_LETTERS_WRITTEN)
+        self._rejected = metrics.counter(metrics.DEAD_LETTERS_REJECTED_BY_SINK)
+        self._by_code = {name: metrics.counter(metrics.DEAD_LETTER_CODE_PREFIX + name) for name in ErrorCode.keys()}  # noqa: SIM118
+
+    def process(self, failure):
+        row, errors = bigquery.refusal(failure)
+        self._written.dec()
+        self._rejected.inc()
+        code = self._by_code.get(str(row.get("error_code")))
+        if code is not None:
+            code.dec()
+        logging.getLogger(__name__).error(
+            "BigQuery refused the dead letter of %s from %s (%s): %s",
+            row.get("transaction_id") or row.get("source"),
+            row.get("stage"),
+            row.get("error_code"),
+            errors,
+        )
+        return []
+
+
 def letter_key(letter: DeadLetter) -> bytes:
     if letter.transaction_id:
         return letter.transaction_id.encode()
@@ -109,9 +138,11 @@ class WriteDeadLetters(beam.PTransform):
         if self._table is not None:
             encode_row = EncodeForTableFn(self._payload_policy, self._table.method == "storage_write_api")
             rows = dead_letters | "ToBigQueryRow" >> beam.ParDo(encode_row).with_output_types(dict)
-            return rows | "WriteToBigQuery" >> bigquery.write(
-                self._table, DeadLetter.DESCRIPTOR, streaming=self._windowing is not None
-            )
+            streaming = self._windowing is not None
+            written = rows | "WriteToBigQuery" >> bigquery.write(self._table, DeadLetter.DESCRIPTOR, streaming)
+            if bigquery.reports_refusals(self._table, streaming):
+                written.failed_rows_with_errors | "RejectedByBigQuery" >> beam.ParDo(RejectedLetterFn())
+            return written
         lines = dead_letters | "ToJson" >> beam.ParDo(EncodeDeadLetterFn(self._payload_policy)).with_output_types(str)
         if self._windowing is not None:
             return lines | "WriteWindows" >> WriteWindowedFiles(f"{self._dir}/dead_letters", self._windowing)
