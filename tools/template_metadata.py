@@ -47,15 +47,7 @@ def regexes(setting: job_config.Setting) -> list[str]:
 
 def image_defaults() -> dict[str, Any]:
     """The values of the config.yaml the image carries, by dotted key."""
-
-    def flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, value in data.items():
-            key = f"{prefix}{name}"
-            out.update(flat(value, key + ".") if isinstance(value, dict) else {key: value})
-        return out
-
-    return flat(yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8")))
+    return job_config.flatten(yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8")))
 
 
 def help_text(setting: job_config.Setting, defaults: dict[str, Any]) -> str:

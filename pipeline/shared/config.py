@@ -594,12 +594,13 @@ def _is_remote(path: str) -> bool:
     return "://" in path
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config file's nested sections as dotted keys (predict.model), as SETTINGS names them."""
     flat: dict[str, Any] = {}
     for name, value in data.items():
         key = f"{prefix}{name}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, key + "."))
+            flat.update(flatten(value, key + "."))
         else:
             flat[key] = value
     return flat
@@ -665,7 +666,7 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{file}: the top level must be a mapping of sections")
-    flat = _flatten(data)
+    flat = flatten(data)
     for key in flat:
         if key not in BY_KEY:
             raise ConfigError(f"{key}: unknown key in {file.name} (known keys: {', '.join(BY_KEY)})")
