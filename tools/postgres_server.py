@@ -19,10 +19,11 @@ import pathlib
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
+
+from pipeline.shared.kafka import free_port
 
 BIN_ENV = "RISKPIPE_PG_BIN"
 SERVICE_USER = "postgres"
@@ -49,12 +50,6 @@ def bin_dir() -> pathlib.Path:
         "PostgreSQL server binaries (initdb, postgres) not found: run scripts/postgres.sh "
         f"(installs Debian's postgresql package) or set {BIN_ENV}"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:
