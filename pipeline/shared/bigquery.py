@@ -66,6 +66,11 @@ class TableSink:
     table: str
     method: str = "auto"
 
+    @property
+    def storage_write(self) -> bool:
+        """Rows go through the Storage Write API, which takes bytes and Beam Timestamps as they are."""
+        return self.method == "storage_write_api"
+
 
 def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry

@@ -215,8 +215,7 @@ class WriteScored(beam.PTransform):
             keyed, dead = self._keyed(scored, "ToKafka", metrics.SCORED_WRITTEN)
             keyed | "WriteToKafka" >> kafka.write(self._topics.kafka_scored)
         elif self._table is not None:
-            storage_write = self._table.method == "storage_write_api"
-            encoder = StageFn(STAGE, functools.partial(RowEncoder, storage_write), self._clock)
+            encoder = StageFn(STAGE, functools.partial(RowEncoder, self._table.storage_write), self._clock)
             rows, dead = apply_stage(scored, "ToBigQueryRow", encoder, dict)
             streaming = self._windowing is not None
             written = rows | "WriteToBigQuery" >> bigquery.write(self._table, ScoredTransaction.DESCRIPTOR, streaming)

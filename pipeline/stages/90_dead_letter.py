@@ -136,7 +136,7 @@ class WriteDeadLetters(beam.PTransform):
             keyed = dead_letters | "ToKafka" >> beam.ParDo(encode).with_output_types(tuple[bytes, bytes])
             return keyed | "WriteToKafka" >> kafka.write(self._topic)
         if self._table is not None:
-            encode_row = EncodeForTableFn(self._payload_policy, self._table.method == "storage_write_api")
+            encode_row = EncodeForTableFn(self._payload_policy, self._table.storage_write)
             rows = dead_letters | "ToBigQueryRow" >> beam.ParDo(encode_row).with_output_types(dict)
             streaming = self._windowing is not None
             written = rows | "WriteToBigQuery" >> bigquery.write(self._table, DeadLetter.DESCRIPTOR, streaming)
