@@ -50,17 +50,20 @@ def cached_jar(flink_minor: str = FLINK_MINOR, beam: str = apache_beam.version._
     return prism.cache_root() / "flink-job-server" / f"beam-runners-flink-{flink_minor}-job-server-{beam}.jar"
 
 
-def job_server_jar(flink_minor: str = FLINK_MINOR, resolve: bool = True) -> str:
-    """The jar's path; JobServerMissingError naming the artifact when there is none."""
+def job_server_jar(
+    flink_minor: str = FLINK_MINOR, resolve: bool = True, beam: str = apache_beam.version.__version__
+) -> str:
+    """The jar's path; JobServerMissingError naming the artifact when there is none. `beam`: the
+    Beam release to look for (the SDK's own, unless probing which releases are served)."""
     named = os.environ.get(JAR_ENV)
     if named:
         if not os.path.isfile(named):
             raise JobServerMissingError(f"{JAR_ENV}={named}: no such file")
         return named
-    jar = cached_jar(flink_minor)
+    jar = cached_jar(flink_minor, beam)
     if jar.is_file():
         return str(jar)
-    coordinates = artifact(flink_minor)
+    coordinates = artifact(flink_minor, beam)
     tried = f"not in {jar.parent}"
     if resolve and shutil.which("mvn"):
         jar.parent.mkdir(parents=True, exist_ok=True)
@@ -106,11 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.flink", description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["jar", "overview"])
     parser.add_argument("--flink_version", default=FLINK_MINOR, help="Flink minor version, as --flink_version")
+    parser.add_argument("--beam", default=apache_beam.version.__version__, help="Beam release (default: the SDK's)")
     parser.add_argument("--rest", default=f"http://127.0.0.1:{os.environ.get('FLINK_REST_PORT', '8081')}")
     args = parser.parse_args(argv)
     if args.what == "jar":
         try:
-            print(job_server_jar(args.flink_version))
+            print(job_server_jar(args.flink_version, beam=args.beam))
         except JobServerMissingError as exc:
             print(f"flink: {exc}", file=sys.stderr)
             return 1
