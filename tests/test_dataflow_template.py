@@ -32,6 +32,7 @@ from pipeline import runner
 from pipeline.shared import config as job_config
 from pipeline.stage_loader import STAGES
 from tests.conftest import AS_OF, ROOT
+from tests.helpers import read_jsonl
 from tools import template_metadata
 
 DOCKERFILE = ROOT / "deploy" / "dataflow" / "Dockerfile"
@@ -292,10 +293,7 @@ def test_model_input_and_reference_files_are_read_through_beams_file_systems(rem
         assert remote[key] == local[key], key
     assert remote["model_version"] == local["model_version"]  # the model card read remotely too
     for sub in ("scored", "dead_letters"):
-        lines = [
-            sorted(line for f in glob.glob(str(tmp_path / out / sub / "*.jsonl")) for line in open(f))
-            for out in ("remote-out", "local-out")
-        ]
+        lines = [read_jsonl(tmp_path / out / sub) for out in ("remote-out", "local-out")]
         # Records name the file they came from: the same file, under the other scheme.
         assert sorted(line.replace(remote_files, f"{ROOT}/") for line in lines[0]) == lines[1], sub
 

@@ -1,11 +1,10 @@
 """The runner's command line: help, exit codes, the summary table, and multi-process runs."""
 
-import glob
-
 import pytest
 
 from pipeline import runner
 from tests.conftest import AS_OF, ROOT
+from tests.helpers import read_jsonl
 
 
 def test_help_lists_every_config_option(capsys):
@@ -32,10 +31,6 @@ def test_an_unbalanced_run_exits_one(monkeypatch, capsys):
     assert "balanced" in capsys.readouterr().out and "NO" in runner.format_summary(summary)
 
 
-def sorted_lines(folder):
-    return sorted(line for f in glob.glob(str(folder / "*.jsonl")) for line in open(f))
-
-
 @pytest.mark.parametrize("mode", ["multi_processing"])
 def test_several_worker_processes_give_the_same_records(tmp_path, mode):
     args = ["--config", str(ROOT / "config.yaml"), "--as_of", AS_OF.isoformat()]
@@ -48,4 +43,4 @@ def test_several_worker_processes_give_the_same_records(tmp_path, mode):
         k: two[k] for k in ("read", "scored", "dead_letters", "dead_letters_by_code")
     }
     for sub in ("scored", "dead_letters"):
-        assert sorted_lines(tmp_path / "one" / sub) == sorted_lines(tmp_path / "two" / sub)
+        assert read_jsonl(tmp_path / "one" / sub) == read_jsonl(tmp_path / "two" / sub)

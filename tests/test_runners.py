@@ -27,15 +27,12 @@ import pytest
 from pipeline import runner
 from pipeline.shared.kafka import free_port
 from tests.conftest import AS_OF, ROOT, need
+from tests.helpers import read_jsonl
 from tools import flink
 
 JOB = ["--config", str(ROOT / "config.yaml"), "--as_of", AS_OF.isoformat()]
 CLUSTER = ROOT / "deploy" / "flink" / "cluster.sh"
 SUBMIT = ROOT / "deploy" / "flink" / "submit.sh"
-
-
-def sorted_lines(folder):
-    return sorted(line for f in glob.glob(str(folder / "*.jsonl")) for line in open(f))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +50,7 @@ def same_as_direct(direct, summary, out) -> None:
     for key in ("read", "scored", "dead_letters", "dead_letters_by_code", "duplicates"):
         assert summary[key] == expected[key], key
     for sub in ("scored", "dead_letters"):
-        assert sorted_lines(out / sub) == sorted_lines(expected_out / sub), sub
+        assert read_jsonl(out / sub) == read_jsonl(expected_out / sub), sub
     assert summary["scored"] > 9_000 and summary["dead_letters"] > 0
 
 
