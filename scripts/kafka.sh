@@ -55,13 +55,18 @@ expansion_jar() {
     [[ "${1:-}" != "--cached" ]] || die "the Kafka expansion service is not built (scripts/kafka.sh expansion-jar builds it)"
     need_java
     echo "kafka: building Beam's Kafka expansion service $BEAM_JAVA_VERSION from Maven Central (once, about 90 s)" >&2
+    # The build folder is removed by the subshell that uses it (a RETURN trap set here would
+    # outlive this function and fire again in its caller, where `build` is not set).
     local build
     build="$(mktemp -d)"
-    trap 'rm -rf "$build"' RETURN
-    cp -r "$src/." "$build/"
-    (cd "$build" && "${MVN[@]}" package >&2)
-    mkdir -p "$dir"
-    cp "$build/target/beam-kafka-expansion-service-$BEAM_JAVA_VERSION.jar" "$jar"
+    (
+      trap 'rm -rf "$build"' EXIT
+      cp -r "$src/." "$build/"
+      cd "$build"
+      "${MVN[@]}" package >&2
+      mkdir -p "$dir"
+      cp "$build/target/beam-kafka-expansion-service-$BEAM_JAVA_VERSION.jar" "$jar"
+    )
     # Beam's Java harness measures memory with jamm, which Beam leaves to the environment.
     "${MVN[@]}" dependency:copy -Dartifact=com.github.jbellis:jamm:0.4.0 -DoutputDirectory="$dir" >&2
     touch "$dir/.complete"
