@@ -48,7 +48,18 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.runner import create_runner
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
-from pipeline.shared import bigquery, drain, feature_sets, flink, kafka, metrics, model_check, prism, profile_store
+from pipeline.shared import (
+    bigquery,
+    drain,
+    feature_sets,
+    flink,
+    kafka,
+    metrics,
+    model_check,
+    prism,
+    profile_store,
+    progress,
+)
 from pipeline.shared import config as job_config
 from pipeline.shared.clock import RunClock
 from pipeline.shared.model_card import file_digest
@@ -242,13 +253,16 @@ def kafka_read(
 ) -> Any:
     """What 00_source's Kafka read is asked for, from the config, the client properties and the
     run's expansion service."""
-    commit = config.kafka_commit
-    if commit == "auto":
-        commit = "bundle" if runner in prism.PRISM_RUNNERS else "finalize"
+    commit = kafka_commit(config, runner)
     if commit == "finalize" and runner in prism.PRISM_RUNNERS:
         raise job_config.ConfigError(
             "kafka.commit finalize: Prism cannot run KafkaIO's commit on finalize (it needs stable input); "
-            "use bundle (the default on Prism)"
+            "use written (the default on Prism)"
+        )
+    if commit == "written" and not tracks_progress(config, runner):
+        raise job_config.ConfigError(
+            f"kafka.commit written: {runner}'s workers run elsewhere and their writes cannot be seen from "
+            "here; use finalize (the default there), with the runner's checkpoints"
         )
     consumer = kafka.consumer_config(
         config.kafka_bootstrap_servers or "", config.kafka_group_id, config.kafka_start, properties
@@ -262,6 +276,20 @@ def kafka_read(
         stop_file=expansion.stop_file,
         commit_in_bundles=commit == "bundle",
     )
+
+
+def kafka_commit(config: job_config.JobConfig, runner: str) -> str:
+    """kafka.commit as it applies on `runner`: auto is written on Prism (whose workers run in this
+    process, where pipeline.shared.progress sees every record written), finalize elsewhere."""
+    if config.kafka_commit != "auto":
+        return config.kafka_commit
+    return "written" if runner in prism.PRISM_RUNNERS else "finalize"
+
+
+def tracks_progress(config: job_config.JobConfig, runner: str) -> bool:
+    """A streaming run whose workers run in this process: its records are tracked from read to
+    written (pipeline.shared.progress), for the Kafka commit and for a restart."""
+    return config.streaming and runner in prism.PRISM_RUNNERS and "://" not in config.output_dir
 
 
 def _outputs(config: job_config.JobConfig) -> tuple[tuple[str, str | None, str | None, str], ...]:
@@ -347,10 +375,12 @@ def build_pipeline(
     expansion: kafka.JavaExpansion | None = None,
     runner: str = DEFAULT_STREAMING_RUNNER,
     feature_set: str = feature_sets.DEFAULT,
+    resume: progress.Resume | None = None,
 ) -> dict[str, beam.PCollection]:
     """Adds the whole job to `p` and returns its named PCollections (for tests). `raw_records`
     replaces the source (a TestStream in tests); `expansion` is the run's Kafka expansion service
-    (needed when the job reads or writes Kafka); `feature_set` is the model's (its card's)."""
+    (needed when the job reads or writes Kafka); `feature_set` is the model's (its card's);
+    `resume` is what an earlier streaming run of the same output folder wrote."""
     clock = RunClock(config.as_of)
     thresholds = predict.Thresholds(config.thresholds_version, config.review_threshold, config.decline_threshold)
     windows = windowing(config, run_id)
@@ -361,7 +391,7 @@ def build_pipeline(
     elif config.source == "kafka":
         assert expansion is not None, "a Kafka source needs the run's expansion service"
         raw, refused_00 = p | "00_source" >> source.ReadKafkaTransactions(
-            kafka_read(config, expansion, runner, properties), clock, config.max_record_bytes
+            kafka_read(config, expansion, runner, properties), clock, config.max_record_bytes, resume
         )
     elif config.source == "pubsub":
         raw, refused_00 = p | "00_source" >> source.ReadPubSubTransactions(
@@ -379,6 +409,7 @@ def build_pipeline(
             config.settle_seconds,
             config.stop_after_idle_seconds,
             max_record_bytes=config.max_record_bytes,
+            resume=resume,
         )
     else:
         raw, refused_00 = p | "00_source" >> source.ReadTransactions(
@@ -465,6 +496,7 @@ def summarize(result: Any) -> dict[str, Any]:
         },
         "reference_rows_rejected": counters.get(metrics.REFERENCE_ROWS_REJECTED, 0),
         "late_records": counters.get(metrics.LATE_RECORDS, 0),
+        "already_written": counters.get(metrics.ALREADY_WRITTEN, 0),
         "alerts": counters.get(metrics.ALERTS_WRITTEN, 0),
         "dead_letters_rejected_by_sink": counters.get(metrics.DEAD_LETTERS_REJECTED_BY_SINK, 0),
         "profile_store": store_summary(counters, distributions.get(metrics.STORE_QUERY_MS)),
@@ -789,6 +821,12 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
     try:
         folder.retire_previous()
         drain.reset()
+        resume = None
+        if tracks_progress(config, runner_name):
+            resume = restart_point(config)
+            progress.enable(staging)
+        else:
+            progress.disable()
         pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
         with expansion as java:
             if java is not None:
@@ -801,9 +839,24 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
                 expansion=java,
                 runner=runner_name,
                 feature_set=feature_set,
+                resume=resume,
             )
-            result = _run_to_end(pipeline, config, write_summary, worker_lost)
+            committer = (
+                progress.KafkaCommitter(
+                    config.kafka_bootstrap_servers or "",
+                    config.kafka_group_id,
+                    kafka.client_properties(config.kafka_properties_file),
+                )
+                if config.source == "kafka" and kafka_commit(config, runner_name) == "written"
+                else contextlib.nullcontext()
+            )
+            with committer:
+                result = _run_to_end(pipeline, config, write_summary, worker_lost)
         summary = summarize(result)
+        if resume is not None:
+            summary["restart"] = {**resume.describe(), "already_written_skipped": summary.pop("already_written", 0)}
+        else:
+            summary.pop("already_written", None)
         summary["source_error_details"] = source_error_details(staging) if summary["source_errors"] else []
         summary["stage_msecs"] = stage_msecs(result)
         if config.streaming:
@@ -818,6 +871,33 @@ def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None =
         folder.abandon()
         raise
     return summary
+
+
+def restart_point(config: job_config.JobConfig) -> progress.Resume:
+    """What an earlier streaming run of this output folder left (pipeline.shared.progress), said in
+    the log: a restart goes on from there, reading nothing it wrote again."""
+    committed = None
+    if config.source == "kafka":
+        with contextlib.closing(kafka_lag(config)) as lag:
+            try:
+                committed = lag.committed()
+            except Exception as exc:  # noqa: BLE001 - no broker yet: every output file is read back
+                logging.getLogger(__name__).warning("the group's committed offsets cannot be read: %s", exc)
+    resume = progress.Resume.load(config.output_dir, committed)
+    if not resume.fresh:
+        facts = resume.describe()
+        previous = facts["previous_run"]
+        how = "finished" if facts["previous_run_finished"] else "did not finish (killed or crashed)"
+        print(
+            f"restart: an earlier run of {config.output_dir} {how}"
+            + (f" (read {previous.get('read', 0):,}, scored {previous.get('scored', 0):,})" if previous else "")
+            + f"; {facts['inputs_done']:,} input files done, {facts['output_files']:,} output files, "
+            f"{facts['output_files_read_back']:,} read back: {facts['positions_already_written']:,} records "
+            "already written are skipped if read again",
+            file=sys.stderr,
+            flush=True,
+        )
+    return resume
 
 
 def submit(
@@ -879,7 +959,7 @@ def _run_to_end(pipeline: beam.Pipeline, config: job_config.JobConfig, write_sum
                 drain.saw_input()
                 idle = config.stop_after_idle_seconds if config.source == "kafka" else 0.0
                 with contextlib.closing(kafka_lag(config)) if idle else contextlib.nullcontext() as lag:
-                    pending = lag.pending if lag is not None else None
+                    pending = (lambda: lag.pending(progress.read_positions())) if lag is not None else None
                     with StreamingWatch(result, config.summary_interval_seconds, write_summary, idle, pending):
                         result.wait_until_finish()
             else:

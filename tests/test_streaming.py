@@ -200,7 +200,7 @@ def test_a_watched_folder_scores_every_dropped_file_once_and_matches_batch(datas
     lines_in_folder = sum(1 for f in glob.glob(str(watch / "*.jsonl")) for line in open(f, "rb") if line.strip())
     assert summary["balanced"] and summary["read"] == lines_in_folder == fed["lines_written"] + 80
     assert summary["stopped_by"] == "idle" and summary["mode"] == "streaming" and summary["runner"] == "PrismRunner"
-    assert summary["duplicates"] > 0 and summary["source_errors"] == 0
+    assert summary["duplicates"] > 0 and summary["source_errors"] == 0, summary
 
     scored_ids = [orjson.loads(line)["transaction_id"] for line in read_jsonl(out / "scored")]
     assert len(scored_ids) == len(set(scored_ids)) == summary["scored"]

@@ -45,7 +45,7 @@ class Setting:
 
 SOURCE_KINDS = ("files", "watch", "kafka", "pubsub")
 STREAMING_SOURCES = ("watch", "kafka", "pubsub")
-KAFKA_COMMIT_MODES = ("auto", "finalize", "bundle")
+KAFKA_COMMIT_MODES = ("auto", "written", "finalize", "bundle")
 KAFKA_VALUE_FORMATS = ("json", "protobuf")
 ENRICH_BACKENDS = ("files", "postgres")
 
@@ -119,9 +119,10 @@ SETTINGS: tuple[Setting, ...] = (
         "kafka_commit",
         "choice",
         "auto",
-        "How read offsets are committed to the group: finalize (KafkaIO commits when the runner finalizes a "
-        "checkpoint; Flink, Dataflow), bundle (after each read bundle, by the project's expansion service; Prism, "
-        "which cannot finalize), auto (bundle on Prism, finalize elsewhere).",
+        "How read offsets are committed to the group: written (once every record before them is written out: a "
+        "crash loses nothing; local runners such as Prism), finalize (KafkaIO commits when the runner finalizes "
+        "a checkpoint; Flink, Dataflow), bundle (after each read bundle: a crash loses what was read and not yet "
+        "written), auto (written on Prism, finalize elsewhere).",
         choices=KAFKA_COMMIT_MODES,
     ),
     Setting(

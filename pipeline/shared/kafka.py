@@ -22,6 +22,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -99,7 +100,9 @@ def check_start(start: str) -> None:
 
 def consumer_config(bootstrap: str, group_id: str, start: str, properties: Mapping[str, str]) -> dict[str, str]:
     reset, _ = start_position(start)
-    config = {"auto.offset.reset": reset, **properties, "bootstrap.servers": bootstrap}
+    # The job commits the offsets itself (kafka.commit), never the consumer on a timer: an
+    # auto-commit would mark records read that are not yet written.
+    config = {"auto.offset.reset": reset, **properties, "bootstrap.servers": bootstrap, "enable.auto.commit": "false"}
     if group_id:
         config["group.id"] = group_id
     return config
@@ -168,6 +171,22 @@ def _tail(log: pathlib.Path) -> str:
     return ""
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child process before it runs its program: the kernel kills it (SIGKILL) when the
+    process that started it dies, however it dies (kill -9 included), so that no Java process of
+    the job outlives the job. Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _java() -> str:
     java = shutil.which("java")
     if java is None:
@@ -231,7 +250,8 @@ class JavaExpansion:
                 env=dict(os.environ, PIPELINE_OPTIONS=json.dumps(options)),
                 stdout=open(worker_log, "wb"),  # noqa: SIM115 - the process owns it
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches only the job, which drains
+                preexec_fn=die_with_parent,
             )
             self._processes.append(worker)
             _wait_for_port(worker_port, worker, "the Java SDK worker pool", worker_log)
@@ -243,6 +263,7 @@ class JavaExpansion:
             stdout=open(log, "wb"),  # noqa: SIM115 - the process owns it
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self._processes.append(service)
         _wait_for_port(port, service, "the Kafka expansion service", log)
@@ -315,24 +336,30 @@ _SHARED_CLIENT_PROPERTIES = (
 )
 
 
+def python_client_config(bootstrap: str, group_id: str, properties: Mapping[str, str]) -> dict[str, object]:
+    """A Python (librdkafka) consumer's config for the group, with the client properties it shares
+    with Java's; it never commits by itself."""
+    shared = {k: v for k, v in properties.items() if k in _SHARED_CLIENT_PROPERTIES}
+    return {**shared, "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False}
+
+
 class GroupLag:
-    """How many records of the topics the consumer group has not committed yet: what the runner
-    looks at to stop a local run by idleness (the group has read everything there is, for a while).
-    With the offsets committed after each read bundle, committed means read and handed on."""
+    """How many records of the topics the job has not read yet: what the runner looks at to stop a
+    local run by idleness (everything there is has been read, for a while). The group's committed
+    offsets trail the reads (they are committed once the records are written), so the run's own
+    read positions are asked first."""
 
     def __init__(self, bootstrap: str, group_id: str, topics: list[str], start: str, properties: Mapping[str, str]):
         from confluent_kafka import Consumer
 
-        shared = {k: v for k, v in properties.items() if k in _SHARED_CLIENT_PROPERTIES}
-        self._consumer = Consumer(
-            {**shared, "bootstrap.servers": bootstrap, "group.id": group_id, "enable.auto.commit": False}
-        )
+        self._consumer = Consumer(python_client_config(bootstrap, group_id, properties))
         self._topics = topics
         self._latest = start == "latest"
         _, self._start_ms = start_position(start)
 
-    def pending(self) -> int:
-        """Records not yet committed by the group; -1 when the broker cannot be asked."""
+    def pending(self, read: Mapping[tuple[str, int], int] | None = None) -> int:
+        """Records not yet read: past the group's committed offset and past `read` (the offset
+        after the last record this run read, per partition); -1 when the broker cannot be asked."""
         from confluent_kafka import KafkaException, TopicPartition
 
         try:
@@ -346,10 +373,26 @@ class GroupLag:
             for tp in committed:
                 low, high = self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=5)
                 done = tp.offset if tp.offset >= 0 else self._first_offset(tp, low, high)
+                done = max(done, (read or {}).get((tp.topic, tp.partition), -1))
                 total += max(0, high - done)
             return total
         except (KafkaException, KeyError):
             return -1
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        """The group's committed offset of each partition of the topics (those it committed)."""
+        from confluent_kafka import TopicPartition
+
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in self._topics
+            for p in self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ]
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in self._consumer.committed(partitions, timeout=10)
+            if tp.offset >= 0
+        }
 
     def _first_offset(self, tp, low: int, high: int) -> int:
         """Where the read starts in a partition the group has not committed in."""

@@ -10,6 +10,8 @@ RECORDS_READ = "records_read"
 BLANK_LINES_SKIPPED = "blank_lines_skipped"
 SOURCE_ERRORS = "source_errors"
 DUPLICATES_DROPPED = "duplicates_dropped"
+# Records a restarted streaming run read again where an earlier run had already written them: skipped.
+ALREADY_WRITTEN = "already_written"
 LATE_RECORDS = "late_records"
 SCORED_WRITTEN = "scored_written"
 ALERTS_WRITTEN = "alerts_written"

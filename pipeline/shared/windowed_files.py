@@ -7,7 +7,9 @@ A window's file is written when the window closes (the watermark passes its end)
 temporary name, then renamed: a reader never sees half a file. Records that arrive after their
 window closed (within the allowed lateness) come in a later pane, a new file beside the first; a
 restarted job writes under its own run id: files are only ever added, never replaced. A bundle the
-runner retries writes the same name with the same (sorted) lines again.
+runner retries writes the same name with the same (sorted) lines again. Once a file is in place its
+records' source positions are reported written (pipeline.shared.progress: Kafka offsets are
+committed from this, and the file is listed in the output folder's ledger for a restart).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from pipeline.shared import progress
 from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS
 
 LATE_PANE_DELAY_SECONDS = 1
@@ -73,6 +76,9 @@ class _WriteWindowFn(beam.DoFn):
         if FileSystems.exists(final):
             FileSystems.delete([final])  # a retried bundle: the same lines again
         FileSystems.rename([temporary], [final])
+        # On disk: the records' source positions are accounted for (Kafka offsets may be committed
+        # past them, a restart skips them), and the file is listed in the run's ledger.
+        progress.written(progress.positions_of_lines(lines), f"{os.path.basename(self._folder)}/{name}")
         yield final
 
 

@@ -19,8 +19,12 @@ new file in it is read once, as above. A file is taken only when it is complete:
 use while writing (`*.tmp`, `*.part`, `*.partial`, `*.inprogress`, `*~`, hidden `.NAME`) are never
 taken, so a writer writes under such a name and renames the file when it is whole; as a second
 guard a file is taken only when it has not changed for `settle_seconds`. Sub-folders are not
-entered. Each name is taken once per run (Beam state keyed by path), and a file's records carry the
-time it was taken as their Beam timestamp: the source's watermark, which follows the wall clock.
+entered. Each name is taken once per run (Beam state keyed by path). Event time comes from the
+data: the source's watermark is the latest event_time of the files taken, moving on with the wall
+clock from there while nothing new comes (EventTimeWatermark); a file's records carry the watermark
+as it stood when the file was taken (or the file's earliest event time, where that is later) as
+their Beam timestamp, so yesterday's files are on time and a record is late only when it is
+behind the records taken before it by more than the allowed lateness.
 The input ends (and the job drains) after `stop_after_idle_seconds` without a change in the folder,
 or when a drain is requested (Ctrl-C); 0 watches until then.
 Kind `kafka` (streaming, ReadKafkaTransactions): Beam's cross-language KafkaIO reads the topics
@@ -28,7 +32,11 @@ Kind `kafka` (streaming, ReadKafkaTransactions): Beam's cross-language KafkaIO r
 Each Kafka record is a RawRecord: its value as the payload; topic, partition and offset as its
 source position; its key (`kafka.key`), time (`kafka.timestamp_ms`) and headers
 (`kafka.header.NAME`) as attributes, as text (bytes that are not UTF-8 as \\xNN escapes). The Beam
-timestamp is the time it was read: the source's watermark follows the wall clock, as for `watch`.
+timestamp is the record's event_time (or its partition's watermark, where that is later), and each
+partition's watermark follows the event times it reads, with the same idle rule as `watch`.
+Restarts (local streaming runs): a record an earlier run of the same output folder already wrote
+(pipeline.shared.progress: the ledger and the output files) is skipped when read again and counted
+(already_written); a watched file it wrote whole is not taken again.
 Kind `pubsub` (streaming, ReadPubSubTransactions): Beam's ReadFromPubSub, on Dataflow; the message
 id as the source position, the attributes kept (plus `pubsub.publish_time`).
 A message larger than input.max_record_bytes is a RECORD_TOO_LARGE dead letter.
@@ -48,6 +56,7 @@ import glob
 import inspect
 import lzma
 import os
+import re
 import stat
 import time
 import zlib
@@ -63,12 +72,12 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
-from pipeline.shared import drain, kafka, metrics
-from pipeline.shared.clock import RunClock
+from pipeline.shared import drain, kafka, metrics, progress
+from pipeline.shared.clock import RunClock, parse_rfc3339_timestamp
 from pipeline.shared.dead_letter import DEAD_LETTER, MAIN, apply_stage, make_dead_letter
 
 STAGE = "00_source"
@@ -382,44 +391,69 @@ class SplitFileFn(beam.DoFn):
         self._split_bytes = split_bytes
 
     def process(self, entry: FileEntry) -> Iterator[LineRange]:
-        yield from split_file(entry.path, entry.size, self._split_bytes)
+        ranges = list(split_file(entry.path, entry.size, self._split_bytes))
+        progress.file_ranges(display_uri(entry.path), entry.size, len(ranges))
+        yield from ranges
 
 
 class ReadRangeFn(beam.DoFn):
-    def __init__(self, clock: RunClock, max_record_bytes: int):
+    """A line range -> its RawRecords. With `resume` (a restarted streaming run), a line an earlier
+    run already wrote out is skipped and counted (already_written); each record read is in flight
+    (pipeline.shared.progress) until a sink has written it."""
+
+    def __init__(self, clock: RunClock, max_record_bytes: int, resume: progress.Resume | None = None):
         self._clock = clock
         self._max_record_bytes = max_record_bytes
+        self._resume = resume
 
     def setup(self) -> None:
         self._read = metrics.counter(metrics.RECORDS_READ)
         self._blank = metrics.counter(metrics.BLANK_LINES_SKIPPED)
         self._errors = metrics.counter(metrics.SOURCE_ERRORS)
+        self._skipped = metrics.counter(metrics.ALREADY_WRITTEN)
 
     def process(self, line_range: LineRange):
-        read = blank = 0
+        read = blank = skipped = 0
+        unit = f"file:{display_uri(line_range.path)}"
+        resume, tracking = self._resume, progress.enabled()
+        taken: list[int] = []
         for record in read_range(line_range, self._clock, self._max_record_bytes):
             if record is None:
                 blank += 1
-            elif isinstance(record, SourceError):
+                continue
+            if isinstance(record, SourceError):
                 self._errors.inc()
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, source_dead_letter(record, self._clock))
-            elif isinstance(record, DeadLetter):
-                read += 1  # a record, refused here
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)
+                continue
+            line = record.source.line
+            if resume is not None and resume.already_written(unit, line):
+                skipped += 1
+                continue
+            read += 1
+            if tracking:
+                taken.append(line)
+            if isinstance(record, DeadLetter):
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)  # a record, refused here
             else:
-                read += 1
                 yield record
+        progress.taken(unit, taken)
+        progress.range_read(unit[5:])
         self._read.inc(read)
         self._blank.inc(blank)
+        self._skipped.inc(skipped)
 
 
 def read_files(
-    files: beam.PCollection, clock: RunClock, split_bytes: int, max_record_bytes: int
+    files: beam.PCollection,
+    clock: RunClock,
+    split_bytes: int,
+    max_record_bytes: int,
+    resume: progress.Resume | None = None,
 ) -> tuple[beam.PCollection, beam.PCollection]:
     """FileEntries -> (RawRecords, the dead letters of reading): each file cut into ranges, the
     ranges spread over the workers and read."""
     ranges = files | "SplitFiles" >> beam.ParDo(SplitFileFn(split_bytes)) | "SpreadRanges" >> beam.Reshuffle()
-    return apply_stage(ranges, "ReadRanges", ReadRangeFn(clock, max_record_bytes), RawRecord)
+    return apply_stage(ranges, "ReadRanges", ReadRangeFn(clock, max_record_bytes, resume), RawRecord)
 
 
 class ReadTransactions(beam.PTransform):
@@ -513,19 +547,93 @@ _POLL_RESTRICTIONS = _PollRestrictions()
 _POLL_WATERMARK = ManualWatermarkEstimator.default_provider()
 
 
-class WatchFolderFn(beam.DoFn):
-    """folder -> the FileEntry of every complete file in it, at each poll, timestamped with the
-    poll's time, which is also the output watermark. Ends after `idle_seconds` without a change
-    in the folder (0: never) or when a drain is requested."""
+_YEAR_2000 = Timestamp(seconds=946684800)  # the contract's earliest event_time
+_EVENT_TIME = re.compile(rb'"event_time"\s*:\s*"([^"]{1,64})"')
 
-    def __init__(self, poll_seconds: float, settle_seconds: float, idle_seconds: float):
+
+def event_time_bounds(
+    entry: FileEntry, clock: RunClock, max_record_bytes: int
+) -> tuple[Timestamp | None, Timestamp | None]:
+    """The earliest and latest event_time among a file's records (None when none has one that
+    parses): what the watched folder's watermark follows. A quick look, not a validation
+    (10_validate judges). An event time ahead of the wall clock counts as now (the watermark never
+    runs ahead of the clock) and one before 2000 is left out: no valid record has either."""
+    earliest: Timestamp | None = None
+    latest: Timestamp | None = None
+    now = Timestamp.of(time.time())
+    for record in read_range(LineRange(entry.path, 0, -1, 1), clock, max_record_bytes):
+        if not isinstance(record, RawRecord):
+            continue
+        found = _EVENT_TIME.search(record.payload)
+        if found is None:
+            continue
+        try:
+            at = parse_rfc3339_timestamp(found.group(1).decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        event = min(Timestamp(seconds=at.seconds, micros=at.nanos // 1000), now)
+        if event < _YEAR_2000:
+            continue
+        if latest is None or event > latest:
+            latest = event
+        if earliest is None or event < earliest:
+            earliest = event
+    return earliest, latest
+
+
+class EventTimeWatermark:
+    """A source's watermark from the event times it reads: the latest event time taken. When the
+    source has nothing new it moves on with the wall clock from there (as if event time went on at
+    the speed of the clock since the last record was taken), never past the wall clock, so that a
+    quiet source does not hold the watermark back forever and yesterday's records, once taken, are
+    not late. Shared by the watched folder; KafkaIO's partitions follow the same rule in Java
+    (StoppableKafkaRead.EventTimePolicy)."""
+
+    def __init__(self) -> None:
+        self.latest: Timestamp | None = None
+        self._taken_at = 0.0
+
+    def took(self, latest: Timestamp | None, now: float) -> None:
+        if latest is not None and (self.latest is None or latest > self.latest):
+            self.latest = latest
+        self._taken_at = now
+
+    def idle(self, now: float) -> Timestamp | None:
+        if self.latest is None:
+            return None
+        moved = self.latest + Duration.of(max(0.0, now - self._taken_at))
+        return max(self.latest, min(moved, Timestamp.of(now)))
+
+
+class WatchFolderFn(beam.DoFn):
+    """folder -> the FileEntry of every complete file in it, at each poll. The watermark follows
+    the event times of the files taken (EventTimeWatermark); a file's records carry the watermark
+    as it stood when it was taken (or the file's own event times, where they are later) as their
+    Beam timestamp, so that a record is late only when it is behind the records taken before it.
+    A file that an earlier run wrote out whole (`done`: path -> size, from the output folder's
+    ledger) is not taken again. Ends after `idle_seconds` without a change in the folder (0:
+    never) or when a drain is requested."""
+
+    def __init__(
+        self,
+        poll_seconds: float,
+        settle_seconds: float,
+        idle_seconds: float,
+        clock: RunClock | None = None,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        done: dict[str, int] | None = None,
+    ):
         self._poll = poll_seconds
         self._settle = settle_seconds
         self._idle = idle_seconds
+        self._clock = clock or RunClock(None)
+        self._max_record_bytes = max_record_bytes
+        self._done = dict(done or {})
 
     def setup(self) -> None:
         self._started = time.time()
-        self._emitted: set[tuple[str, int]] = set()
+        self._emitted: set[tuple[str, int]] = set(self._done.items())  # (display path, size)
+        self._event_time = EventTimeWatermark()
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -539,14 +647,19 @@ class WatchFolderFn(beam.DoFn):
             return
         now = time.time()
         files, latest_change = list_folder(folder, self._settle, now)
-        at = Timestamp.of(now)
-        for entry in files:
-            if (entry.path, entry.size) not in self._emitted:
-                self._emitted.add((entry.path, entry.size))
-                yield TimestampedValue(entry, at)
         current = watermark.current_watermark()
-        if current is None or at > current:
-            watermark.set_watermark(at)
+        new = [e for e in files if (display_uri(e.path), e.size) not in self._emitted]
+        for entry in new:
+            self._emitted.add((display_uri(entry.path), entry.size))
+            earliest, latest = event_time_bounds(entry, self._clock, self._max_record_bytes)
+            at = current if current is not None else MIN_TIMESTAMP
+            if earliest is not None and earliest > at:
+                at = earliest
+            yield TimestampedValue(entry, at)
+            self._event_time.took(latest, now)
+        moved = self._event_time.latest if new else self._event_time.idle(now)
+        if moved is not None and (current is None or moved > current):
+            watermark.set_watermark(moved)
         idle_for = now - max(self._started, latest_change)
         if drain.requested() or (self._idle and idle_for >= self._idle):
             tracker.try_claim(_POLLS - 1)  # the rest of the sequence: the input ends here
@@ -567,7 +680,8 @@ class TakeOnceFn(beam.DoFn):
 
 class WatchTransactions(beam.PTransform):
     """Every line of every file that appears in `folder`, as a RawRecord, unbounded; returns
-    (records, source errors) as ReadTransactions does."""
+    (records, source errors) as ReadTransactions does. `resume`: what an earlier run of the same
+    output folder wrote (files done are not taken; lines written are skipped)."""
 
     def __init__(
         self,
@@ -578,13 +692,16 @@ class WatchTransactions(beam.PTransform):
         idle_seconds: float = 0.0,
         split_bytes: int = DEFAULT_SPLIT_BYTES,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        resume: progress.Resume | None = None,
     ):
         super().__init__()
         self._folder = folder
         self._clock = clock
-        self._watch = WatchFolderFn(poll_seconds, settle_seconds, idle_seconds)
+        done = resume.done_inputs if resume is not None else {}
+        self._watch = WatchFolderFn(poll_seconds, settle_seconds, idle_seconds, clock, max_record_bytes, done)
         self._split_bytes = split_bytes
         self._max_record_bytes = max_record_bytes
+        self._resume = resume
 
     def expand(self, pbegin: beam.pvalue.PBegin):
         files = (
@@ -594,7 +711,7 @@ class WatchTransactions(beam.PTransform):
             | "ByPath" >> beam.Map(lambda entry: (entry.path, entry)).with_output_types(tuple[str, FileEntry])
             | "TakeOnce" >> beam.ParDo(TakeOnceFn()).with_output_types(FileEntry)
         )
-        return read_files(files, self._clock, self._split_bytes, self._max_record_bytes)
+        return read_files(files, self._clock, self._split_bytes, self._max_record_bytes, self._resume)
 
 
 # --- Kafka and Pub/Sub -------------------------------------------------------------------------
@@ -634,21 +751,33 @@ def pubsub_raw_record(message, clock: RunClock) -> RawRecord:
 
 
 class MessageToRecordFn(beam.DoFn):
-    """A message of a streaming source -> RawRecord (or RECORD_TOO_LARGE); marks the input seen."""
+    """A message of a streaming source -> RawRecord (or RECORD_TOO_LARGE); marks the input seen.
+    With `resume`, a message an earlier run already wrote out (Kafka: its topic, partition and
+    offset) is skipped and counted (already_written); each record read is in flight
+    (pipeline.shared.progress) until a sink has written it."""
 
-    def __init__(self, to_record, clock: RunClock, max_record_bytes: int):
+    def __init__(self, to_record, clock: RunClock, max_record_bytes: int, resume: progress.Resume | None = None):
         self._to_record = to_record
         self._clock = clock
         self._max_record_bytes = max_record_bytes
+        self._resume = resume
 
     def setup(self) -> None:
         self._read = metrics.counter(metrics.RECORDS_READ)
+        self._skipped = metrics.counter(metrics.ALREADY_WRITTEN)
 
     def start_bundle(self) -> None:
         self._count = 0
+        self._taken: dict[str, list[int]] = {}
 
     def process(self, message):
         record = self._to_record(message, self._clock)
+        where = progress.unit_of(record.source) if self._resume is not None or progress.enabled() else None
+        if where is not None:
+            if self._resume is not None and self._resume.already_written(*where):
+                self._skipped.inc()
+                return
+            self._taken.setdefault(where[0], []).append(where[1])
         self._count += 1
         size = len(record.payload)
         if size > self._max_record_bytes:
@@ -659,6 +788,8 @@ class MessageToRecordFn(beam.DoFn):
         yield record
 
     def finish_bundle(self) -> None:
+        for unit, positions in self._taken.items():
+            progress.taken(unit, positions)
         if self._count:
             self._read.inc(self._count)
             drain.saw_input()
@@ -667,9 +798,15 @@ class MessageToRecordFn(beam.DoFn):
 class MessagesToRecords(beam.PTransform):
     """Messages of a streaming source (KafkaIO rows, PubsubMessages) -> (RawRecords, dead letters)."""
 
-    def __init__(self, to_record, clock: RunClock, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    def __init__(
+        self,
+        to_record,
+        clock: RunClock,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        resume: progress.Resume | None = None,
+    ):
         super().__init__()
-        self._fn = MessageToRecordFn(to_record, clock, max_record_bytes)
+        self._fn = MessageToRecordFn(to_record, clock, max_record_bytes, resume)
 
     def expand(self, messages: beam.PCollection):
         return apply_stage(messages, "ToRawRecord", self._fn, RawRecord)
@@ -685,19 +822,30 @@ class KafkaRead(NamedTuple):
     expansion_service: str
     stop_file: str = ""
     commit_in_bundles: bool = False
+    event_time_watermark: bool = True
 
 
 class ReadKafkaTransactions(beam.PTransform):
     """Every record of the topics, as a RawRecord, unbounded, through Beam's cross-language
     KafkaIO; returns (records, dead letters). With a stop file (local runs) the read ends cleanly,
     at the offsets reached, once the file exists; with commit_in_bundles the offsets read are
-    committed after each read bundle (StoppableKafkaRead.java, in the project's expansion jar)."""
+    committed after each read bundle (StoppableKafkaRead.java, in the project's expansion jar); with
+    event_time_watermark (the default) each record's Beam timestamp and each partition's watermark
+    follow the records' event_time (StoppableKafkaRead.EventTimePolicy). `resume`: what an earlier
+    run of the same output folder wrote (skipped when read again)."""
 
-    def __init__(self, read: KafkaRead, clock: RunClock, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    def __init__(
+        self,
+        read: KafkaRead,
+        clock: RunClock,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        resume: progress.Resume | None = None,
+    ):
         super().__init__()
         self._read = read
         self._clock = clock
         self._max_record_bytes = max_record_bytes
+        self._resume = resume
 
     def _kafka_io(self) -> beam.PTransform:
         from apache_beam.io.kafka import ReadFromKafka, ReadFromKafkaSchema
@@ -716,14 +864,18 @@ class ReadKafkaTransactions(beam.PTransform):
             # default is 2 s; 1 s, its least, halves the latency a read adds).
             "consumer_polling_timeout": 1,
         }
-        if not (read.stop_file or read.commit_in_bundles):
+        if not (read.stop_file or read.commit_in_bundles or read.event_time_watermark):
             return ReadFromKafka(with_metadata=True, expansion_service=read.expansion_service, **settings)
         fields = ReadFromKafkaSchema.__annotations__
         defaults = inspect.signature(ReadFromKafka.__init__).parameters
         payload = {name: settings[name] if name in settings else defaults[name].default for name in fields}
-        extra = [("stop_file", str), ("commit_in_bundles", bool)]
+        extra = [("stop_file", str), ("commit_in_bundles", bool), ("event_time_watermark", bool)]
         schema: Any = NamedTuple("StoppableKafkaReadSchema", [*fields.items(), *extra])  # type: ignore[misc]
-        payload.update(stop_file=read.stop_file, commit_in_bundles=read.commit_in_bundles)
+        payload.update(
+            stop_file=read.stop_file,
+            commit_in_bundles=read.commit_in_bundles,
+            event_time_watermark=read.event_time_watermark,
+        )
         return ExternalTransform(
             kafka.STOPPABLE_READ_URN,
             NamedTupleBasedPayloadBuilder(schema(**payload)),
@@ -732,7 +884,9 @@ class ReadKafkaTransactions(beam.PTransform):
 
     def expand(self, pbegin: beam.pvalue.PBegin):
         rows = pbegin | "KafkaIO" >> self._kafka_io()
-        return rows | "Records" >> MessagesToRecords(kafka_raw_record, self._clock, self._max_record_bytes)
+        return rows | "Records" >> MessagesToRecords(
+            kafka_raw_record, self._clock, self._max_record_bytes, self._resume
+        )
 
 
 class ReadPubSubTransactions(beam.PTransform):

@@ -36,7 +36,7 @@ from apache_beam.utils.timestamp import Duration
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
-from pipeline.shared import metrics
+from pipeline.shared import metrics, progress
 from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, make_dead_letter
 
@@ -101,6 +101,7 @@ class _FirstCopyFn(beam.DoFn):
         """A later copy: a redelivery (counted) or a conflict (a dead letter)."""
         if its_print == kept:
             self._duplicates.inc()
+            progress.handed(txn.origin.source)  # accounted for: a restart need not read it again
         else:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, conflict(txn, self._horizon_seconds, self._clock))
 

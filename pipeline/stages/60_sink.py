@@ -32,7 +32,7 @@ from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.enriched_transaction_pb2 import ProfileKind
 from contracts.riskpipe.v1.raw_record_pb2 import SourcePosition
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
-from pipeline.shared import bigquery, kafka, metrics
+from pipeline.shared import bigquery, kafka, metrics, progress
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 from pipeline.shared.json_codec import scored_json
@@ -102,10 +102,13 @@ class KeyedEncoder:
     def __init__(self, value_format: str, counter: str):
         self._binary = value_format == "protobuf"
         self._written = metrics.counter(counter)
+        self._scored = counter == metrics.SCORED_WRITTEN  # not an alert (a copy of a scored record)
 
     def __call__(self, scored: ScoredTransaction) -> tuple[bytes, bytes]:
         value = scored.SerializeToString() if self._binary else scored_json(scored).encode()
         self._written.inc()
+        if self._scored:
+            progress.handed(scored.source)
         return scored.transaction_id.encode(), value
 
 
@@ -119,6 +122,7 @@ class RowEncoder:
     def __call__(self, scored: ScoredTransaction) -> dict:
         row = bigquery.to_row(scored, self._storage_write)
         self._written.inc()
+        progress.handed(scored.source)
         return row
 
 

@@ -23,7 +23,7 @@ import logging
 import apache_beam as beam
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
-from pipeline.shared import bigquery, kafka, metrics
+from pipeline.shared import bigquery, kafka, metrics, progress
 from pipeline.shared.dead_letter import redact
 from pipeline.shared.json_codec import dead_letter_json
 from pipeline.shared.windowed_files import Windowing, WriteWindowedFiles
@@ -50,6 +50,13 @@ class EncodeDeadLetterFn(beam.DoFn):
         return dead_letter_json(redacted)
 
 
+def handed(letter: DeadLetter) -> None:
+    """A dead letter handed to a topic or table: its record is accounted for (a source error is
+    not a record: its position is the last good line before the damage)."""
+    if letter.error_code != ErrorCode.ERROR_CODE_SOURCE_UNREADABLE:
+        progress.handed(letter.source)
+
+
 class EncodeForTopicFn(EncodeDeadLetterFn):
     """DeadLetter -> (key, value) for a topic: keyed by its transaction_id when it has one, else by
     its source position; the value as proto3 JSON or the DeadLetter's protobuf bytes."""
@@ -60,6 +67,7 @@ class EncodeForTopicFn(EncodeDeadLetterFn):
 
     def _encode(self, letter: DeadLetter, redacted: DeadLetter):
         value = redacted.SerializeToString() if self._binary else dead_letter_json(redacted).encode()
+        handed(letter)
         return letter_key(letter), value
 
 
@@ -71,6 +79,7 @@ class EncodeForTableFn(EncodeDeadLetterFn):
         self._storage_write = storage_write
 
     def _encode(self, letter: DeadLetter, redacted: DeadLetter):
+        handed(letter)
         return bigquery.to_row(redacted, self._storage_write)
 
 

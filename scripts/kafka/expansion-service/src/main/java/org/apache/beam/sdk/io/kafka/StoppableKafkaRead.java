@@ -16,15 +16,30 @@
  * offsets then mark what was read and handed on: after a clean stop a restart goes on exactly where
  * the last run stopped.
  *
+ * With `event_time_watermark`, each record's timestamp and each partition's watermark follow the
+ * records' own event time (the `event_time` field of the JSON value) instead of the clock that
+ * reads them (EventTimePolicy): a backlog, a topic read from its start and a restart after downtime
+ * are on time, and a record is late only when it is behind the records read before it.
+ *
  * It lives in KafkaIO's package to reuse its package-private external builder: the payload is
- * KafkaIO.Read.External.Configuration's plus `stop_file` and `commit_in_bundles`.
+ * KafkaIO.Read.External.Configuration's plus `stop_file`, `commit_in_bundles` and
+ * `event_time_watermark`.
  */
 package org.apache.beam.sdk.io.kafka;
 
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Paths;
+import java.time.OffsetDateTime;
+import java.time.format.DateTimeParseException;
 import java.util.HashMap;
 import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.apache.beam.sdk.transforms.windowing.BoundedWindow;
+import org.joda.time.Instant;
 import org.apache.beam.sdk.transforms.DoFn;
 import org.apache.beam.sdk.transforms.ParDo;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
@@ -52,7 +67,12 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
   public static class Configuration extends KafkaIO.Read.External.Configuration {
     private String stopFile;
     private Boolean commitInBundles;
+    private Boolean eventTimeWatermark;
     private Map<String, String> consumer;
+
+    public void setEventTimeWatermark(Boolean eventTimeWatermark) {
+      this.eventTimeWatermark = eventTimeWatermark;
+    }
 
     public void setStopFile(String stopFile) {
       this.stopFile = stopFile;
@@ -136,6 +156,99 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
     }
   }
 
+  /**
+   * Timestamps and watermark from the records' event time. A record's timestamp is its event_time,
+   * or the partition's watermark where that is later (so the job sees how far behind it is); a
+   * record without a readable event_time takes the watermark and does not move it. The watermark
+   * is the latest event time read. A partition with nothing to read (no backlog) moves on with the
+   * wall clock from the latest event time read by any partition of this worker, never past the wall
+   * clock: a quiet partition does not hold the job back, and yesterday's records are not late.
+   */
+  public static class EventTimePolicy extends TimestampPolicy<byte[], byte[]> {
+    private static final Pattern EVENT_TIME =
+        Pattern.compile("\"event_time\"\\s*:\\s*\"([^\"]{1,64})\"");
+    /** Per partition of this worker: {latest event time read (ms), wall clock when read (ms)}. */
+    private static final Map<TopicPartition, long[]> LATEST = new ConcurrentHashMap<>();
+    /** The contract's earliest event_time: a record before it is invalid and moves nothing. */
+    private static final long YEAR_2000 = 946684800000L;
+
+    private final TopicPartition partition;
+    private Instant watermark;
+
+    EventTimePolicy(TopicPartition partition, Optional<Instant> previousWatermark) {
+      this.partition = partition;
+      this.watermark = previousWatermark.orElse(BoundedWindow.TIMESTAMP_MIN_VALUE);
+    }
+
+    static Long eventTimeMillis(byte[] value) {
+      if (value == null) {
+        return null;
+      }
+      // The field is near the start of a transaction; a bounded look keeps huge values cheap.
+      String text = new String(value, 0, Math.min(value.length, 4096), StandardCharsets.UTF_8);
+      Matcher found = EVENT_TIME.matcher(text);
+      if (!found.find()) {
+        return null;
+      }
+      try {
+        return OffsetDateTime.parse(found.group(1)).toInstant().toEpochMilli();
+      } catch (DateTimeParseException e) {
+        return null;
+      }
+    }
+
+    @Override
+    public Instant getTimestampForRecord(PartitionContext context, KafkaRecord<byte[], byte[]> record) {
+      Long event = eventTimeMillis(record.getKV().getValue());
+      if (event == null) {
+        // The job dead-letters it; it needs a time that is not behind the job, nothing more.
+        return watermark.isAfter(BoundedWindow.TIMESTAMP_MIN_VALUE) ? watermark : new Instant(record.getTimestamp());
+      }
+      long now = System.currentTimeMillis();
+      if (event < YEAR_2000) {
+        return watermark.isAfter(BoundedWindow.TIMESTAMP_MIN_VALUE) ? watermark : new Instant(record.getTimestamp());
+      }
+      // Never ahead of the wall clock: the job refuses a time in the future; it must not move the watermark.
+      event = Math.min(event, now);
+      final long seen = event;
+      LATEST.merge(partition, new long[] {seen, now}, (a, b) -> a[0] >= b[0] ? new long[] {a[0], now} : b);
+      Instant at = new Instant(event);
+      if (at.isAfter(watermark)) {
+        watermark = at;
+        return at;
+      }
+      return watermark;
+    }
+
+    @Override
+    public Instant getWatermark(PartitionContext context) {
+      if (context.getMessageBacklog() == 0) {
+        long now = System.currentTimeMillis();
+        long[] own = LATEST.get(partition);
+        long latest = Long.MIN_VALUE;
+        for (long[] seen : LATEST.values()) {
+          latest = Math.max(latest, seen[0]);
+        }
+        if (latest != Long.MIN_VALUE) {
+          long quietFor = own == null ? 0 : Math.max(0, now - own[1]);
+          Instant idle = new Instant(Math.min(now, latest + quietFor));
+          if (idle.isAfter(watermark)) {
+            watermark = idle;
+          }
+        }
+      }
+      return watermark;
+    }
+  }
+
+  public static class EventTimePolicyFactory implements TimestampPolicyFactory<byte[], byte[]> {
+    @Override
+    public TimestampPolicy<byte[], byte[]> createTimestampPolicy(
+        TopicPartition partition, Optional<Instant> previousWatermark) {
+      return new EventTimePolicy(partition, previousWatermark);
+    }
+  }
+
   /** True for every partition once the file exists. */
   public static class StopWhenFileExists implements CheckStopReadingFn {
     private final String path;
@@ -158,6 +271,9 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
       KafkaIO.Read.Builder.setupExternalBuilder(read, config);
       if (config.stopFile != null && !config.stopFile.isEmpty()) {
         read.setCheckStopReadingFn(new StopWhenFileExists(config.stopFile));
+      }
+      if (Boolean.TRUE.equals(config.eventTimeWatermark)) {
+        read.setTimestampPolicyFactory(new EventTimePolicyFactory());
       }
       PTransform<PBegin, PCollection<Row>> rows = read.build().externalWithMetadata();
       boolean commit = Boolean.TRUE.equals(config.commitInBundles);
