@@ -71,6 +71,7 @@ from pipeline.stage_loader import STAGES, load_stage
 source = load_stage("00_source")
 validate = load_stage("10_validate")
 dedupe = load_stage("20_dedupe")
+lateness = load_stage("25_lateness")
 enrich = load_stage("30_enrich")
 velocity = load_stage("35_velocity")
 featurize_stage = load_stage("40_features")
@@ -351,13 +352,16 @@ def featurize(
     vector, and the dead letters of each stage. The job and the trainer (tools.train) both compute
     their features with this, so a model is trained on what the job computes."""
     transactions, refused_10 = raw | "10_validate" >> validate.Validate(
-        clock, config.max_future_skew_seconds, config.allowed_lateness_seconds, config.late_policy
+        clock, config.max_future_skew_seconds, config.allowed_lateness_seconds
     )
     unique, refused_20 = transactions | "20_dedupe" >> dedupe.Dedupe(config.dedupe_horizon_seconds, clock)
-    enriched, refused_30 = unique | "30_enrich" >> enrich.Enrich(
+    on_time, refused_25 = unique | "25_lateness" >> lateness.ApplyLatePolicy(
+        config.allowed_lateness_seconds, config.late_policy, clock
+    )
+    enriched, refused_30 = on_time | "30_enrich" >> enrich.Enrich(
         config.customers, config.merchants, config.missing_profile_policy, clock, config.profile_store
     )
-    refused = [refused_10, refused_20, refused_30]
+    refused = [refused_10, refused_20, refused_25, refused_30]
     if feature_sets.uses_velocity(feature_set):
         enriched, refused_35 = enriched | "35_velocity" >> velocity.Velocity(clock, config.order_wait_seconds)
         refused.append(refused_35)

@@ -14,6 +14,7 @@ STAGES = (
     "00_source",
     "10_validate",
     "20_dedupe",
+    "25_lateness",
     "30_enrich",
     "35_velocity",
     "40_features",

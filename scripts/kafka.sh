@@ -22,7 +22,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KAFKA_VERSION=4.4.0
 BEAM_JAVA_VERSION=2.73.0
 CACHE="${RISKPIPE_CACHE:-$HOME/.cache/riskpipe}"
-M2="$CACHE/m2"
+# RISKPIPE_M2: a Maven repository to reuse (the empty-cache check shares the downloads, not the builds).
+M2="${RISKPIPE_M2:-$CACHE/m2}"
 STATE="${RISKPIPE_KAFKA_STATE:-${TMPDIR:-/tmp}/riskpipe-kafka-$(id -u)}"
 MVN=(mvn -q -B -s "$ROOT/scripts/kafka/maven-settings.xml" -Dmaven.repo.local="$M2")
 

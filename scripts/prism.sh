@@ -21,7 +21,10 @@ mkdir -p "$CACHE/$VERSION"
 echo "prism: building Beam's Prism runner $VERSION with go install (takes about two minutes, once)" >&2
 tmp="$(mktemp -d "$CACHE/$VERSION/.build-XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-GOPATH="$CACHE/gopath" GOMODCACHE="$CACHE/gopath/pkg/mod" GOCACHE="$CACHE/gocache" GOBIN="$tmp" GOFLAGS=-modcacherw \
+# RISKPIPE_GOMODCACHE / RISKPIPE_GOCACHE: Go download and build caches to reuse (the empty-cache
+# check shares them; the install itself still runs).
+GOPATH="$CACHE/gopath" GOMODCACHE="${RISKPIPE_GOMODCACHE:-$CACHE/gopath/pkg/mod}" GOCACHE="${RISKPIPE_GOCACHE:-$CACHE/gocache}" \
+  GOBIN="$tmp" GOFLAGS=-modcacherw \
   go install "github.com/apache/beam/sdks/v2/go/cmd/prism@$VERSION" >&2
 mkdir -p "$(dirname "$BIN")"
 mv "$tmp/prism" "$BIN"

@@ -121,8 +121,8 @@ def finish(job: subprocess.Popen, out: pathlib.Path, timeout: float = 400) -> di
 def test_kafka_job_killed_three_times_loses_nothing_and_scores_nothing_twice(
     dataset,
     tmp_path,
-    broker,
-    expansion_jar,  # noqa: F811 - fixtures
+    broker,  # noqa: F811 - a fixture
+    expansion_jar,  # noqa: F811 - a fixture
 ):
     bootstrap = broker.bootstrap
     tag = uuid.uuid4().hex[:8]
@@ -172,7 +172,7 @@ def test_kafka_job_killed_three_times_loses_nothing_and_scores_nothing_twice(
 
     scored, dead = outputs(out)
     written = positions(scored) + positions(dead)
-    fed = {(progress.kafka_unit(d.topic, d.partition), d.offset) for d in delivered}
+    fed = {(progress.kafka_unit(names["in"], d.partition), d.offset) for d in delivered}
     assert len(delivered) == len(lines)
     assert len(written) == len(set(written)), "a record was written twice"
     assert set(written) == fed, f"lost: {len(fed - set(written))}, unexpected: {len(set(written) - fed)}"

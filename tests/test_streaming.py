@@ -257,3 +257,37 @@ def test_ctrl_c_drains_the_job_and_loses_nothing(dataset, tmp_path, prism_binary
     assert summary["stopped_by"] == "drain" and summary["balanced"] and summary["read"] == 500
     assert len(read_jsonl(out / "scored")) == summary["scored"]
     assert len(read_jsonl(out / "dead_letters")) == summary["dead_letters"]
+
+
+def test_a_late_redelivery_is_a_duplicate_and_a_late_new_record_follows_the_policy(dataset, tmp_path, prism_binary):
+    out = tmp_path / "out"
+    t0 = int(AS_OF.timestamp()) - 86400
+    stream = (
+        TestStream(coder=ProtoCoder(RawRecord))
+        .advance_watermark_to(Timestamp(t0))
+        .add_elements([beam.window.TimestampedValue(record(1, "a", t0), t0 + 1)])
+        .advance_watermark_to(Timestamp(t0 + 1000))  # "a" is scored; the watermark moves 1,000 s on
+        .add_elements(
+            [
+                beam.window.TimestampedValue(record(2, "a", t0), t0 + 1000),  # a redelivery, 1,000 s late
+                beam.window.TimestampedValue(record(3, "l", t0), t0 + 1000),  # a new record, as late
+            ]
+        )
+        .advance_watermark_to_infinity()
+    )
+    result = run_stream(
+        dataset,
+        out,
+        stream,
+        streaming__allowed_lateness_seconds=600,
+        dedupe__horizon_seconds=3600,
+        velocity__order_wait_seconds=0,
+    )
+    scored = [orjson.loads(line) for line in read_jsonl(out / "scored")]
+    assert [(s["transaction_id"], int(s["source"]["line"])) for s in scored] == [("a", 1)]
+    letters = [orjson.loads(line) for line in read_jsonl(out / "dead_letters")]
+    assert [(d["transaction_id"], d["error_code"], d["stage"]) for d in letters] == [
+        ("l", "ERROR_CODE_LATE_RECORD", "25_lateness")
+    ]
+    summary = runner.summarize(result)
+    assert summary["duplicates"] == 1 and summary["late_records"] == 1

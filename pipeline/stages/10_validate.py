@@ -12,15 +12,12 @@ Dead letters (stage 10_validate), every problem of the record listed in `violati
                                             (rule riskpipe.pan_in_clear)
   EVENT_TIME_IN_FUTURE                      event_time is ahead of the run's clock by more than
                                             validate.max_future_skew_seconds
-  LATE_RECORD                               streaming: event_time lies behind the source's
-                                            watermark (the record's Beam timestamp as read: when
-                                            it was taken) by more than
-                                            streaming.allowed_lateness_seconds, and
-                                            streaming.late_policy is dead_letter
-Event time: a valid transaction leaves with its event_time as its Beam timestamp. A late one under
-streaming.late_policy score keeps its arrival time instead (so it lands in the window being
-written, not one already closed) and is flagged `late`. In batch the records are read at the
-start of time, so none is late.
+Event time: a valid transaction leaves with its event_time as its Beam timestamp. One whose
+event_time lies behind the source's watermark (the record's Beam timestamp as read) by more than
+streaming.allowed_lateness_seconds keeps its arrival time instead (so it lands in the window being
+written, not one already closed) and is flagged `late`; 25_lateness applies the late policy after
+20_dedupe has dropped redeliveries. In batch the records are read at the start of time, so none is
+late.
 The rules themselves live in contracts/riskpipe/v1/transaction.proto (buf.validate annotations).
 The `in` lists of that file (currencies, countries) are also checked here first, from the same
 annotations: protovalidate spends half a millisecond writing out a 165-value list for a miss, which
@@ -43,10 +40,9 @@ from contracts.buf.validate import validate_pb2
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
-from pipeline.shared import metrics
 from pipeline.shared.card_numbers import looks_like_pan
 from pipeline.shared.clock import RunClock, beam_time, parse_rfc3339_timestamp
-from pipeline.shared.dead_letter import DEAD_LETTER, MAIN, StageFn, apply_stage, make_dead_letter
+from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 
 STAGE = "10_validate"
 _STRING_FIELDS = ("transaction_id", "card_id", "merchant_id", "mcc", "country", "device_id")
@@ -272,71 +268,36 @@ class TransactionParser:
 
 
 class EventTimeFn(beam.DoFn):
-    """Transaction -> the same, timestamped with its event_time; or, when it is later than allowed,
-    a LATE_RECORD dead letter or the transaction flagged `late` at its arrival time."""
+    """Transaction -> the same, timestamped with its event_time; or, when it is later than
+    allowed, flagged `late` at its arrival time (25_lateness applies the policy)."""
 
-    def __init__(self, allowed_lateness_seconds: int, late_policy: str, clock: RunClock):
+    def __init__(self, allowed_lateness_seconds: int):
         self._allowed = Duration(seconds=allowed_lateness_seconds)
-        self._allowed_seconds = allowed_lateness_seconds
-        self._policy = late_policy
-        self._clock = clock
-
-    def setup(self) -> None:
-        self._late = metrics.counter(metrics.LATE_RECORDS)
 
     def process(self, txn: Transaction, arrival=beam.DoFn.TimestampParam):
         event = beam_time(txn.event_time)
         if arrival - event <= self._allowed:
             yield TimestampedValue(txn, event)
             return
-        self._late.inc()
-        if self._policy == "score":
-            flagged = Transaction()
-            flagged.CopyFrom(txn)
-            flagged.late = True
-            yield flagged
-            return
-        behind = (arrival - event).micros / 1e6
-        yield beam.pvalue.TaggedOutput(
-            DEAD_LETTER,
-            make_dead_letter(
-                STAGE,
-                ErrorCode.ERROR_CODE_LATE_RECORD,
-                f"event_time {event.to_rfc3339()} is {behind:,.0f} s behind the source's watermark "
-                f"({arrival.to_rfc3339()}, when the record was taken), more than "
-                f"streaming.allowed_lateness_seconds ({self._allowed_seconds})",
-                txn.origin,
-                self._clock.timestamp(),
-                transaction_id=txn.transaction_id,
-            ),
-        )
+        flagged = Transaction()
+        flagged.CopyFrom(txn)
+        flagged.late = True
+        yield flagged
 
 
 class Validate(beam.PTransform):
     """RawRecords -> (Transactions at their event time, DeadLetters)."""
 
-    def __init__(
-        self,
-        clock: RunClock,
-        max_future_skew_seconds: int,
-        allowed_lateness_seconds: int = 300,
-        late_policy: str = "dead_letter",
-    ):
+    def __init__(self, clock: RunClock, max_future_skew_seconds: int, allowed_lateness_seconds: int = 300):
         super().__init__()
         self._clock = clock
         self._max_skew = max_future_skew_seconds
         self._allowed_lateness = allowed_lateness_seconds
-        self._late_policy = late_policy
 
     def expand(self, raw_records: beam.PCollection):
         clock, max_skew = self._clock, self._max_skew
         fn = StageFn(STAGE, functools.partial(TransactionParser, clock, max_skew), clock)
         parsed, refused = apply_stage(raw_records, "ParseAndCheck", fn, Transaction)
-        timed = parsed | "EventTime" >> beam.ParDo(
-            EventTimeFn(self._allowed_lateness, self._late_policy, clock)
-        ).with_outputs(DEAD_LETTER, main=MAIN)
-        transactions = timed[MAIN]
+        transactions = parsed | "EventTime" >> beam.ParDo(EventTimeFn(self._allowed_lateness))
         transactions.element_type = Transaction
-        late = timed[DEAD_LETTER]
-        late.element_type = DeadLetter
-        return transactions, (refused, late) | "DeadLetters" >> beam.Flatten()
+        return transactions, refused
