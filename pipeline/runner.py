@@ -484,7 +484,7 @@ def summarize(result: Any) -> dict[str, Any]:
     source_errors = counters.get(metrics.DEAD_LETTER_CODE_PREFIX + _SOURCE_UNREADABLE, 0)
     dead = counters.get(metrics.DEAD_LETTERS_WRITTEN, 0) - source_errors
     duplicates = counters.get(metrics.DUPLICATES_DROPPED, 0)
-    return {
+    summary = {
         "pipeline_version": PIPELINE_VERSION,
         "read": read,
         "blank_lines_skipped": counters.get(metrics.BLANK_LINES_SKIPPED, 0),
@@ -504,6 +504,20 @@ def summarize(result: Any) -> dict[str, Any]:
         "alerts": counters.get(metrics.ALERTS_WRITTEN, 0),
         "dead_letters_rejected_by_sink": counters.get(metrics.DEAD_LETTERS_REJECTED_BY_SINK, 0),
         "profile_store": store_summary(counters, distributions.get(metrics.STORE_QUERY_MS)),
+    }
+    if on_disk(counters):
+        summary["on_disk"] = on_disk(counters)
+    return summary
+
+
+def on_disk(counters: dict[str, int]) -> dict[str, int]:
+    """Streaming file outputs: the lines in window files already renamed into place, per folder
+    (`scored` and `dead_letters` of the summary count what was encoded for the sink, which runs up
+    to a window ahead of the files)."""
+    return {
+        name[len(metrics.ON_DISK_PREFIX) :]: value
+        for name, value in counters.items()
+        if name.startswith(metrics.ON_DISK_PREFIX)
     }
 
 

@@ -191,7 +191,9 @@ def test_watched_folder_job_killed_twice_loses_nothing_and_scores_nothing_twice(
     config = watch_config(dataset, out, watch, **settings)
     fed: dict = {}
     feeding = threading.Thread(
-        target=lambda: fed.update(stream_files.stream(dataset, watch, rate=400, file_seconds=1.0, limit=6000))
+        target=lambda: fed.update(
+            stream_files.stream(dataset, watch, rate=400, file_seconds=1.0, limit=6000, redeliver=0.0)
+        )
     )
     job = start_job(config)
     feeding.start()

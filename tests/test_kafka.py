@@ -26,9 +26,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.shared import kafka as kafka_setup
 from tests.conftest import IN_CI, ROOT, need
-from tests.helpers import job_config
+from tests.helpers import job_config, read_jsonl
 from tests.test_streaming import start_job
 from tools import kafka as kafka_tool
+from tools import stream_files
 
 PYTHON = sys.executable
 ALERT_DECISIONS = {"DECISION_REVIEW", "DECISION_DECLINE"}
@@ -238,3 +239,43 @@ def test_the_lag_that_idle_stop_waits_for_counts_what_the_group_has_not_committe
     )  # past the end: nothing pending
     consumer.close()
     assert pending("earliest", group) == 0
+
+
+def test_a_topic_of_two_hours_read_from_earliest_is_scored_not_late(dataset, tmp_path, broker, expansion_jar):
+    """Event time comes from the data: a backlog whose event times span the two hours before now is
+    on time (the partitions' watermarks follow the records), while a record an hour behind the
+    records read before it in its partition is really late and follows streaming.late_policy."""
+    bootstrap = broker.bootstrap
+    names = topics("backlog")
+    kafka_tool.create_topics(bootstrap, [names["in"]], partitions=1)
+    lines, valid = labelled_lines(dataset)
+    lines = lines[:3000]
+    start = time.time() - 7200
+    step = 7000 / len(lines)
+    newest = stream_files.newest_event_time(lines)
+    backlog = [
+        stream_files.rebase(line, start + i * step, newest, 0.0, random.Random(i)) for i, line in enumerate(lines)
+    ]
+    # A valid record an hour behind the last records of the backlog: really late.
+    first_valid = next(line for line in backlog if (kafka_tool.transaction_key(line) or b"").decode() in valid)
+    late = dict(orjson.loads(first_valid), transaction_id="late-one")
+    late["event_time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start + 7000 - 3600))
+    late_line = orjson.dumps(late)
+    kafka_tool.produce(bootstrap, names["in"], [*backlog, late_line])
+    out = tmp_path / "out"
+    config = kafka_job_config(
+        dataset,
+        out,
+        bootstrap,
+        names,
+        kafka__scored_topic=None,
+        kafka__alerts_topic=None,
+        kafka__dead_letter_topic=None,
+        velocity__order_wait_seconds=0,
+    )
+    summary = finish(start_job(config), out)
+    assert summary["balanced"] and summary["read"] == len(backlog) + 1
+    assert summary["late_records"] == 1 and summary["dead_letters_by_code"].get("ERROR_CODE_LATE_RECORD") == 1
+    scored_ids = {orjson.loads(line)["transaction_id"] for line in read_jsonl(out / "scored")}
+    backlog_valid = {kafka_tool.transaction_key(line).decode() for line in backlog} & valid
+    assert backlog_valid <= scored_ids and "late-one" not in scored_ids

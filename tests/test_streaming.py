@@ -15,6 +15,8 @@ import glob
 import json
 import os
 import pathlib
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -291,3 +293,33 @@ def test_a_late_redelivery_is_a_duplicate_and_a_late_new_record_follows_the_poli
     ]
     summary = runner.summarize(result)
     assert summary["duplicates"] == 1 and summary["late_records"] == 1
+
+
+def test_yesterdays_files_dropped_into_a_watched_folder_are_scored_not_late(dataset, tmp_path, prism_binary):
+    """The watched folder's watermark follows the event times of the files taken: a day's old files
+    dropped while the job runs (after it has watched an empty folder for a while) are on time."""
+    watch, out = tmp_path / "watch", tmp_path / "out"
+    watch.mkdir()
+    job = start_job(
+        watch_config(dataset, out, watch, streaming__stop_after_idle_seconds=8, velocity__order_wait_seconds=0)
+    )
+    lines = [line.rstrip(b"\n") for line in open(dataset / "transactions.jsonl", "rb") if line.strip()][:3000]
+    newest = stream_files.newest_event_time(lines)
+    yesterday = time.time() - 86400
+    rng = random.Random(5)
+    old = [stream_files.rebase(line, yesterday + i, newest, 0.0, rng) for i, line in enumerate(lines)]
+    time.sleep(4)  # the job watches an empty folder first
+    for part in range(3):
+        stream_files.write_file(
+            watch, f"yesterday-{part}.jsonl", [line + b"\n" for line in old[part * 1000 : (part + 1) * 1000]]
+        )
+    _, stderr = job.communicate(timeout=300)
+    assert job.returncode == 0, stderr.decode()[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["balanced"] and summary["read"] == 3000
+    assert summary["late_records"] == 0 and "ERROR_CODE_LATE_RECORD" not in summary["dead_letters_by_code"]
+    labels = [orjson.loads(line) for line in open(dataset / "labels.jsonl", "rb")]
+    valid = {row["transaction_id"] for row in labels if not row["expected_error_code"]}
+    ids = {m.group(1).decode() for line in old if (m := re.search(rb'"transaction_id":"([^"]+)"', line))}
+    scored = {orjson.loads(line)["transaction_id"] for line in read_jsonl(out / "scored")}
+    assert scored == ids & valid

@@ -18,6 +18,7 @@ ALERTS_WRITTEN = "alerts_written"
 DEAD_LETTERS_WRITTEN = "dead_letters_written"
 DEAD_LETTERS_REJECTED_BY_SINK = "dead_letters_rejected_by_sink"  # dead letters BigQuery refused
 DEAD_LETTER_CODE_PREFIX = "dead_letters."
+ON_DISK_PREFIX = "on_disk."  # + scored / dead_letters: lines in window files renamed into place (streaming)
 DEFAULT_PROFILE_USED_PREFIX = "default_profile_used."
 REFERENCE_ROWS_REJECTED = "reference_rows_rejected"
 VELOCITY_CARDS_FORGOTTEN = "velocity_cards_forgotten"

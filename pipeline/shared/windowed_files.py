@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from pipeline.shared import progress
+from pipeline.shared import metrics, progress
 from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS
 
 LATE_PANE_DELAY_SECONDS = 1
@@ -57,6 +57,10 @@ class _WriteWindowFn(beam.DoFn):
         self._folder = folder.rstrip("/")
         self._run_id = run_id
 
+    def setup(self) -> None:
+        # Lines in files renamed into place: what the live summary reports as on disk.
+        self._on_disk = metrics.counter(metrics.ON_DISK_PREFIX + os.path.basename(self._folder))
+
     def process(
         self,
         shard_lines: tuple[int, list[str]],
@@ -79,6 +83,7 @@ class _WriteWindowFn(beam.DoFn):
         # On disk: the records' source positions are accounted for (Kafka offsets may be committed
         # past them, a restart skips them), and the file is listed in the run's ledger.
         progress.written(progress.positions_of_lines(lines), f"{os.path.basename(self._folder)}/{name}")
+        self._on_disk.inc(len(lines))
         yield final
 
 
