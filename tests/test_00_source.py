@@ -211,3 +211,32 @@ def test_a_line_longer_than_the_limit_is_refused_without_being_held_whole(tmp_pa
     ]
     assert letters[0].payload == (b'{"n": 2, "x": "' + b"y" * 5000)[:1024]
     assert "5,017 bytes" in letters[0].message and "300 bytes" in letters[1].message
+
+
+def test_the_watched_folders_watermark_follows_the_event_times_of_the_files_taken(tmp_path):
+    """Event time from the data: a file's earliest and latest valid event times, none from a record
+    in the future or before 2000; while nothing new comes the watermark moves on with the clock from
+    the latest event time taken (so never past the clock)."""
+    import datetime as dt
+
+    from apache_beam.utils.timestamp import Timestamp
+
+    from pipeline.shared.clock import RunClock
+
+    path = tmp_path / "part.jsonl"
+    path.write_bytes(
+        b'{"transaction_id":"a","event_time":"2026-11-30T10:00:00Z"}\n'
+        b'{"transaction_id":"b","event_time":"2026-11-30T09:00:00Z"}\n'
+        b'{"transaction_id":"c","event_time":"2999-01-01T00:00:00Z"}\n'
+        b'{"transaction_id":"d","event_time":"1999-01-01T00:00:00Z"}\n'
+        b'{"transaction_id":"e","event_time":"not a time"}\n'
+        b"not json\n"
+    )
+    earliest, latest = source.event_time_bounds(source.FileEntry(str(path), path.stat().st_size), RunClock(None), 1024)
+    nine = dt.datetime(2026, 11, 30, 9, tzinfo=dt.UTC).timestamp()
+    assert (earliest, latest) == (Timestamp.of(nine), Timestamp.of(nine + 3600))
+    watermark = source.EventTimeWatermark()
+    assert watermark.idle(1000.0) is None  # nothing taken: nothing to follow
+    watermark.took(latest, now=2_000_000_000.0)
+    assert watermark.idle(2_000_000_000.0) == latest
+    assert watermark.idle(2_000_000_060.0) == latest + 60  # quiet for a minute: a minute on

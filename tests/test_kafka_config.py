@@ -83,7 +83,13 @@ def test_client_properties_come_from_a_file_and_the_environment_never_the_config
         "ssl.truststore.location": "/etc/kafka/truststore.jks",
     }
     consumer = kafka.consumer_config("b:9092", "g", "latest", {"bootstrap.servers": "other:1"})
-    assert consumer == {"auto.offset.reset": "latest", "bootstrap.servers": "b:9092", "group.id": "g"}
+    # The job commits offsets itself (kafka.commit): the consumer never auto-commits.
+    assert consumer == {
+        "auto.offset.reset": "latest",
+        "bootstrap.servers": "b:9092",
+        "group.id": "g",
+        "enable.auto.commit": "false",
+    }
     producer = kafka.producer_config("b:9092", {"acks": "1"})
     assert producer["enable.idempotence"] == "true" and producer["acks"] == "1"
 
@@ -176,5 +182,12 @@ def test_prism_cannot_commit_on_finalize_and_says_so(dataset, tmp_path):
             runner.kafka_read(config, java, "PrismRunner", {})
         read = runner.kafka_read(config, java, "FlinkRunner", {})
     assert read.commit_in_finalize and not read.commit_in_bundles
+    # On Prism auto commits once written (the job's own committer), neither per bundle nor on finalize.
     auto = runner.kafka_read(load(dataset, tmp_path), kafka.JavaExpansion("127.0.0.1:1"), "PrismRunner", {})
-    assert auto.commit_in_bundles and not auto.commit_in_finalize
+    assert not auto.commit_in_bundles and not auto.commit_in_finalize
+    assert runner.kafka_commit(load(dataset, tmp_path), "PrismRunner") == "written"
+    assert runner.kafka_commit(load(dataset, tmp_path), "FlinkRunner") == "finalize"
+    bundle = runner.kafka_read(load(dataset, tmp_path, kafka__commit="bundle"), java, "PrismRunner", {})
+    assert bundle.commit_in_bundles
+    with pytest.raises(job_config.ConfigError, match="workers run elsewhere"):
+        runner.kafka_read(load(dataset, tmp_path, kafka__commit="written"), java, "FlinkRunner", {})

@@ -556,8 +556,8 @@ def event_time_bounds(
 ) -> tuple[Timestamp | None, Timestamp | None]:
     """The earliest and latest event_time among a file's records (None when none has one that
     parses): what the watched folder's watermark follows. A quick look, not a validation
-    (10_validate judges). An event time ahead of the wall clock counts as now (the watermark never
-    runs ahead of the clock) and one before 2000 is left out: no valid record has either."""
+    (10_validate judges). An event time ahead of the wall clock or before 2000 is left out: it must
+    not move the watermark (one bad record would make every record behind it late)."""
     earliest: Timestamp | None = None
     latest: Timestamp | None = None
     now = Timestamp.of(time.time())
@@ -571,8 +571,8 @@ def event_time_bounds(
             at = parse_rfc3339_timestamp(found.group(1).decode("ascii"))
         except (ValueError, UnicodeDecodeError):
             continue
-        event = min(Timestamp(seconds=at.seconds, micros=at.nanos // 1000), now)
-        if event < _YEAR_2000:
+        event = Timestamp(seconds=at.seconds, micros=at.nanos // 1000)
+        if event < _YEAR_2000 or event > now:
             continue
         if latest is None or event > latest:
             latest = event

@@ -159,7 +159,8 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
   /**
    * Timestamps and watermark from the records' event time. A record's timestamp is its event_time,
    * or the partition's watermark where that is later (so the job sees how far behind it is); a
-   * record without a readable event_time takes the watermark and does not move it. The watermark
+   * record without a readable event_time, or with one before 2000 or ahead of the wall clock, takes
+   * the watermark and does not move it. The watermark
    * is the latest event time read. A partition with nothing to read (no backlog) moves on with the
    * wall clock from the latest event time read by any partition of this worker, never past the wall
    * clock: a quiet partition does not hold the job back, and yesterday's records are not late.
@@ -205,11 +206,11 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
         return watermark.isAfter(BoundedWindow.TIMESTAMP_MIN_VALUE) ? watermark : new Instant(record.getTimestamp());
       }
       long now = System.currentTimeMillis();
-      if (event < YEAR_2000) {
+      if (event < YEAR_2000 || event > now) {
+        // Before 2000 (invalid) or ahead of the wall clock (the job refuses it beyond the allowed
+        // skew): it moves nothing, or one bad record would make the records behind it late.
         return watermark.isAfter(BoundedWindow.TIMESTAMP_MIN_VALUE) ? watermark : new Instant(record.getTimestamp());
       }
-      // Never ahead of the wall clock: the job refuses a time in the future; it must not move the watermark.
-      event = Math.min(event, now);
       final long seen = event;
       LATEST.merge(partition, new long[] {seen, now}, (a, b) -> a[0] >= b[0] ? new long[] {a[0], now} : b);
       Instant at = new Instant(event);
