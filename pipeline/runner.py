@@ -910,8 +910,9 @@ def restart_point(config: job_config.JobConfig) -> progress.Resume:
             f"restart: an earlier run of {config.output_dir} {how}"
             + (f" (read {previous.get('read', 0):,}, scored {previous.get('scored', 0):,})" if previous else "")
             + f"; {facts['inputs_done']:,} input files done, {facts['output_files']:,} output files, "
-            f"{facts['output_files_read_back']:,} read back: {facts['positions_already_written']:,} records "
-            "already written are skipped if read again",
+            f"{facts['output_files_read_back']:,} read back, {facts['unfinished_window_files_removed']:,} unfinished "
+            f"window files removed: {facts['positions_already_written']:,} records already written are skipped if "
+            "read again",
             file=sys.stderr,
             flush=True,
         )

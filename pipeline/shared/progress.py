@@ -243,6 +243,7 @@ class Resume:
     previous_summary: dict | None = None
     files_read_back: int = 0
     output_files: int = 0
+    unfinished_files: int = 0  # window files a crash left half written (hidden .tmp): removed
 
     @property
     def fresh(self) -> bool:
@@ -264,6 +265,7 @@ class Resume:
             "inputs_done": len(self.done_inputs),
             "output_files": self.output_files,
             "output_files_read_back": self.files_read_back,
+            "unfinished_window_files_removed": self.unfinished_files,
             "positions_already_written": sum(len(p) for p in self.written.values()),
         }
 
@@ -297,6 +299,11 @@ class Resume:
 
         written: dict[str, set[int]] = {}
         for folder in OUTPUT_FOLDERS:
+            for unfinished in glob.glob(os.path.join(output_dir, folder, ".*.tmp")):
+                # Never renamed into place, so none of its records counts as written: they are read again.
+                with contextlib.suppress(OSError):
+                    os.remove(unfinished)
+                    resume.unfinished_files += 1
             for path in sorted(glob.glob(os.path.join(output_dir, folder, "*.jsonl"))):
                 resume.output_files += 1
                 name = f"{folder}/{os.path.basename(path)}"

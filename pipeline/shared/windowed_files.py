@@ -52,6 +52,14 @@ def new_run_id() -> str:
     return f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}"
 
 
+def _sync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _WriteWindowFn(beam.DoFn):
     def __init__(self, folder: str, run_id: str):
         self._folder = folder.rstrip("/")
@@ -77,6 +85,8 @@ class _WriteWindowFn(beam.DoFn):
                 FileSystems.mkdirs(self._folder)
         with FileSystems.create(temporary) as f:
             f.write(data)
+        if "://" not in temporary:
+            _sync(temporary)  # on disk before it is renamed and its records' offsets committed
         if FileSystems.exists(final):
             FileSystems.delete([final])  # a retried bundle: the same lines again
         FileSystems.rename([temporary], [final])
