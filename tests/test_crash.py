@@ -41,23 +41,6 @@ JAVA_CLASSES = (
 )
 
 
-def java_of(pid_marker: str) -> list[int]:
-    """The job's Java processes (expansion service, worker pool) still alive: found by their main
-    class and by the run's temporary folder in their command line or environment."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        if any(name in cmdline for name in JAVA_CLASSES) and pid_marker in cmdline:
-            found.append(int(entry))
-    return found
-
-
 def job_java(job: subprocess.Popen) -> list[int]:
     """Java processes whose parent is the job."""
     children = []
