@@ -505,8 +505,9 @@ def summarize(result: Any) -> dict[str, Any]:
         "dead_letters_rejected_by_sink": counters.get(metrics.DEAD_LETTERS_REJECTED_BY_SINK, 0),
         "profile_store": store_summary(counters, distributions.get(metrics.STORE_QUERY_MS)),
     }
-    if on_disk(counters):
-        summary["on_disk"] = on_disk(counters)
+    written_out = on_disk(counters)
+    if written_out:
+        summary["on_disk"] = written_out
     return summary
 
 

@@ -49,13 +49,13 @@ def unit_of(source) -> tuple[str, int] | None:
     if isinstance(source, Mapping):
         topic = source.get("topic")
         if topic:
-            return f"kafka:{topic}:{int(source.get('partition', 0))}", int(source.get("offset", 0))
+            return kafka_unit(topic, int(source.get("partition", 0))), int(source.get("offset", 0))
         uri = source.get("uri")
         if uri:
             return f"file:{uri}", int(source.get("line", 0))
         return None
     if source.topic:
-        return f"kafka:{source.topic}:{source.partition}", source.offset
+        return kafka_unit(source.topic, source.partition), source.offset
     if source.uri:
         return f"file:{source.uri}", source.line
     return None
@@ -63,6 +63,14 @@ def unit_of(source) -> tuple[str, int] | None:
 
 def kafka_unit(topic: str, partition: int) -> str:
     return f"kafka:{topic}:{partition}"
+
+
+def _partition_of(unit_key: str) -> tuple[str, int] | None:
+    """(topic, partition) of a Kafka unit; None for a file's."""
+    if not unit_key.startswith("kafka:"):
+        return None
+    _, topic, partition = unit_key.rsplit(":", 2)
+    return topic, int(partition)
 
 
 @dataclass
@@ -205,29 +213,25 @@ def handed(source) -> None:
 def commit_points() -> dict[tuple[str, int], int]:
     """For each Kafka partition read: the offset to commit (the first still in flight, or the next
     to read)."""
-    points: dict[tuple[str, int], int] = {}
     with _TRACKER.lock:
-        for key, unit in _TRACKER.units.items():
-            if not key.startswith("kafka:") or unit.next_read < 0:
-                continue
-            _, topic, partition = key.rsplit(":", 2)
-            points[(topic, int(partition))] = min(unit.in_flight) if unit.in_flight else unit.next_read
-    return points
+        return {
+            partition: min(unit.in_flight) if unit.in_flight else unit.next_read
+            for partition, unit in _read_partitions()
+        }
 
 
 def read_positions() -> dict[tuple[str, int], int]:
     """For each Kafka partition: the offset after the last record read (for the idle check)."""
     with _TRACKER.lock:
-        return {
-            (key.rsplit(":", 2)[1], int(key.rsplit(":", 2)[2])): unit.next_read
-            for key, unit in _TRACKER.units.items()
-            if key.startswith("kafka:") and unit.next_read >= 0
-        }
+        return {partition: unit.next_read for partition, unit in _read_partitions()}
 
 
-def in_flight() -> int:
-    with _TRACKER.lock:
-        return sum(len(unit.in_flight) for unit in _TRACKER.units.values())
+def _read_partitions() -> Iterable[tuple[tuple[str, int], _Unit]]:
+    """The Kafka partitions this run has read from (call with the tracker's lock held)."""
+    for key, unit in _TRACKER.units.items():
+        partition = _partition_of(key)
+        if partition is not None and unit.next_read >= 0:
+            yield partition, unit
 
 
 # --- restart --------------------------------------------------------------------------------
@@ -292,10 +296,10 @@ class Resume:
         committed = committed or {}
 
         def settled(unit_key: str, span: list[int]) -> bool:
-            if unit_key.startswith("file:"):
+            partition = _partition_of(unit_key)
+            if partition is None:
                 return unit_key[5:] in resume.done_inputs
-            _, topic, partition = unit_key.rsplit(":", 2)
-            return span[1] < committed.get((topic, int(partition)), -1)
+            return span[1] < committed.get(partition, -1)
 
         written: dict[str, set[int]] = {}
         for folder in OUTPUT_FOLDERS:
@@ -311,8 +315,9 @@ class Resume:
                 if units is not None and all(settled(k, span) for k, span in units.items()):
                     continue
                 resume.files_read_back += 1
-                for unit_key, position in _positions_in(path):
-                    written.setdefault(unit_key, set()).add(position)
+                with open(path, "rb") as f:
+                    for unit_key, position in positions_of_lines(f):
+                        written.setdefault(unit_key, set()).add(position)
         resume.written = {k: frozenset(v) for k, v in written.items()}
         return resume
 
@@ -333,15 +338,7 @@ def position_of_line(line: str | bytes) -> tuple[str, int] | None:
         return None
 
 
-def _positions_in(path: str) -> Iterable[tuple[str, int]]:
-    with open(path, "rb") as f:
-        for line in f:
-            found = position_of_line(line)
-            if found is not None:
-                yield found
-
-
-def positions_of_lines(lines: Iterable[str]) -> list[tuple[str, int]]:
+def positions_of_lines(lines: Iterable[str | bytes]) -> list[tuple[str, int]]:
     """The source positions of output lines (see position_of_line)."""
     return [found for found in map(position_of_line, lines) if found is not None]
 

@@ -414,7 +414,8 @@ class ReadRangeFn(beam.DoFn):
 
     def process(self, line_range: LineRange):
         read = blank = skipped = 0
-        unit = f"file:{display_uri(line_range.path)}"
+        uri = display_uri(line_range.path)
+        unit = f"file:{uri}"
         resume, tracking = self._resume, progress.enabled()
         taken: list[int] = []
         for record in read_range(line_range, self._clock, self._max_record_bytes):
@@ -437,7 +438,7 @@ class ReadRangeFn(beam.DoFn):
             else:
                 yield record
         progress.taken(unit, taken)
-        progress.range_read(unit[5:])
+        progress.range_read(uri)
         self._read.inc(read)
         self._blank.inc(blank)
         self._skipped.inc(skipped)
@@ -649,8 +650,8 @@ class WatchFolderFn(beam.DoFn):
         files, latest_change = list_folder(folder, self._settle, now)
         current = watermark.current_watermark()
         new = [e for e in files if (display_uri(e.path), e.size) not in self._emitted]
+        self._emitted.update((display_uri(e.path), e.size) for e in new)
         for entry in new:
-            self._emitted.add((display_uri(entry.path), entry.size))
             earliest, latest = event_time_bounds(entry, self._clock, self._max_record_bytes)
             at = current if current is not None else MIN_TIMESTAMP
             if earliest is not None and earliest > at:

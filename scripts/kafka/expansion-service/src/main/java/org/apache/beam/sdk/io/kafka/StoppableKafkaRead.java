@@ -201,18 +201,14 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
     @Override
     public Instant getTimestampForRecord(PartitionContext context, KafkaRecord<byte[], byte[]> record) {
       Long event = eventTimeMillis(record.getKV().getValue());
-      if (event == null) {
-        // The job dead-letters it; it needs a time that is not behind the job, nothing more.
-        return watermark.isAfter(BoundedWindow.TIMESTAMP_MIN_VALUE) ? watermark : new Instant(record.getTimestamp());
-      }
       long now = System.currentTimeMillis();
-      if (event < YEAR_2000 || event > now) {
-        // Before 2000 (invalid) or ahead of the wall clock (the job refuses it beyond the allowed
-        // skew): it moves nothing, or one bad record would make the records behind it late.
+      if (event == null || event < YEAR_2000 || event > now) {
+        // No readable event time, one before 2000 (invalid) or one ahead of the wall clock (the job
+        // refuses it beyond the allowed skew): it moves nothing, or one bad record would make the
+        // records behind it late. It needs a time that is not behind the job, nothing more.
         return watermark.isAfter(BoundedWindow.TIMESTAMP_MIN_VALUE) ? watermark : new Instant(record.getTimestamp());
       }
-      final long seen = event;
-      LATEST.merge(partition, new long[] {seen, now}, (a, b) -> a[0] >= b[0] ? new long[] {a[0], now} : b);
+      LATEST.merge(partition, new long[] {event, now}, (a, b) -> a[0] >= b[0] ? new long[] {a[0], now} : b);
       Instant at = new Instant(event);
       if (at.isAfter(watermark)) {
         watermark = at;
