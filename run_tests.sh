@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: lint (ruff), types (mypy), architecture (import-linter + stage import check), contract
-# drift, the Flex Template's parameters against the job's options, and pytest. Sets up .venv (and buf) on
+# The whole test suite: lint (ruff), types (mypy), architecture (import-linter + stage names), contract
+# drift, the generated references (Flex Template parameters, docs/configuration.md) against the config
+# sections, and pytest. Sets up .venv (and buf) on
 # first use. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -19,7 +20,8 @@ lint-imports
 python -m tools.check_stages
 echo "== contracts"
 python -m tools.contracts check
-echo "== Flex Template parameters"
+echo "== generated references (Flex Template parameters, docs/configuration.md)"
 python -m tools.template_metadata --check
+python -m tools.config_docs --check
 echo "== pytest"
 python -m pytest "$@"

@@ -32,6 +32,8 @@ setuptools.setup(
         "orjson>=3.10,<4",
         "pyarrow>=16",
         "PyYAML>=6,<7",
+        # Typed config sections (pipeline.config).
+        "pydantic>=2.7,<3",
         "confluent-kafka>=2.6,<3",
         # The PostgreSQL profile store (enrich.backend postgres); the wheel bundles libpq.
         "psycopg[binary]>=3.2,<4",

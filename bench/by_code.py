@@ -28,8 +28,8 @@ import orjson
 
 from bench import plain
 from bench.run import ROOT, write_config
-from pipeline import runner
-from pipeline.shared import config as job_config
+from pipeline import config as job_config
+from pipeline import launch, runner
 from tools import generate
 
 
@@ -73,7 +73,7 @@ def timed_plain(config_path: pathlib.Path, data: pathlib.Path, out: pathlib.Path
     config = job_config.load(config_path, {"input": str(data)})
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    plain.run(config, runner.resolve_model_version(config), str(out))
+    plain.run(config, launch.resolve_model_version(config), str(out))
     return time.perf_counter() - started
 
 

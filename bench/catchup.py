@@ -38,7 +38,7 @@ import orjson
 import yaml
 
 from bench.streaming import percentile
-from pipeline.shared import progress
+from pipeline.io import progress
 from tools import kafka as kafka_tool
 from tools import stream_files
 

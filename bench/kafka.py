@@ -37,9 +37,9 @@ from bench.plain import PlainScorer
 from bench.run import dataset, side_by_side_parser, write_config
 from bench.streaming import percentile, run_job
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
-from pipeline.runner import resolve_model_version
-from pipeline.shared import config as job_config
-from pipeline.shared import kafka as kafka_setup
+from pipeline import config as job_config
+from pipeline.io import kafka_expansion
+from pipeline.launch import resolve_model_version
 from pipeline.shared.clock import RunClock
 from pipeline.shared.json_codec import dead_letter_json, scored_json
 from tools import kafka as kafka_tool
@@ -69,7 +69,7 @@ def plain_loop(config: job_config.JobConfig, bootstrap: str, topic: str, n: int)
 
     # Records come in time order from the topic: each card's history is kept as they arrive.
     scorer = PlainScorer(config, resolve_model_version(config), write_scored, refuse, in_order=False)
-    clock = RunClock(config.as_of)
+    clock = RunClock(config.run.as_of)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     data, _ = dataset(work, max(args.records, latency_records), args.seed, args.invalid_fraction)
     base = write_config(work, data)
     lines = list(kafka_tool.file_lines([data / "transactions.jsonl"]))
-    kafka_setup.ensure_jar()
+    kafka_expansion.ensure_jar()
 
     with tempfile.TemporaryDirectory(prefix="riskpipe-bench-kafka-") as state, kafka_tool.Broker(state) as broker:
         bootstrap = broker.bootstrap

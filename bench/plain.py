@@ -25,20 +25,18 @@ from collections import defaultdict
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter
 from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, EnrichedTransaction, MerchantProfile
-from pipeline.runner import resolve_model_version
-from pipeline.shared import config as job_config
+from pipeline import config as job_config
+from pipeline.io import files
+from pipeline.launch import resolve_model_version
 from pipeline.shared import feature_sets, model_check, velocity
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import redact
 from pipeline.shared.json_codec import dead_letter_json, scored_json
-from pipeline.stage_loader import load_stage
-
-source = load_stage("00_source")
-validate = load_stage("10_validate")
-dedupe = load_stage("20_dedupe")
-enrich = load_stage("30_enrich")
-featurize = load_stage("40_features")
-predict = load_stage("50_predict")
+from pipeline.stages import s10_validate as validate
+from pipeline.stages import s20_dedupe as dedupe
+from pipeline.stages import s30_enrich as enrich
+from pipeline.stages import s40_features as featurize
+from pipeline.stages import s50_predict as predict
 
 
 class Tally:
@@ -64,24 +62,26 @@ class PlainScorer:
         self.spent: dict[str, float] = defaultdict(float)
         t = time.perf_counter()
         self._config = config
-        self._clock = clock = RunClock(config.as_of)
+        self._clock = clock = RunClock(config.run.as_of)
         # enrich.backend postgres: 30_enrich's StoreJoiner on batches of enrich.postgres.batch_size
         # records, with plain tallies for its metrics; files: the reference files, read whole.
         self.tallies: dict[str, Tally] = defaultdict(Tally)
-        store = config.profile_store
+        store = config.enrich.store
         self._store_join = (
             None
             if store is None
-            else enrich.StoreJoiner(store, config.missing_profile_policy, clock, lambda _, name: self.tallies[name])
+            else enrich.StoreJoiner(
+                store, config.enrich.missing_profile_policy, clock, lambda _, name: self.tallies[name]
+            )
         )
         self._store_batch = store.batch_size if store is not None else 0
         self._to_enrich: list = []
         if store is None:
-            self._customers = enrich.read_profile_file(config.customers, CustomerProfile, "card_id")
-            self._merchants = enrich.read_profile_file(config.merchants, MerchantProfile, "merchant_id")
-        self._parse = validate.TransactionParser(clock, config.max_future_skew_seconds)
-        self._join = enrich.ProfileJoiner(config.missing_profile_policy, clock)
-        feature_set = model_check.feature_set(model_check.read_model_card(config.model))
+            self._customers = enrich.read_profile_file(config.reference.customers or "", CustomerProfile, "card_id")
+            self._merchants = enrich.read_profile_file(config.reference.merchants or "", MerchantProfile, "merchant_id")
+        self._parse = validate.TransactionParser(clock, config.validate_.max_future_skew_seconds)
+        self._join = enrich.ProfileJoiner(config.enrich.missing_profile_policy, clock)
+        feature_set = model_check.feature_set(model_check.read_model_card(config.predict.model))
         self._compute = featurize.FeatureComputer(clock, feature_set)
         self._velocity = feature_sets.uses_velocity(feature_set)
         self._in_order = in_order  # batch: hold the records and take each card's in event-time order
@@ -89,9 +89,9 @@ class PlainScorer:
         self._held: list[tuple[str, int, int, str, bytes]] = []
         self.histories: dict[str, velocity.CardHistory] = defaultdict(velocity.CardHistory)
         self._session = predict.SingleThreadOnnxModelHandler(
-            config.model, providers=["CPUExecutionProvider"]
+            config.predict.model, providers=["CPUExecutionProvider"]
         ).load_model()
-        thresholds = predict.Thresholds(config.thresholds_version, config.review_threshold, config.decline_threshold)
+        thresholds = predict.Thresholds(config.thresholds.version, config.thresholds.review, config.thresholds.decline)
         self._decide = predict.Decider(model_version, thresholds, clock)
         self._write_scored = write_scored
         self._refuse = refuse
@@ -102,7 +102,7 @@ class PlainScorer:
 
     def refuse(self, letter: DeadLetter) -> None:
         t = time.perf_counter()
-        self._refuse(redact(letter, self._config.dead_letter_payload))
+        self._refuse(redact(letter, self._config.dead_letter.payload))
         self.dead += 1
         self.spent["90_dead_letter"] += time.perf_counter() - t
 
@@ -148,7 +148,7 @@ class PlainScorer:
             if first == fingerprint:
                 self.duplicates += 1
             else:
-                self.refuse(dedupe.conflict(out, self._config.dedupe_horizon_seconds, self._clock))
+                self.refuse(dedupe.conflict(out, self._config.dedupe.horizon_seconds, self._clock))
             return
         if self._store_join is not None:
             self._to_enrich.append(out)
@@ -156,7 +156,7 @@ class PlainScorer:
                 self._enrich_held()
             spent["30_enrich"] += tick() - t3
             return
-        out = self._join(out, self._customers, self._merchants)
+        out = self._join(out, self._customers, self._merchants)  # type: ignore[arg-type]  # profiles by key
         spent["30_enrich"] += tick() - t3
         self._enriched(out)
 
@@ -192,7 +192,7 @@ class PlainScorer:
             self.refuse(result)
             return
         self._batch.append(result)
-        if len(self._batch) >= self._config.max_batch_size:
+        if len(self._batch) >= self._config.predict.max_batch_size:
             self.flush()
 
     def finish(self) -> None:
@@ -229,21 +229,21 @@ def run(config: job_config.JobConfig, model_version: str, output_dir: str) -> di
             lambda scored: scored_out.write(scored_json(scored) + "\n"),
             lambda letter: dead_out.write(dead_letter_json(letter) + "\n"),
         )
-        clock = RunClock(config.as_of)
-        ranges = []
-        for entry in source.match_files(config.transactions):
-            if isinstance(entry, source.SourceError):
-                scorer.refuse(source.source_dead_letter(entry, clock))
+        clock = RunClock(config.run.as_of)
+        ranges: list = []
+        for entry in files.match_files(config.input.transactions or ""):
+            if isinstance(entry, files.SourceError):
+                scorer.refuse(files.source_dead_letter(entry, clock))
             else:
-                ranges += source.split_file(entry.path, entry.size)
+                ranges += files.split_file(entry.path, entry.size)
         for line_range in ranges:
             t = tick()
-            for record in source.read_range(line_range, clock, config.max_record_bytes):
+            for record in files.read_range(line_range, clock, config.input.max_record_bytes):
                 scorer.spent["00_source"] += tick() - t
                 if record is None:
                     pass
-                elif isinstance(record, source.SourceError):
-                    scorer.refuse(source.source_dead_letter(record, clock))
+                elif isinstance(record, files.SourceError):
+                    scorer.refuse(files.source_dead_letter(record, clock))
                 else:
                     scorer.take(record)
                 t = tick()

@@ -29,7 +29,7 @@ import time
 
 import yaml
 
-from pipeline.stage_loader import STAGES
+from pipeline.stages import STAGES
 from tools.generate import GENERATOR_VERSION
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -52,7 +52,7 @@ def buf() -> str:
 @pytest.fixture(scope="session")
 def prism_binary() -> str:
     """Beam's Prism runner, built by the project's own scripts/prism.sh when it is not cached yet."""
-    from pipeline.shared import prism
+    from pipeline.local import prism
 
     try:
         return prism.ensure()

@@ -9,6 +9,9 @@ import yaml
 from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, MerchantProfile
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
+from pipeline import graph
+from pipeline import options as job_options
+from pipeline.local import runners
 from tests.conftest import AS_OF, MODEL, ROOT
 
 # A valid transaction in the job's input format.
@@ -109,9 +112,9 @@ def with_features(clock, records):
     """EnrichedTransactions with the default feature set's vector, their velocity features worked
     out per card in event-time order by the shared code, as 35_velocity and 40_features would."""
     from pipeline.shared import velocity
-    from pipeline.stage_loader import load_stage
+    from pipeline.stages import s40_features
 
-    computer = load_stage("40_features").FeatureComputer(clock)
+    computer = s40_features.FeatureComputer(clock)
     histories: dict = {}
     out = {}
     for event, record in sorted(((velocity.event_of(r), r) for r in records), key=lambda pair: pair[0]):
@@ -130,10 +133,9 @@ def dataflow_dry_run(config_path: str, *args: str):
     import apache_beam as beam
     from apache_beam.runners.runner import PipelineState
 
-    from pipeline import runner
-    from pipeline.shared import config as job_config_module
+    from pipeline import config as job_config_module
 
-    options = runner.parse_options(
+    options = job_options.parse_options(
         [
             "--config",
             config_path,
@@ -148,10 +150,10 @@ def dataflow_dry_run(config_path: str, *args: str):
         ]
     )
     config = job_config_module.load(config_path)
-    name = runner.choose_runner(options, config.streaming, config.uses_kafka, config.source)
+    name = runners.choose_runner(options, config.is_streaming, config.uses_kafka, config.source.kind)
     assert name == "DataflowRunner"
     p = beam.Pipeline(options=options)
-    runner.build_pipeline(p, config, "v-test", runner=name)
+    graph.build_pipeline(p, config, graph.Model("v-test"))
     result = p.run()
     assert result.state == PipelineState.DONE
     return p, result.job

@@ -9,9 +9,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.stage_loader import load_stage
-
-source = load_stage("00_source")
+from pipeline.io import files as file_io
+from pipeline.io import watch
 
 
 def _positions(record):
@@ -22,7 +21,7 @@ def expected_lines(name, data):
     return [(name, n, line.rstrip(b"\r")) for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
 
 
-@pytest.mark.parametrize("split_bytes", [source.DEFAULT_SPLIT_BYTES, 7, 64])
+@pytest.mark.parametrize("split_bytes", [file_io.DEFAULT_SPLIT_BYTES, 7, 64])
 def test_reads_plain_and_gzip_files_by_glob_with_line_numbers(tmp_path, clock, split_bytes):
     plain = (
         b'{"n": 1}\n{"n": 2}\r\n\n   \n{"n": 5}\n' + b"".join(b'{"n": %d}\n' % i for i in range(6, 40)) + b'{"n": 40}'
@@ -33,7 +32,7 @@ def test_reads_plain_and_gzip_files_by_glob_with_line_numbers(tmp_path, clock, s
     (tmp_path / "ignored.txt").write_bytes(b"not matched\n")
 
     with TestPipeline(runner="FnApiRunner") as p:
-        records, errors = p | source.ReadTransactions(str(tmp_path / "*.jsonl*"), clock, split_bytes=split_bytes)
+        records, errors = p | file_io.ReadTransactions(str(tmp_path / "*.jsonl*"), clock, split_bytes=split_bytes)
         assert_that(errors, equal_to([]), label="NoSourceErrors")
         assert_that(
             records | beam.Map(_positions),
@@ -55,13 +54,13 @@ def test_ranges_cover_every_line_exactly_once(tmp_path, clock, seed):
     path = tmp_path / "t.jsonl"
     path.write_bytes(data)
     for split_bytes in (1, 13, 100, 1000, 10**6):
-        ranges = list(source.split_file(str(path), len(data), split_bytes))
+        ranges = list(file_io.split_file(str(path), len(data), split_bytes))
         assert ranges[0].start == 0 and ranges[-1].end == -1
         assert all(a.end == b.start for a, b in itertools.pairwise(ranges))
         got = [
             (r.source.line, r.payload)
             for line_range in ranges
-            for r in source.read_range(line_range, clock)
+            for r in file_io.read_range(line_range, clock)
             if r is not None
         ]
         want = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
@@ -70,7 +69,7 @@ def test_ranges_cover_every_line_exactly_once(tmp_path, clock, seed):
 
 def test_ingest_time_is_the_run_clock(tmp_path, clock):
     (tmp_path / "f.jsonl").write_bytes(b"x\n\ny\n")
-    records = list(source.read_range(source.LineRange(str(tmp_path / "f.jsonl"), 0, -1, 1), clock))
+    records = list(file_io.read_range(file_io.LineRange(str(tmp_path / "f.jsonl"), 0, -1, 1), clock))
     assert records[1] is None
     assert [r.source.line for r in records if r is not None] == [1, 3]
     assert all(r.ingest_time == clock.timestamp() for r in records if r is not None)
@@ -82,9 +81,9 @@ LINES = b"".join(b'{"n": %d, "pad": "%s"}\n' % (i, b"x" * (i % 50)) for i in ran
 
 
 def read_all(path, clock):
-    out = list(source.read_range(source.LineRange(str(path), 0, -1, 1), clock))
-    records = [r for r in out if r is not None and not isinstance(r, source.SourceError)]
-    errors = [r for r in out if isinstance(r, source.SourceError)]
+    out = list(file_io.read_range(file_io.LineRange(str(path), 0, -1, 1), clock))
+    records = [r for r in out if r is not None and not isinstance(r, file_io.SourceError)]
+    errors = [r for r in out if isinstance(r, file_io.SourceError)]
     return records, errors
 
 
@@ -107,8 +106,8 @@ def test_compression_is_read_from_the_name_in_any_case_and_compressed_files_are_
     }["." + name.lower().rsplit(".", 1)[1]]
     path = tmp_path / name
     path.write_bytes(compress(LINES))
-    assert list(source.split_file(str(path), path.stat().st_size, split_bytes=7)) == [
-        source.LineRange(str(path), 0, -1, 1)
+    assert list(file_io.split_file(str(path), path.stat().st_size, split_bytes=7)) == [
+        file_io.LineRange(str(path), 0, -1, 1)
     ]
     records, errors = read_all(path, clock)
     assert errors == [] and [r.source.line for r in records] == list(range(1, 2001))
@@ -168,14 +167,14 @@ def test_folders_fifos_broken_links_and_undecodable_names_are_reported_by_name(t
     odd = os.path.join(str(tmp_path).encode(), b"name-\xff.jsonl")
     with open(odd, "wb") as f:
         f.write(b'{"n": 2}\n')
-    entries = list(source.match_files(str(tmp_path / "*.jsonl")))
-    errors = {os.path.basename(e.path): e.reason for e in entries if isinstance(e, source.SourceError)}
-    files = sorted(source.display_uri(e.path).rsplit("/", 1)[1] for e in entries if isinstance(e, source.FileEntry))
+    entries = list(file_io.match_files(str(tmp_path / "*.jsonl")))
+    errors = {os.path.basename(e.path): e.reason for e in entries if isinstance(e, file_io.SourceError)}
+    files = sorted(file_io.display_uri(e.path).rsplit("/", 1)[1] for e in entries if isinstance(e, file_io.FileEntry))
     assert files == ["good.jsonl", "name-\\xff.jsonl"]
     assert "is a folder" in errors["folder.jsonl"]
     assert "FIFO" in errors["fifo.jsonl"]
     assert "cannot be opened" in errors["link.jsonl"]
-    odd_entry = next(e for e in entries if isinstance(e, source.FileEntry) and "name-" in e.path)
+    odd_entry = next(e for e in entries if isinstance(e, file_io.FileEntry) and "name-" in e.path)
     records, read_errors = read_all(odd_entry.path, clock)
     assert read_errors == [] and records[0].source.uri.endswith("name-\\xff.jsonl")
 
@@ -188,7 +187,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_record(tmp_path, clock):
 
 
 @pytest.mark.parametrize("name", ["big.jsonl", "big.jsonl.gz"])
-@pytest.mark.parametrize("split_bytes", [source.DEFAULT_SPLIT_BYTES, 50])
+@pytest.mark.parametrize("split_bytes", [file_io.DEFAULT_SPLIT_BYTES, 50])
 def test_a_line_longer_than_the_limit_is_refused_without_being_held_whole(tmp_path, clock, name, split_bytes):
     from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 
@@ -198,8 +197,8 @@ def test_a_line_longer_than_the_limit_is_refused_without_being_held_whole(tmp_pa
     size = path.stat().st_size
     out = [
         r
-        for line_range in source.split_file(str(path), size, split_bytes)
-        for r in source.read_range(line_range, clock, max_record_bytes=100)
+        for line_range in file_io.split_file(str(path), size, split_bytes)
+        for r in file_io.read_range(line_range, clock, max_record_bytes=100)
         if r is not None
     ]
     records = [(r.source.line, r.payload) for r in out if not isinstance(r, DeadLetter)]
@@ -232,10 +231,10 @@ def test_the_watched_folders_watermark_follows_the_event_times_of_the_files_take
         b'{"transaction_id":"e","event_time":"not a time"}\n'
         b"not json\n"
     )
-    earliest, latest = source.event_time_bounds(source.FileEntry(str(path), path.stat().st_size), RunClock(None), 1024)
+    earliest, latest = watch.event_time_bounds(file_io.FileEntry(str(path), path.stat().st_size), RunClock(None), 1024)
     nine = dt.datetime(2026, 11, 30, 9, tzinfo=dt.UTC).timestamp()
     assert (earliest, latest) == (Timestamp.of(nine), Timestamp.of(nine + 3600))
-    watermark = source.EventTimeWatermark()
+    watermark = watch.EventTimeWatermark()
     assert watermark.idle(1000.0) is None  # nothing taken: nothing to follow
     watermark.took(latest, now=2_000_000_000.0)
     assert watermark.idle(2_000_000_000.0) == latest

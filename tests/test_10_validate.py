@@ -12,10 +12,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Transaction
-from pipeline.stage_loader import load_stage
+from pipeline.stages import s10_validate as validate
 from tests.helpers import GOOD
-
-validate = load_stage("10_validate")
 
 
 def raw(payload, line=7) -> RawRecord:

@@ -14,10 +14,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from contracts.riskpipe.v1.dead_letter_pb2 import ErrorCode
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
 from pipeline.shared import metrics
-from pipeline.stage_loader import load_stage
+from pipeline.stages import s20_dedupe as dedupe
 from tests.helpers import transaction
-
-dedupe = load_stage("20_dedupe")
 
 
 def run_dedupe(clock, txns, horizon=3600):

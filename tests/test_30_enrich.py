@@ -13,10 +13,8 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import (
     MerchantProfile,
     ProfileKind,
 )
-from pipeline.stage_loader import load_stage
+from pipeline.stages import s30_enrich as enrich
 from tests.helpers import customer, merchant, transaction
-
-enrich = load_stage("30_enrich")
 
 
 def _jsonl(path, messages, extra_lines=()):

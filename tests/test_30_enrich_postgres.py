@@ -20,9 +20,10 @@ from collections import Counter
 import orjson
 import pytest
 
+from pipeline import config as job_config_module
 from pipeline import runner
-from pipeline.shared import config as job_config_module
-from pipeline.shared import profile_store
+from pipeline.config import PostgresConfig
+from pipeline.io import profile_store
 from tests.conftest import need
 from tests.helpers import job_config, read_jsonl
 from tests.test_streaming import start_job, watch_config
@@ -207,7 +208,7 @@ def test_a_lookup_retries_until_a_lock_is_released_within_its_retries(pg, store,
     holder.autocommit = False
     holder.execute("LOCK TABLE merchant_profiles IN ACCESS EXCLUSIVE MODE")
     retries = []
-    settings = profile_store.StoreSettings(
+    settings = PostgresConfig(
         dsn=store, statement_timeout_ms=100, retries=20, backoff_seconds=0.05, backoff_max_seconds=0.1
     )
     lookups = profile_store.ProfileStore(settings, on_retry=lambda: retries.append(1))
@@ -355,7 +356,7 @@ def test_a_row_that_breaks_the_contract_is_not_a_profile(pg, store, password):
     with pg.connect(database_of(store)) as conn:
         conn.execute("UPDATE customer_profiles SET home_lat = 123.0 WHERE card_id = 'c0000001'")
     rejected = []
-    lookups = profile_store.ProfileStore(profile_store.StoreSettings(dsn=store), on_rejected=lambda: rejected.append(1))
+    lookups = profile_store.ProfileStore(PostgresConfig(dsn=store), on_rejected=lambda: rejected.append(1))
     try:
         found = lookups.fetch(profile_store.CUSTOMERS, ["c0000001", "c0000002"])
     finally:
@@ -379,7 +380,7 @@ def test_the_cache_evicts_the_least_recently_used_and_expires_entries():
 
 def test_the_back_off_doubles_with_jitter_up_to_its_ceiling():
     store = profile_store.ProfileStore(
-        profile_store.StoreSettings(dsn="host=127.0.0.1", backoff_seconds=0.1, backoff_max_seconds=0.5)
+        PostgresConfig(dsn="host=127.0.0.1", backoff_seconds=0.1, backoff_max_seconds=0.5)
     )
     for attempt, ceiling in ((0, 0.1), (1, 0.2), (2, 0.4), (3, 0.5), (8, 0.5)):
         waits = [store.backoff(attempt) for _ in range(200)]

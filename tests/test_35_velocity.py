@@ -23,13 +23,11 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, MerchantProfile, ProfileKind
-from pipeline import runner
+from pipeline.local import runners
 from pipeline.shared import metrics, velocity
 from pipeline.shared.features import MISSING, haversine_km
-from pipeline.stage_loader import load_stage
+from pipeline.stages import s35_velocity as stage
 from tests.helpers import transaction
-
-stage = load_stage("35_velocity")
 
 T0 = 1793700000  # 2026-11-03T11:20:00Z
 PLACES = {  # merchant -> (country, lat, lon)
@@ -132,7 +130,7 @@ def test_a_history_much_longer_than_the_horizons_stays_bounded():
 
 def prism_pipeline() -> TestPipeline:
     options = PipelineOptions(["--runner=PrismRunner"])
-    runner.choose_runner(options, streaming=True)
+    runners.choose_runner(options, streaming=True)
     options.view_as(StandardOptions).streaming = True
     return TestPipeline(runner="PrismRunner", options=options)
 

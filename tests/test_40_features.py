@@ -10,10 +10,8 @@ from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, ProfileKind
 from contracts.riskpipe.v1.transaction_pb2 import Channel
 from pipeline.shared import feature_sets, features, velocity
-from pipeline.stage_loader import load_stage
+from pipeline.stages import s40_features as stage
 from tests.helpers import customer, merchant, transaction
-
-stage = load_stage("40_features")
 
 
 def named(values):

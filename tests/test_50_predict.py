@@ -11,11 +11,10 @@ from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
 from pipeline.shared import feature_sets
-from pipeline.stage_loader import load_stage
+from pipeline.stages import s50_predict as predict
 from tests.conftest import MODEL
 from tests.helpers import customer, merchant, transaction, with_features
 
-predict = load_stage("50_predict")
 THRESHOLDS = predict.Thresholds("t-test", review=0.5, decline=0.9)
 
 

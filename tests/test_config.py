@@ -6,8 +6,9 @@ import shutil
 import pytest
 import yaml
 
-from pipeline import runner
-from pipeline.shared import config
+from pipeline import config, launch, runner
+from pipeline import options as job_options
+from pipeline.io import profile_store
 from tests.conftest import ROOT
 
 
@@ -20,8 +21,8 @@ def write(config_dir, mutate):
 
 def test_the_shipped_config_is_valid():
     loaded = config.load(ROOT / "config.yaml")
-    assert loaded.transactions == str(ROOT / "data/sample/transactions.jsonl")
-    assert loaded.missing_profile_policy == "default" and loaded.as_of is None
+    assert loaded.input.transactions == str(ROOT / "data/sample/transactions.jsonl")
+    assert loaded.enrich.missing_profile_policy == "default" and loaded.run.as_of is None
 
 
 def test_command_line_overrides_the_file(config_dir, tmp_path):
@@ -29,8 +30,8 @@ def test_command_line_overrides_the_file(config_dir, tmp_path):
         config_dir / "config.yaml",
         {"review_threshold": "0.3", "parquet": "true", "output_dir": "elsewhere", "as_of": "2026-01-01T00:00:00Z"},
     )
-    assert loaded.review_threshold == 0.3 and loaded.parquet is True and loaded.output_dir == "elsewhere"
-    assert loaded.as_of.year == 2026
+    assert loaded.thresholds.review == 0.3 and loaded.output.parquet is True and loaded.output.dir == "elsewhere"
+    assert loaded.run.as_of.year == 2026
 
 
 BAD = [
@@ -79,14 +80,14 @@ def test_model_trained_on_another_feature_set_is_refused(config_dir):
     path = write(config_dir, lambda d: d["predict"].update(model=str(model_dir / "model.onnx")))
     assert runner.main(["--config", path]) == 2
     with pytest.raises(config.ConfigError, match="feature set 'fs-v0'"):
-        runner.resolve_model_version(config.load(path))
+        launch.resolve_model_version(config.load(path))
     # A known set whose feature list is not the job's (here: fs-v1's names under fs-v2) is refused too.
     stateless = json.loads((ROOT / "models/fraud-gbm-stateless-v2/model_card.json").read_text())
     named = json.loads(card.replace('"fs-v0"', '"fs-v2"'))
     named["features"] = stateless["features"]
     (model_dir / "model_card.json").write_text(json.dumps(named))
     with pytest.raises(config.ConfigError, match="feature set 'fs-v2' with features"):
-        runner.resolve_model_version(config.load(path))
+        launch.resolve_model_version(config.load(path))
 
 
 def test_a_stateless_model_runs_without_the_velocity_stage(config_dir, capsys):
@@ -104,7 +105,7 @@ def test_a_model_that_does_not_load_is_refused(config_dir):
     path = write(config_dir, lambda d: d["predict"].update(model=str(broken)))
     assert runner.main(["--config", path]) == 2
     with pytest.raises(config.ConfigError, match="cannot be loaded"):
-        runner.check_model(config.load(path))
+        launch.check_model(config.load(path))
 
 
 def test_a_model_of_another_width_is_refused(config_dir):
@@ -119,7 +120,7 @@ def test_a_model_of_another_width_is_refused(config_dir):
     narrow.write_bytes(onnx_model.SerializeToString())
     path = write(config_dir, lambda d: d["predict"].update(model=str(narrow)))
     with pytest.raises(config.ConfigError, match="one float tensor of 25 features"):
-        runner.check_model(config.load(path))
+        launch.check_model(config.load(path))
     assert runner.main(["--config", path]) == 2
 
 
@@ -184,12 +185,12 @@ def test_the_postgres_backend_needs_no_reference_files(config_dir):
         d["enrich"].update(backend="postgres", postgres={"dsn": "host=127.0.0.1 dbname=risk", "retries": 0})
 
     loaded = config.load(write(config_dir, to_postgres))
-    store = loaded.profile_store
-    assert loaded.customers is None and store is not None and store.retries == 0 and store.batch_size == 500
-    assert store.query(config.profile_store.CUSTOMERS) == (
+    store = loaded.enrich.store
+    assert loaded.reference.customers is None and store is not None and store.retries == 0 and store.batch_size == 500
+    assert profile_store.query(store, profile_store.CUSTOMERS) == (
         'SELECT * FROM "customer_profiles" WHERE "card_id" = ANY(%(keys)s)'
     )
-    assert config.load(ROOT / "config.yaml").profile_store is None  # the default: the files
+    assert config.load(ROOT / "config.yaml").enrich.store is None  # the default: the files
 
 
 @pytest.mark.parametrize(("mutate", "message"), [b[1:] for b in MORE_BAD], ids=[b[0] for b in MORE_BAD])
@@ -251,9 +252,9 @@ def test_unknown_options_stray_arguments_and_unknown_runners_are_exit_2(config_d
 
 
 def test_beam_options_still_pass_and_overwrite_needs_no_value(config_dir):
-    options = runner.parse_options(
+    options = job_options.parse_options(
         ["--config", "c.yaml", "--runner=DirectRunner", "--direct_num_workers=2", "--overwrite",
          "--flink_master=localhost:8081", "--job_endpoint=localhost:8099", "--environment_type=LOOPBACK"]
     )  # fmt: skip
-    job = options.view_as(runner.JobOptions)
+    job = options.view_as(job_options.JobOptions)
     assert job.overwrite == "true" and job.config == "c.yaml"

@@ -20,7 +20,7 @@ import uuid
 
 import orjson
 
-from pipeline.shared import progress
+from pipeline.io import progress
 from tests.helpers import read_jsonl
 from tests.test_kafka import broker, expansion_jar, kafka_job_config, labelled_lines  # noqa: F401 - fixtures
 from tests.test_streaming import start_job, watch_config

@@ -14,7 +14,8 @@ import zlib
 import orjson
 
 from pipeline import runner
-from pipeline.shared.output_folder import OutputFolder
+from pipeline import summary as run_summary
+from pipeline.io.output_folder import OutputFolder
 from tests.conftest import AS_OF, ROOT
 from tests.helpers import read_jsonl
 
@@ -47,7 +48,7 @@ def test_a_truncated_gzip_is_reported_and_the_run_is_not_a_clean_success(tmp_pat
     out = tmp_path / "out"
     code = runner.main(args(data / "*.jsonl*", out))
     printed = capsys.readouterr().out
-    assert code == runner.EXIT_INPUT_INCOMPLETE == 3
+    assert code == run_summary.EXIT_INPUT_INCOMPLETE == 3
     summary = json.loads((out / "summary.json").read_text())
     assert summary["read"] == 700 + 200 and summary["balanced"] is True
     assert summary["source_errors"] == 2 and summary["input_complete"] is False
@@ -125,8 +126,8 @@ def test_a_failed_run_leaves_no_earlier_success_in_place(tmp_path, monkeypatch, 
     def broken(*a, **k):
         raise RuntimeError("runner died")
 
-    monkeypatch.setattr(runner, "stage_msecs", broken)  # fails after the job ran, before publishing
-    assert runner.main(args(write_input(tmp_path, 60, "next.jsonl"), out)) == runner.EXIT_RUN_FAILED
+    monkeypatch.setattr(run_summary, "stage_msecs", broken)  # fails after the job ran, before publishing
+    assert runner.main(args(write_input(tmp_path, 60, "next.jsonl"), out)) == run_summary.EXIT_RUN_FAILED
     assert "nothing was published" in capsys.readouterr().err
     assert not out.exists()
     assert json.loads((tmp_path / "out.previous" / "summary.json").read_text())["scored"] == 50

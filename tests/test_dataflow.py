@@ -26,16 +26,18 @@ from google.protobuf.descriptor import FieldDescriptor
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.enriched_transaction_pb2 import FeatureVector, ProfileKind
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, Reason, ScoredTransaction
-from pipeline import runner
-from pipeline.shared import bigquery
-from pipeline.shared import config as job_config_module
-from pipeline.stage_loader import STAGES, load_stage
+from pipeline import config as job_config_module
+from pipeline import launch, runner
+from pipeline import summary as run_summary
+from pipeline.io import bigquery
+from pipeline.stages import STAGES
+from pipeline.stages import s60_sink as sink
 from tests.conftest import ROOT
 from tests.helpers import DATAFLOW_IMAGE, dataflow_dry_run, job_config
 
 SCORED_TABLE = "riskpipe-test:fraud.scored"
 DEAD_TABLE = "riskpipe-test:fraud.dead_letters"
-sink = load_stage("60_sink")
+
 # URNs that only a local runner runs: a Dataflow job holding one is refused.
 LOCAL_ONLY = {"beam:transform:teststream:v1", "beam:transform:read:v1"}
 JOB_TYPE_BATCH, JOB_TYPE_STREAMING = 1, 2
@@ -226,7 +228,7 @@ def test_bigquery_tables_are_checked_before_the_job(dataset, tmp_path):
     assert "bigquery.method" in refused(bigquery__method="fast")
     for table in ("riskpipe-test:fraud.scored", "riskpipe-test.fraud.scored", "fraud.scored", "example.com:p-1:d.t"):
         config = job_config_module.load(job_config(dataset, tmp_path / "out", bigquery__scored_table=table))
-        assert runner.written_to(config)["scored"] == f"bigquery table {table}"
+        assert launch.written_to(config)["scored"] == f"bigquery table {table}"
 
 
 def test_a_dataflow_run_refuses_a_folder_its_workers_cannot_reach(capsys):
@@ -239,11 +241,11 @@ def test_a_dataflow_run_refuses_a_folder_its_workers_cannot_reach(capsys):
         "--temp_location=gs://riskpipe-test/tmp",
         "--dry_run=true",
     ]
-    assert runner.main(options) == runner.EXIT_CONFIG
+    assert runner.main(options) == run_summary.EXIT_CONFIG
     assert "give a gs:// folder" in capsys.readouterr().err
     # Both outputs in BigQuery: no folder needed.
     tables = [f"--bigquery_scored_table={SCORED_TABLE}", f"--bigquery_dead_letter_table={DEAD_TABLE}"]
-    assert runner.main([*options, *tables]) == runner.EXIT_OK
+    assert runner.main([*options, *tables]) == run_summary.EXIT_OK
     out = capsys.readouterr().out
     assert "nothing submitted" in out and f"bigquery table {SCORED_TABLE}" in out
 
@@ -281,7 +283,8 @@ def test_a_dead_letter_bigquery_refuses_is_logged_and_taken_off_the_count(caplog
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-    dead_letter_sink = load_stage("90_dead_letter")
+    from pipeline.stages import s90_dead_letter as dead_letter_sink
+
     failure = (DEAD_TABLE, bigquery.to_row(letter()), [{"reason": "invalid", "message": "row too large"}])
     p = beam.Pipeline(runner=FnApiRunner())
     _ = p | beam.Create([failure]) | beam.ParDo(dead_letter_sink.RejectedLetterFn())

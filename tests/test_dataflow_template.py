@@ -28,9 +28,10 @@ import pytest
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.localfilesystem import LocalFileSystem
 
+from pipeline import config as job_config
+from pipeline import options as job_options
 from pipeline import runner
-from pipeline.shared import config as job_config
-from pipeline.stage_loader import STAGES
+from pipeline.stages import STAGES
 from tests.conftest import AS_OF, ROOT
 from tests.helpers import read_jsonl
 from tools import template_metadata
@@ -65,14 +66,14 @@ def test_metadata_json_is_what_the_jobs_options_give():
     assert done.returncode == 0, done.stderr
     on_file = json.loads(template_metadata.METADATA.read_text())
     names = [p["name"] for p in on_file["parameters"]]
-    assert names == ["config", *(s.option for s in job_config.SETTINGS)]
+    assert names == ["config", *(s.option for s in job_config.settings())]
     assert len(names) == len(set(names))
     for p in on_file["parameters"]:
         assert set(p) <= {"name", "label", "helpText", "isOptional", "regexes"} and p["helpText"] and p["label"]
 
 
 def test_every_template_parameter_is_an_option_the_job_accepts():
-    settings = {s.option: s for s in job_config.SETTINGS}
+    settings = {s.option: s for s in job_config.settings()}
     for p in json.loads(template_metadata.METADATA.read_text())["parameters"]:
         setting = settings.get(p["name"])
         value = "x"
@@ -82,7 +83,7 @@ def test_every_template_parameter_is_an_option_the_job_accepts():
             value = SAMPLE_BY_KEY.get(setting.key, SAMPLE_VALUES.get(setting.kind, value))
         for regex in p.get("regexes", []):
             assert re.fullmatch(regex, value), (p["name"], value)
-        options = runner.parse_options([f"--{p['name']}={value}"])  # an unknown one is refused
+        options = job_options.parse_options([f"--{p['name']}={value}"])  # an unknown one is refused
         assert options.get_all_options()[p["name"]] == value
 
 
@@ -208,13 +209,14 @@ def test_the_wheel_for_remote_workers_holds_the_whole_job(tmp_path):
     (wheel,) = glob.glob(str(tmp_path / "riskpipe-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for stage in STAGES:
-        assert f"pipeline/stages/{stage}.py" in names, stage
+        assert f"pipeline/stages/s{stage}.py" in names, stage
     for proto in glob.glob(str(ROOT / "contracts" / "riskpipe" / "v1" / "*.proto")):
         assert f"contracts/riskpipe/v1/{pathlib.Path(proto).stem}_pb2.py" in names, proto
     assert "contracts/buf/validate/validate_pb2.py" in names
     for csv in glob.glob(str(ROOT / "pipeline" / "shared" / "reference" / "*.csv")):
         assert f"pipeline/shared/reference/{pathlib.Path(csv).name}" in names, csv
-    assert "pipeline/runner.py" in names and "pipeline/stage_loader.py" in names
+    assert "pipeline/runner.py" in names and "pipeline/graph.py" in names and "pipeline/io/kafka.py" in names
+    assert "pipeline/config/sections.py" in names and "pipeline/local/prism.py" in names
 
 
 class RemoteTestFileSystem(LocalFileSystem):

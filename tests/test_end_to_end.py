@@ -26,7 +26,7 @@ from contracts.riskpipe.v1.raw_record_pb2 import RawRecord
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
 from pipeline import runner
 from pipeline.shared.clock import RunClock
-from pipeline.stage_loader import load_stage
+from pipeline.stages import s10_validate, s30_enrich
 from tests.conftest import AS_OF, MODEL
 from tests.helpers import job_config, read_jsonl, with_features
 
@@ -87,8 +87,8 @@ def test_every_valid_record_is_scored_once_as_onnxruntime_scores_it(first_run, d
 
     # The same work without Beam: parse, join, per-card history in event-time order, featurize, one
     # onnxruntime call.
-    parse = load_stage("10_validate").TransactionParser(RunClock(AS_OF), 300)
-    read_profiles = load_stage("30_enrich").read_profile_file
+    parse = s10_validate.TransactionParser(RunClock(AS_OF), 300)
+    read_profiles = s30_enrich.read_profile_file
     customers = read_profiles(str(dataset / "customers.jsonl"), CustomerProfile, "card_id")
     merchants = read_profiles(str(dataset / "merchants.jsonl"), MerchantProfile, "merchant_id")
     records = []

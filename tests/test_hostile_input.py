@@ -23,11 +23,9 @@ from pipeline import runner
 from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS, RunClock
 from pipeline.shared.dead_letter import redact
 from pipeline.shared.json_codec import dead_letter_json
-from pipeline.stage_loader import load_stage
+from pipeline.stages import s10_validate as validate
 from tests.conftest import AS_OF, ROOT
 from tests.helpers import GOOD, job_config, read_jsonl
-
-validate = load_stage("10_validate")
 
 FIELDS = [*GOOD, "amount.minor_units", "amount.currency"]
 NOT_FOR_PAYLOADS = {ErrorCode.ERROR_CODE_INTERNAL_ERROR, ErrorCode.ERROR_CODE_UNSPECIFIED}

@@ -24,7 +24,8 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.shared import kafka as kafka_setup
+from pipeline.config import KafkaConfig
+from pipeline.io import kafka_client, kafka_expansion
 from tests.conftest import IN_CI, ROOT, need
 from tests.helpers import job_config, read_jsonl
 from tests.test_streaming import start_job
@@ -54,8 +55,8 @@ def broker(tmp_path_factory):
 @pytest.fixture(scope="module")
 def expansion_jar():
     try:
-        return kafka_setup.ensure_jar()
-    except kafka_setup.KafkaSetupError as exc:
+        return kafka_expansion.ensure_jar()
+    except kafka_expansion.KafkaSetupError as exc:
         need(False, str(exc))
         raise
 
@@ -222,7 +223,10 @@ def test_the_lag_that_idle_stop_waits_for_counts_what_the_group_has_not_committe
     after_all = time.time()
 
     def pending(start: str, group: str = "") -> int:
-        lag = kafka_setup.GroupLag(bootstrap, group or f"g-{uuid.uuid4().hex}", [topic], start, {})
+        section = KafkaConfig(
+            bootstrap_servers=bootstrap, group_id=group or f"g-{uuid.uuid4().hex}", topic=topic, start=start
+        )
+        lag = kafka_client.GroupLag(section, {})
         try:
             return lag.pending()
         finally:

@@ -8,14 +8,15 @@ import pytest
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.raw_record_pb2 import SourcePosition
-from pipeline import runner
-from pipeline.shared import config as job_config
-from pipeline.shared import kafka
-from pipeline.stage_loader import load_stage
+from pipeline import config as job_config
+from pipeline import launch
+from pipeline import options as job_options
+from pipeline.config import KafkaConfig
+from pipeline.io import kafka as kafka_io
+from pipeline.io import kafka_client, kafka_expansion, messages
+from pipeline.local import runners
+from pipeline.stages import s90_dead_letter as dead_letter_sink
 from tests.helpers import job_config as write_config
-
-source = load_stage("00_source")
-dead_letter_sink = load_stage("90_dead_letter")
 
 Row = collections.namedtuple("Row", "topic partition offset timestamp key value headers")
 Header = collections.namedtuple("Header", "key value")
@@ -37,7 +38,7 @@ def load(dataset, tmp_path, **overrides):
 
 def test_a_kafka_source_is_streaming_and_needs_brokers_and_a_topic(dataset, tmp_path):
     config = load(dataset, tmp_path, kafka__topic="a, b")
-    assert config.streaming and config.uses_kafka and config.kafka_topics == ["a", "b"]
+    assert config.is_streaming and config.uses_kafka and config.kafka.topics == ["a", "b"]
     with pytest.raises(job_config.ConfigError, match=r"kafka\.topic"):
         load(dataset, tmp_path, kafka__topic=None)
     with pytest.raises(job_config.ConfigError, match=r"kafka\.bootstrap_servers"):
@@ -54,19 +55,24 @@ def test_a_kafka_sink_alone_makes_a_batch_run_go_to_prism(dataset, tmp_path):
     config = job_config.load(
         write_config(dataset, tmp_path / "out", kafka__bootstrap_servers="127.0.0.1:9092", kafka__scored_topic="s")
     )
-    assert not config.streaming and config.uses_kafka
-    options = runner.parse_options([])
-    assert runner.choose_runner(options, config.streaming, config.uses_kafka, config.source) == "PrismRunner"
+    assert not config.is_streaming and config.uses_kafka
+    options = job_options.parse_options([])
+    assert runners.choose_runner(options, config.is_streaming, config.uses_kafka, config.source.kind) == "PrismRunner"
     with pytest.raises(job_config.ConfigError, match="cannot run Kafka's Java transforms"):
-        runner.choose_runner(runner.parse_options(["--runner=FnApiRunner"]), False, True, "files")
+        runners.choose_runner(job_options.parse_options(["--runner=FnApiRunner"]), False, True, "files")
+
+
+def start_position(start: str) -> tuple[str, int | None]:
+    section = KafkaConfig(start=start)
+    return section.offset_reset, section.start_read_time_ms
 
 
 def test_the_start_position_is_earliest_latest_or_a_time():
-    assert kafka.start_position("earliest") == ("earliest", None)
-    assert kafka.start_position("latest") == ("latest", None)
-    assert kafka.start_position("2026-11-30T12:00:00Z") == ("earliest", 1796040000000)
+    assert start_position("earliest") == ("earliest", None)
+    assert start_position("latest") == ("latest", None)
+    assert start_position("2026-11-30T12:00:00Z") == ("earliest", 1796040000000)
     with pytest.raises(ValueError):
-        kafka.check_start("2999-01-01T00:00:00Z")
+        start_position("2999-01-01T00:00:00Z")
 
 
 def test_client_properties_come_from_a_file_and_the_environment_never_the_config(tmp_path):
@@ -76,13 +82,15 @@ def test_client_properties_come_from_a_file_and_the_environment_never_the_config
         "ssl.truststore.location = /etc/kafka/truststore.jks\n"
     )
     environ = {"RISKPIPE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "RISKPIPE_KAFKA_SASL_JAAS_CONFIG": "x", "HOME": "/"}
-    assert kafka.client_properties(str(props), environ) == {
+    assert kafka_client.client_properties(str(props), environ) == {
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",  # the environment wins
         "sasl.jaas.config": "x",
         "ssl.truststore.location": "/etc/kafka/truststore.jks",
     }
-    consumer = kafka.consumer_config("b:9092", "g", "latest", {"bootstrap.servers": "other:1"})
+    consumer = kafka_client.consumer_config(
+        KafkaConfig(bootstrap_servers="b:9092", group_id="g", start="latest"), {"bootstrap.servers": "other:1"}
+    )
     # The job commits offsets itself (kafka.commit): the consumer never auto-commits.
     assert consumer == {
         "auto.offset.reset": "latest",
@@ -90,13 +98,13 @@ def test_client_properties_come_from_a_file_and_the_environment_never_the_config
         "group.id": "g",
         "enable.auto.commit": "false",
     }
-    producer = kafka.producer_config("b:9092", {"acks": "1"})
+    producer = kafka_client.producer_config("b:9092", {"acks": "1"})
     assert producer["enable.idempotence"] == "true" and producer["acks"] == "1"
 
 
 def test_a_kafka_record_keeps_topic_partition_offset_key_and_headers(clock):
     row = Row("tx", 2, 417, 1796040000123, b"t-\xff", b'{"a":1}', [Header("trace", b"abc"), Header("bin", b"\x00\xfe")])
-    record = source.kafka_raw_record(row, clock)
+    record = kafka_io.kafka_raw_record(row, clock)
     assert record.payload == b'{"a":1}'
     assert record.source == SourcePosition(topic="tx", partition=2, offset=417)
     assert dict(record.attributes) == {
@@ -105,12 +113,12 @@ def test_a_kafka_record_keeps_topic_partition_offset_key_and_headers(clock):
         "kafka.header.trace": "abc",
         "kafka.header.bin": "\x00\\xfe",
     }
-    keyless = source.kafka_raw_record(Row("tx", 0, 0, 0, None, None, None), clock)
+    keyless = kafka_io.kafka_raw_record(Row("tx", 0, 0, 0, None, None, None), clock)
     assert keyless.payload == b"" and "kafka.key" not in keyless.attributes
 
 
 def test_a_message_larger_than_the_limit_is_a_record_too_large_dead_letter(clock):
-    fn = source.MessageToRecordFn(source.kafka_raw_record, clock, max_record_bytes=10)
+    fn = messages.MessageToRecordFn(kafka_io.kafka_raw_record, clock, max_record_bytes=10)
     fn.setup()
     fn.start_bundle()
     (out,) = list(fn.process(Row("tx", 1, 5, 0, b"k", b"x" * 5000, None)))
@@ -130,27 +138,27 @@ def test_dead_letters_on_a_topic_are_keyed_by_transaction_id_or_position():
 
 
 def test_a_running_expansion_service_is_used_as_it_is():
-    with kafka.JavaExpansion("10.0.0.5:8097", local_worker=True) as java:
+    with kafka_expansion.JavaExpansion("10.0.0.5:8097", local_worker=True) as java:
         assert java.address == "10.0.0.5:8097" and java.stop_file
-    with kafka.JavaExpansion("10.0.0.5:8097", local_worker=False) as java:
+    with kafka_expansion.JavaExpansion("10.0.0.5:8097", local_worker=False) as java:
         assert java.stop_file == ""
 
 
 def test_without_a_built_jar_the_job_says_how_to_build_it(monkeypatch, tmp_path):
     monkeypatch.setenv("RISKPIPE_KAFKA_EXPANSION_JAR", str(tmp_path / "missing.jar"))
-    with pytest.raises(kafka.KafkaSetupError, match=r"missing\.jar"):
-        kafka.find_jar()
+    with pytest.raises(kafka_expansion.KafkaSetupError, match=r"missing\.jar"):
+        kafka_expansion.find_jar()
     monkeypatch.delenv("RISKPIPE_KAFKA_EXPANSION_JAR")
     monkeypatch.setenv("RISKPIPE_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(kafka.KafkaSetupError, match=r"scripts/kafka\.sh expansion-jar"):
-        kafka.find_jar()
+    with pytest.raises(kafka_expansion.KafkaSetupError, match=r"scripts/kafka\.sh expansion-jar"):
+        kafka_expansion.find_jar()
 
 
 def test_values_on_topics_are_proto3_json_or_the_contracts_binary_messages():
     from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
     from pipeline.shared.json_codec import scored_json
+    from pipeline.stages import s60_sink as sink
 
-    sink = load_stage("60_sink")
     scored = ScoredTransaction(transaction_id="t-7", score=0.95, decision=Decision.DECISION_DECLINE)
     key, value = sink.KeyedEncoder("json", "scored_written")(scored)
     assert key == b"t-7" and value == scored_json(scored).encode()
@@ -177,17 +185,17 @@ def test_values_on_topics_are_proto3_json_or_the_contracts_binary_messages():
 
 def test_prism_cannot_commit_on_finalize_and_says_so(dataset, tmp_path):
     config = load(dataset, tmp_path, kafka__commit="finalize")
-    with kafka.JavaExpansion("127.0.0.1:1", local_worker=True) as java:
+    with kafka_expansion.JavaExpansion("127.0.0.1:1", local_worker=True) as java:
         with pytest.raises(job_config.ConfigError, match="stable input"):
-            runner.kafka_read(config, java, "PrismRunner", {})
-        read = runner.kafka_read(config, java, "FlinkRunner", {})
+            launch.kafka_read(config, java, "PrismRunner", {})
+        read = launch.kafka_read(config, java, "FlinkRunner", {})
     assert read.commit_in_finalize and not read.commit_in_bundles
     # On Prism auto commits once written (the job's own committer), neither per bundle nor on finalize.
-    auto = runner.kafka_read(load(dataset, tmp_path), kafka.JavaExpansion("127.0.0.1:1"), "PrismRunner", {})
+    auto = launch.kafka_read(load(dataset, tmp_path), kafka_expansion.JavaExpansion("127.0.0.1:1"), "PrismRunner", {})
     assert not auto.commit_in_bundles and not auto.commit_in_finalize
-    assert runner.kafka_commit(load(dataset, tmp_path), "PrismRunner") == "written"
-    assert runner.kafka_commit(load(dataset, tmp_path), "FlinkRunner") == "finalize"
-    bundle = runner.kafka_read(load(dataset, tmp_path, kafka__commit="bundle"), java, "PrismRunner", {})
+    assert launch.kafka_commit(load(dataset, tmp_path), "PrismRunner") == "written"
+    assert launch.kafka_commit(load(dataset, tmp_path), "FlinkRunner") == "finalize"
+    bundle = launch.kafka_read(load(dataset, tmp_path, kafka__commit="bundle"), java, "PrismRunner", {})
     assert bundle.commit_in_bundles
     with pytest.raises(job_config.ConfigError, match="workers run elsewhere"):
-        runner.kafka_read(load(dataset, tmp_path, kafka__commit="written"), java, "FlinkRunner", {})
+        launch.kafka_read(load(dataset, tmp_path, kafka__commit="written"), java, "FlinkRunner", {})

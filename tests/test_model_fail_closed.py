@@ -14,13 +14,12 @@ from onnx import TensorProto, helper
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
-from pipeline import runner
-from pipeline.shared import config, feature_sets, features, model_check
-from pipeline.stage_loader import load_stage
+from pipeline import config, runner
+from pipeline.shared import feature_sets, features, model_check
+from pipeline.stages import s50_predict as predict
 from tests.conftest import MODEL, ROOT
 from tests.helpers import customer, job_config, merchant, read_jsonl, transaction, with_features
 
-predict = load_stage("50_predict")
 AGE = features.FEATURE_NAMES.index("account_age_days")
 POISON_AGE = 4242.0
 

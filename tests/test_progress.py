@@ -1,11 +1,11 @@
-"""pipeline.shared.progress: records in flight until written, the Kafka commit points, the output
+"""pipeline.io.progress: records in flight until written, the Kafka commit points, the output
 folder's ledger, and what a restart reads back from it."""
 
 from __future__ import annotations
 
 import orjson
 
-from pipeline.shared import progress
+from pipeline.io import progress
 
 
 def line(**source) -> bytes:

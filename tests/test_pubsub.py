@@ -17,13 +17,16 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
 
-from pipeline import runner
-from pipeline.shared import config as job_config_module
-from pipeline.stage_loader import load_stage
+from pipeline import config as job_config_module
+from pipeline import graph
+from pipeline import options as job_options
+from pipeline import summary as run_summary
+from pipeline.io import messages
+from pipeline.io import pubsub as pubsub_io
+from pipeline.local import runners
 from tests.conftest import AS_OF
 from tests.helpers import GOOD, dataflow_dry_run, job_config, read_jsonl
 
-source = load_stage("00_source")
 SUBSCRIPTION = "projects/riskpipe-test/subscriptions/transactions"
 ALERTS = "projects/riskpipe-test/topics/alerts"
 
@@ -74,7 +77,7 @@ def test_the_graph_builds_for_dataflow_with_the_subscription_id_label_and_alerts
 def test_pubsub_needs_a_named_runner_and_a_well_formed_subscription(dataset, tmp_path):
     config = job_config_module.load(pubsub_config(dataset, tmp_path / "out"))
     with pytest.raises(job_config_module.ConfigError, match="DataflowRunner"):
-        runner.choose_runner(runner.parse_options([]), config.streaming, config.uses_kafka, config.source)
+        runners.choose_runner(job_options.parse_options([]), config.is_streaming, config.uses_kafka, config.source.kind)
     with pytest.raises(job_config_module.ConfigError, match="projects/PROJECT/subscriptions/NAME"):
         job_config_module.load(pubsub_config(dataset, tmp_path / "out2", pubsub__subscription="transactions"))
     with pytest.raises(job_config_module.ConfigError, match="projects/PROJECT/topics/NAME"):
@@ -102,15 +105,15 @@ def test_messages_become_records_with_their_id_and_attributes_and_flow_through_t
         .advance_watermark_to_infinity()
     )
     config = job_config_module.load(pubsub_config(dataset, out, pubsub__alerts_topic=None))
-    options = runner.parse_options(["--runner=PrismRunner"])
-    runner.choose_runner(options, streaming=True)
+    options = job_options.parse_options(["--runner=PrismRunner"])
+    runners.choose_runner(options, streaming=True)
     p = TestPipeline(runner="PrismRunner", options=options)
-    raw, _ = p | "Stream" >> stream | "FromPubSub" >> source.MessagesToRecords(source.pubsub_raw_record, clock)
-    runner.build_pipeline(p, config, "v-test", run_id="r1", raw_records=raw)
+    raw, _ = p | "Stream" >> stream | "FromPubSub" >> messages.MessagesToRecords(pubsub_io.pubsub_raw_record, clock)
+    graph.build_pipeline(p, config, graph.Model("v-test"), graph.Run(run_id="r1"), raw_records=raw)
     result = p.run()
     result.wait_until_finish()
 
-    summary = runner.summarize(result)
+    summary = run_summary.summarize(result)
     assert summary["read"] == 4 and summary["scored"] == 2 and summary["duplicates"] == 1
     assert summary["dead_letters"] == 1 and summary["balanced"]
     scored = {row["transaction_id"]: row for row in map(orjson.loads, read_jsonl(out / "scored"))}

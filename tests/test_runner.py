@@ -3,6 +3,7 @@
 import pytest
 
 from pipeline import runner
+from pipeline import summary as run_summary
 from tests.conftest import AS_OF, ROOT
 from tests.helpers import read_jsonl
 
@@ -28,7 +29,7 @@ def test_an_unbalanced_run_exits_one(monkeypatch, capsys):
     }
     monkeypatch.setattr(runner, "run", lambda argv: summary)
     assert runner.main(["--config", "config.yaml"]) == 1
-    assert "balanced" in capsys.readouterr().out and "NO" in runner.format_summary(summary)
+    assert "balanced" in capsys.readouterr().out and "NO" in run_summary.format_summary(summary)
 
 
 @pytest.mark.parametrize("mode", ["multi_processing"])

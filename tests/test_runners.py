@@ -24,8 +24,11 @@ import uuid
 
 import pytest
 
+from pipeline import options as job_options
 from pipeline import runner
-from pipeline.shared.kafka import free_port
+from pipeline.io.kafka_expansion import free_port
+from pipeline.local import runners
+from pipeline.shared.errors import ConfigError
 from tests.conftest import AS_OF, ROOT, need
 from tests.helpers import read_jsonl
 from tools import flink
@@ -188,8 +191,8 @@ def test_the_submission_options_are_the_jobs(tmp_path):
         ["bash", str(SUBMIT), *JOB, "--parallelism=1"], env=env, capture_output=True, text=True, check=True
     )
     argv = printed.stdout.splitlines()[3:]  # after python -m pipeline.runner
-    options = runner.parse_options(argv)
-    assert runner.choose_runner(options, streaming=False) == "FlinkRunner"
+    options = job_options.parse_options(argv)
+    assert runners.choose_runner(options, streaming=False) == "FlinkRunner"
     view = options.get_all_options()
     assert view["flink_master"] == "127.0.0.1:18081" and view["flink_version"] == flink.FLINK_MINOR
     assert view["environment_type"] == "LOOPBACK" and view["flink_job_server_jar"] == str(jar)
@@ -198,15 +201,15 @@ def test_the_submission_options_are_the_jobs(tmp_path):
 
 def test_the_job_refuses_a_flink_run_that_would_download_or_lose_its_place():
     def refusal(*args: str) -> str:
-        options = runner.parse_options(["--runner=FlinkRunner", "--flink_master=127.0.0.1:8081", *args])
-        with pytest.raises(runner.job_config.ConfigError) as caught:
-            runner.choose_runner(options, streaming=True)
+        options = job_options.parse_options(["--runner=FlinkRunner", "--flink_master=127.0.0.1:8081", *args])
+        with pytest.raises(ConfigError) as caught:
+            runners.choose_runner(options, streaming=True)
         return str(caught.value)
 
     assert "--flink_job_server_jar" in refusal("--environment_type=LOOPBACK")
     assert "--checkpointing_interval" in refusal("--environment_type=LOOPBACK", "--flink_job_server_jar=j.jar")
     assert "--environment_type" in refusal("--flink_job_server_jar=j.jar", "--checkpointing_interval=5000")
-    options = runner.parse_options(
+    options = job_options.parse_options(
         [
             "--runner=FlinkRunner",
             "--flink_master=127.0.0.1:8081",
@@ -216,7 +219,7 @@ def test_the_job_refuses_a_flink_run_that_would_download_or_lose_its_place():
             "--savepoint_path=/savepoints/sp-1",
         ]
     )
-    assert runner.choose_runner(options, streaming=True) == "FlinkRunner"
+    assert runners.choose_runner(options, streaming=True) == "FlinkRunner"
     assert options.get_all_options()["checkpointing_interval"] == 5000
 
 

@@ -19,11 +19,9 @@ from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransac
 from contracts.riskpipe.v1.transaction_pb2 import Money
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 from pipeline.shared.json_codec import dead_letter_json, scored_json, timestamp_text
-from pipeline.stage_loader import load_stage
+from pipeline.stages import s60_sink as sink
+from pipeline.stages import s90_dead_letter as dead_letter_sink
 from tests.helpers import transaction
-
-sink = load_stage("60_sink")
-dead_letter_sink = load_stage("90_dead_letter")
 
 
 def scored(i=1, nanos=0, missing=()):

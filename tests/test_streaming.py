@@ -32,9 +32,11 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
 
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
-from pipeline import runner
-from pipeline.shared import config as job_config_module
-from pipeline.shared.windowed_files import compact_time
+from pipeline import config as job_config_module
+from pipeline import graph, runner
+from pipeline import summary as run_summary
+from pipeline.io.windowed_files import compact_time
+from pipeline.local import runners
 from tests.conftest import AS_OF, ROOT
 from tests.helpers import GOOD, job_config, read_jsonl
 from tools import stream_files
@@ -57,9 +59,9 @@ def run_stream(dataset, out: pathlib.Path, stream: TestStream, **settings):
         job_config(dataset, out, source__kind="watch", source__watch_dir=str(watch), **settings)
     )
     options = PipelineOptions(["--runner=PrismRunner"])
-    runner.choose_runner(options, streaming=True)
+    runners.choose_runner(options, streaming=True)
     p = TestPipeline(runner="PrismRunner", options=options)
-    runner.build_pipeline(p, config, "v-test", run_id="r1", raw_records=p | "Stream" >> stream)
+    graph.build_pipeline(p, config, graph.Model("v-test"), graph.Run(run_id="r1"), raw_records=p | "Stream" >> stream)
     result = p.run()
     result.wait_until_finish()
     return result
@@ -107,7 +109,7 @@ def test_teststream_through_event_time_dedupe_and_windowed_sinks(dataset, tmp_pa
         ("b", "ERROR_CODE_TRANSACTION_ID_CONFLICT"),
         ("l", "ERROR_CODE_LATE_RECORD"),
     ]
-    summary = runner.summarize(result)
+    summary = run_summary.summarize(result)
     assert summary["duplicates"] == 1 and summary["late_records"] == 1
     # One file set per window, the window in the name; the record that came after its window
     # closed is in a later pane beside the first, never in a replaced file.
@@ -133,7 +135,7 @@ def test_the_late_policy_score_flags_a_late_record_and_scores_it(dataset, tmp_pa
     scored = {s["transaction_id"]: s for s in map(orjson.loads, read_jsonl(out / "scored"))}
     assert set(scored) == {"on-time", "late"}
     assert scored["late"].get("late") is True and "late" not in scored["on-time"]
-    assert runner.summarize(result)["late_records"] == 1
+    assert run_summary.summarize(result)["late_records"] == 1
 
 
 def watch_config(dataset, out, watch, **overrides):
@@ -291,7 +293,7 @@ def test_a_late_redelivery_is_a_duplicate_and_a_late_new_record_follows_the_poli
     assert [(d["transaction_id"], d["error_code"], d["stage"]) for d in letters] == [
         ("l", "ERROR_CODE_LATE_RECORD", "25_lateness")
     ]
-    summary = runner.summarize(result)
+    summary = run_summary.summarize(result)
     assert summary["duplicates"] == 1 and summary["late_records"] == 1
 
 

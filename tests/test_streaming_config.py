@@ -16,14 +16,12 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.transforms.window import IntervalWindow
 
+from pipeline import config as job_config
 from pipeline import runner
-from pipeline.shared import config as job_config
-from pipeline.shared import prism
-from pipeline.shared.output_folder import OutputFolder
-from pipeline.shared.windowed_files import file_name
-from pipeline.stage_loader import load_stage
-
-source = load_stage("00_source")
+from pipeline.io import watch
+from pipeline.io.output_folder import OutputFolder
+from pipeline.io.windowed_files import file_name
+from pipeline.local import prism, runners
 
 
 @pytest.fixture
@@ -72,15 +70,15 @@ def test_every_run_names_its_runner_and_prism_gets_the_projects_binary_without_s
     binary.chmod(0o755)
     monkeypatch.setenv("RISKPIPE_PRISM", str(binary))
     batch = PipelineOptions([])
-    assert runner.choose_runner(batch, streaming=False) == "FnApiRunner"
+    assert runners.choose_runner(batch, streaming=False) == "FnApiRunner"
     stream = PipelineOptions([])
-    assert runner.choose_runner(stream, streaming=True) == "PrismRunner"
+    assert runners.choose_runner(stream, streaming=True) == "PrismRunner"
     assert stream.view_as(StandardOptions).streaming
     assert stream.view_as(PrismRunnerOptions).prism_location == str(binary)
     assert prism.NO_SPLITS in stream.view_as(DebugOptions).experiments
     assert stream.view_as(PortableOptions).job_server_timeout > 30 * 24 * 3600  # not Beam's five minutes
     named = PipelineOptions(["--runner=PrismRunner", "--prism_location=/opt/prism"])
-    assert runner.choose_runner(named, streaming=False) == "PrismRunner"
+    assert runners.choose_runner(named, streaming=False) == "PrismRunner"
     assert named.view_as(PrismRunnerOptions).prism_location == "/opt/prism"
 
 
@@ -115,7 +113,7 @@ def test_the_watched_folder_takes_only_complete_files(tmp_path):
     time.sleep(1.2)
     (tmp_path / "fresh.jsonl").write_text("{}\n")
     now = time.time()
-    files, latest = source.list_folder(str(tmp_path), settle_seconds=1.0, now=now)
+    files, latest = watch.list_folder(str(tmp_path), settle_seconds=1.0, now=now)
     assert [os.path.basename(f.path) for f in files] == ["done.jsonl"]  # fresh.jsonl has not settled yet
     assert latest >= now - 1  # a change that is still settling counts as activity
 

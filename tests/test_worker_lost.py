@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pipeline import runner
+from pipeline.local import watchdog
 from tests.conftest import AS_OF, ROOT
 from tools import generate
 
@@ -31,7 +31,7 @@ def test_a_killed_worker_ends_the_run_with_a_clear_error_and_nothing_published(t
     try:
         deadline = time.monotonic() + 120
         while (
-            not (pids := sorted(runner.worker_processes(job.pid)))
+            not (pids := sorted(watchdog.worker_processes(job.pid)))
             and time.monotonic() < deadline
             and job.poll() is None
         ):
@@ -69,9 +69,9 @@ def test_the_watchdog_ends_a_run_whose_worker_died_if_the_runner_waits_on_it():
     lost: list[list[int]] = []
     worker = fake_worker()
     try:
-        with runner.WorkerWatchdog(lost.append, grace=1.0, interval=0.1):
+        with watchdog.WorkerWatchdog(lost.append, grace=1.0, interval=0.1):
             deadline = time.monotonic() + 10
-            while worker.pid not in runner.worker_processes(os.getpid()) and time.monotonic() < deadline:
+            while worker.pid not in watchdog.worker_processes(os.getpid()) and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.3)  # seen by the watchdog
             worker.kill()
@@ -87,7 +87,7 @@ def test_the_watchdog_ends_a_run_whose_worker_died_if_the_runner_waits_on_it():
 def test_the_watchdog_lets_workers_go_when_the_run_finishes_in_time():
     lost: list[list[int]] = []
     worker = fake_worker()
-    with runner.WorkerWatchdog(lost.append, grace=2.0, interval=0.1):
+    with watchdog.WorkerWatchdog(lost.append, grace=2.0, interval=0.1):
         time.sleep(0.5)
         worker.kill()  # the runner stops its workers at the end of a run
         worker.wait()

@@ -25,7 +25,7 @@ from typing import Any
 
 import apache_beam.version
 
-from pipeline.shared import prism
+from pipeline.local import prism
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The cluster deploy/flink/cluster.sh starts, from the one place that names it.

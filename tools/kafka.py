@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from pipeline.shared.kafka import free_port
+from pipeline.io.kafka_expansion import free_port
 from tools import stream_files
 
 _TRANSACTION_ID = re.compile(rb'"transaction_id"\s*:\s*"((?:[^"\\]|\\.)*)"')

@@ -19,10 +19,9 @@ import pathlib
 import sys
 import time
 
-from pipeline.shared import profile_store
-from pipeline.stage_loader import load_stage
-
-enrich = load_stage("30_enrich")
+from pipeline.config import PostgresConfig
+from pipeline.io import profile_store
+from pipeline.stages import s30_enrich as enrich
 
 
 def _split(table: str) -> tuple[str | None, str]:
@@ -71,7 +70,7 @@ def load_kind(conn, kind: profile_store.ProfileKind, table: str, path: pathlib.P
 def load(
     dsn: str,
     data: pathlib.Path,
-    password_env: str = profile_store.DEFAULT_PASSWORD_ENV,
+    password_env: str = PostgresConfig().password_env,
     customers_table: str = profile_store.CUSTOMERS.table,
     merchants_table: str = profile_store.MERCHANTS.table,
 ) -> dict[str, int]:
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dsn", required=True, help="libpq connection string, without the password")
     parser.add_argument("--data", required=True, type=pathlib.Path, help="folder with customers.jsonl, merchants.jsonl")
-    parser.add_argument("--password-env", default=profile_store.DEFAULT_PASSWORD_ENV)
+    parser.add_argument("--password-env", default=PostgresConfig().password_env)
     parser.add_argument("--customers-table", default=profile_store.CUSTOMERS.table)
     parser.add_argument("--merchants-table", default=profile_store.MERCHANTS.table)
     args = parser.parse_args(argv)

@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 
-from pipeline.shared.kafka import free_port
+from pipeline.io.kafka_expansion import free_port
 
 BIN_ENV = "RISKPIPE_PG_BIN"
 SERVICE_USER = "postgres"

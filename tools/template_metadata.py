@@ -3,8 +3,8 @@
     python -m tools.template_metadata            # write it
     python -m tools.template_metadata --check    # exit 1 when the file is not what the options give
 
-Every parameter is one of the job's options (--config and one per config key, pipeline.shared.config
-SETTINGS), with the key's help text, and a regex where the option has a fixed form (numbers, true or
+Every parameter is one of the job's options (--config and one per setting of pipeline.config.sections),
+with the setting's help text, and a regex where the option has a fixed form (numbers, true or
 false, a choice, a Pub/Sub or BigQuery name). All are optional: the config.yaml baked into the image
 gives the defaults. Beam's and Dataflow's own options (project, region, temp_location,
 sdk_container_image, ...) are the template's standard parameters and are not listed. CI runs
@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.shared import config as job_config
+from pipeline import config as job_config
+from pipeline.config import Setting
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METADATA = ROOT / "deploy" / "dataflow" / "metadata.json"
@@ -36,13 +37,12 @@ _NUMBER = {
 }
 
 
-def regexes(setting: job_config.Setting) -> list[str]:
+def regexes(setting: Setting) -> list[str]:
     if setting.kind == "choice":
         return ["^(" + "|".join(re.escape(choice) for choice in setting.choices) + ")$"]
     if setting.kind in _NUMBER:
         return [_NUMBER[setting.kind]]
-    pattern = job_config.PATTERNS.get(setting.key)
-    return [f"^{pattern}$"] if pattern else []
+    return [f"^{setting.pattern}$"] if setting.pattern else []
 
 
 def image_defaults() -> dict[str, Any]:
@@ -50,7 +50,7 @@ def image_defaults() -> dict[str, Any]:
     return job_config.flatten(yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8")))
 
 
-def help_text(setting: job_config.Setting, defaults: dict[str, Any]) -> str:
+def help_text(setting: Setting, defaults: dict[str, Any]) -> str:
     default = defaults.get(setting.key, setting.default)
     if default is None or default == "":
         shown = "none"
@@ -61,7 +61,7 @@ def help_text(setting: job_config.Setting, defaults: dict[str, Any]) -> str:
     return f"{setting.help} Config key {setting.key}; default: {shown}."
 
 
-def parameter(setting: job_config.Setting, defaults: dict[str, Any]) -> dict[str, Any]:
+def parameter(setting: Setting, defaults: dict[str, Any]) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": setting.option,
         "label": setting.key,
@@ -92,7 +92,7 @@ def metadata() -> dict[str, Any]:
                 "image's /template/config.yaml; every other parameter overrides one of its keys.",
                 "isOptional": True,
             },
-            *(parameter(setting, defaults) for setting in job_config.SETTINGS),
+            *(parameter(setting, defaults) for setting in job_config.settings()),
         ],
     }
 

@@ -7,7 +7,7 @@ customers.jsonl, merchants.jsonl and labels.jsonl (one row per transaction: tran
 is_fraud); generator.json is optional. A team can train on its own labelled history.
 
 The features are the job's own: the trainer runs the job's stages 10_validate to 40_features
-(pipeline.runner.featurize) over the history in Beam, so the velocity features are computed by the
+(pipeline.graph.featurize) over the history in Beam, so the velocity features are computed by the
 same transform, point in time (each transaction sees only the card's earlier ones), as in serving.
 Records the job would refuse are left out, as are those without a label.
 
@@ -42,8 +42,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from sklearn.model_selection import train_test_split
 
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
-from pipeline import runner
-from pipeline.shared import config as job_config
+from pipeline import config as job_config
+from pipeline import graph
+from pipeline.io import files
 from pipeline.shared import feature_sets
 from pipeline.shared.clock import RunClock
 
@@ -79,8 +80,8 @@ def feature_table(data: pathlib.Path, feature_set: str = feature_sets.DEFAULT) -
     with tempfile.TemporaryDirectory(prefix="riskpipe-train-") as work:
         options = PipelineOptions(["--runner=FnApiRunner"])
         with beam.Pipeline(options=options) as p:
-            raw, _ = p | "00_source" >> runner.source.ReadTransactions(config.transactions or "", clock)
-            featured, _ = runner.featurize(raw, config, clock, feature_set)
+            raw, _ = p | "00_source" >> files.ReadTransactions(config.input.transactions or "", clock)
+            featured, _ = graph.featurize(raw, config, clock, feature_set)
             _ = (
                 featured
                 | "Rows" >> beam.Map(_row)

@@ -30,7 +30,7 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import (
 )
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
 from pipeline.shared import feature_sets, velocity
-from pipeline.shared.config import ConfigError
+from pipeline.shared.errors import ConfigError
 from pipeline.shared.features import compute
 from pipeline.shared.model_card import card_path, file_digest, read_card_bytes
 

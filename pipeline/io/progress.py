@@ -350,7 +350,7 @@ class KafkaCommitter:
     def __init__(self, bootstrap: str, group_id: str, properties: Mapping[str, str], interval: float = 1.0):
         from confluent_kafka import Consumer
 
-        from pipeline.shared.kafka import python_client_config
+        from pipeline.io.kafka_client import python_client_config
 
         self._consumer = Consumer(python_client_config(bootstrap, group_id, properties))
         self._interval = interval

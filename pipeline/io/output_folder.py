@@ -16,9 +16,9 @@ touches nothing. The lock goes with the process, so a killed run never leaves it
 staging folder is removed by the next run.
 
 A streaming run appends instead (`appending`): it writes into DIR itself, one file set per window,
-each file renamed into place whole (pipeline.shared.windowed_files), and a restarted run adds to
+each file renamed into place whole (pipeline.io.windowed_files), and a restarted run adds to
 the same DIR; summary.json is replaced whole (written beside it, then renamed) at every refresh, and
-ledger.jsonl lists what has been written (pipeline.shared.progress) so that a restart after a crash
+ledger.jsonl lists what has been written (pipeline.io.progress) so that a restart after a crash
 reads nothing twice.
 A batch run never replaces a streaming run's DIR, nor a streaming run a batch run's, unless
 `overwrite` is set.
@@ -40,7 +40,7 @@ from typing import IO
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.shared.config import ConfigError
+from pipeline.shared.errors import ConfigError
 
 OURS = frozenset({"scored", "dead_letters", "scored_parquet", "summary.json", ".riskpipe-run", "ledger.jsonl"})
 MARKER = ".riskpipe-run"

@@ -3,11 +3,11 @@
 In:  DeadLetter (one PCollection: the runner flattens the dead letters of all stages).
 Out: dead_letters/part-*.jsonl, one proto3-JSON DeadLetter per line (proto field names; payload
      base64 as the JSON mapping says, payload_text beside it when the bytes are UTF-8). Streaming:
-     one file set per fixed window, as 60_sink writes scored records (pipeline.shared.windowed_files).
+     one file set per fixed window, as 60_sink writes scored records (pipeline.io.windowed_files).
      With kafka.dead_letter_topic: to that topic instead, keyed by transaction_id (or, for a record
      whose id could not be read, its source position), the value in kafka.value_format.
      With bigquery.dead_letter_table: to that table instead, one row per letter, its schema derived
-     from the DeadLetter contract (pipeline.shared.bigquery). A letter BigQuery refuses for good has
+     from the DeadLetter contract (pipeline.io.bigquery). A letter BigQuery refuses for good has
      nowhere left to go: it is logged as an error, counted in dead_letters_rejected_by_sink and
      taken off dead_letters_written, so the run's summary does not balance.
 Before a letter is written, card numbers are masked in its text fields (payload_text, message,
@@ -23,10 +23,11 @@ import logging
 import apache_beam as beam
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
-from pipeline.shared import bigquery, kafka, metrics, progress
+from pipeline.io import bigquery, kafka, progress
+from pipeline.io.windowed_files import Windowing, WriteWindowedFiles
+from pipeline.shared import metrics
 from pipeline.shared.dead_letter import redact
 from pipeline.shared.json_codec import dead_letter_json
-from pipeline.shared.windowed_files import Windowing, WriteWindowedFiles
 
 STAGE = "90_dead_letter"
 

@@ -36,7 +36,8 @@ from apache_beam.utils.timestamp import Duration
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
-from pipeline.shared import metrics, progress
+from pipeline.io import progress
+from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, make_dead_letter
 

@@ -37,7 +37,9 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import (
     ProfileKind,
 )
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
-from pipeline.shared import metrics, profile_store
+from pipeline.config import PostgresConfig
+from pipeline.io import profile_store
+from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import DEAD_LETTER, StageFn, apply_stage, internal_error, make_dead_letter
 
@@ -194,7 +196,7 @@ class StoreJoiner:
 
     def __init__(
         self,
-        settings: profile_store.StoreSettings,
+        settings: PostgresConfig,
         policy: str,
         clock: RunClock,
         metric: Callable[[str, str], Any] = lambda kind, name: (
@@ -305,7 +307,7 @@ class StoreJoinFn(beam.DoFn):
     """StoreJoiner in the job: records are held until batch_size of them are waiting or the bundle
     ends, never longer; each leaves with its own timestamp and window."""
 
-    def __init__(self, settings: profile_store.StoreSettings, policy: str, clock: RunClock):
+    def __init__(self, settings: PostgresConfig, policy: str, clock: RunClock):
         check_policy(policy)
         self._settings = settings
         self._policy = policy
@@ -353,7 +355,7 @@ class Enrich(beam.PTransform):
         merchants_path: str | None,
         policy: str,
         clock: RunClock,
-        store: profile_store.StoreSettings | None = None,
+        store: PostgresConfig | None = None,
     ):
         super().__init__()
         check_policy(policy)

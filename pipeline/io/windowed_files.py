@@ -8,7 +8,7 @@ temporary name, then renamed: a reader never sees half a file. Records that arri
 window closed (within the allowed lateness) come in a later pane, a new file beside the first; a
 restarted job writes under its own run id: files are only ever added, never replaced. A bundle the
 runner retries writes the same name with the same (sorted) lines again. Once a file is in place its
-records' source positions are reported written (pipeline.shared.progress: Kafka offsets are
+records' source positions are reported written (pipeline.io.progress: Kafka offsets are
 committed from this, and the file is listed in the output folder's ledger for a restart).
 """
 
@@ -25,7 +25,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from pipeline.shared import metrics, progress
+from pipeline.io import progress
+from pipeline.shared import metrics
 from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS, TIMESTAMP_MIN_SECONDS
 
 LATE_PANE_DELAY_SECONDS = 1

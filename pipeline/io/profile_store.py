@@ -36,10 +36,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, MerchantProfile
+from pipeline.config.sections import KEYS_PLACEHOLDER, PostgresConfig
 
 _LOG = logging.getLogger(__name__)
-DEFAULT_PASSWORD_ENV = "PGPASSWORD"
-KEYS_PLACEHOLDER = "%(keys)s"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,32 +64,13 @@ class StoreQueryError(ValueError):
     """The store refuses a profile query (no such table or column, bad SQL): a configuration error."""
 
 
-@dataclasses.dataclass(frozen=True)
-class StoreSettings:
-    """What a worker needs to reach the store; no password (it is read on the worker)."""
-
-    dsn: str
-    password_env: str = DEFAULT_PASSWORD_ENV
-    customers_table: str = CUSTOMERS.table
-    merchants_table: str = MERCHANTS.table
-    customers_query: str = ""
-    merchants_query: str = ""
-    batch_size: int = 500
-    cache_size: int = 200_000
-    cache_ttl_seconds: float = 300.0
-    statement_timeout_ms: int = 2000
-    connect_timeout_seconds: int = 5
-    retries: int = 3
-    backoff_seconds: float = 0.1
-    backoff_max_seconds: float = 2.0
-
-    def query(self, kind: ProfileKind) -> str:
-        """The SQL for one kind: the configured query, or a select on the configured table."""
-        custom = self.customers_query if kind is CUSTOMERS else self.merchants_query
-        if custom:
-            return custom
-        table = self.customers_table if kind is CUSTOMERS else self.merchants_table
-        return f"SELECT * FROM {quote_table(table)} WHERE {quote_identifier(kind.key)} = ANY({KEYS_PLACEHOLDER})"
+def query(settings: PostgresConfig, kind: ProfileKind) -> str:
+    """The SQL for one kind: the configured query, or a select on the configured table."""
+    custom = settings.customers_query if kind is CUSTOMERS else settings.merchants_query
+    if custom:
+        return custom
+    table = settings.customers_table if kind is CUSTOMERS else settings.merchants_table
+    return f"SELECT * FROM {quote_table(table)} WHERE {quote_identifier(kind.key)} = ANY({KEYS_PLACEHOLDER})"
 
 
 def quote_identifier(name: str) -> str:
@@ -157,10 +137,10 @@ _CACHES: dict[tuple[Any, ...], TTLCache] = {}
 _CACHES_LOCK = threading.Lock()
 
 
-def worker_cache(settings: StoreSettings, kind: ProfileKind) -> TTLCache:
+def worker_cache(settings: PostgresConfig, kind: ProfileKind) -> TTLCache:
     """The process's cache for one kind of profile from one store: every DoFn instance of the
     worker shares it, and a second run in the same process finds it warm (within the TTL)."""
-    key = (settings.dsn, settings.query(kind), settings.cache_size, settings.cache_ttl_seconds)
+    key = (settings.dsn, query(settings, kind), settings.cache_size, settings.cache_ttl_seconds)
     with _CACHES_LOCK:
         cache = _CACHES.get(key)
         if cache is None:
@@ -265,7 +245,7 @@ class ProfileStore:
 
     def __init__(
         self,
-        settings: StoreSettings,
+        settings: PostgresConfig,
         on_query: Callable[[float], None] = lambda ms: None,
         on_retry: Callable[[], None] = lambda: None,
         on_rejected: Callable[[], None] = lambda: None,
@@ -279,7 +259,7 @@ class ProfileStore:
         self._password = password(settings.password_env)
         self._conn: Any = None
         self._converters = {kind.name: RowConverter(kind) for kind in KINDS}
-        self._queries = {kind.name: settings.query(kind) for kind in KINDS}
+        self._queries = {kind.name: query(settings, kind) for kind in KINDS}
 
     def connect(self) -> None:
         """Opens the connection if there is none; psycopg's errors propagate."""
@@ -288,7 +268,7 @@ class ProfileStore:
         import psycopg  # imported here: the files backend never needs the driver
 
         conn = psycopg.connect(
-            self._settings.dsn,
+            self._settings.dsn or "",
             password=self._password,
             connect_timeout=self._settings.connect_timeout_seconds,
             autocommit=True,

@@ -5,9 +5,9 @@ Out: scored/part-*.jsonl, one proto3-JSON object per line (proto field names); w
      output.parquet, also scored_parquet/part-*.parquet with flat columns (see PARQUET_SCHEMA).
      Streaming: scored/<window start>-<window end>.pane<N>.<run>.s<shard>.jsonl, one file set per
      fixed event-time window (streaming.window_seconds), each written whole when the window closes
-     (pipeline.shared.windowed_files); no Parquet.
+     (pipeline.io.windowed_files); no Parquet.
 To BigQuery, where configured (bigquery.scored_table): every scored record is a row of a table whose
-     schema is derived from the ScoredTransaction contract (pipeline.shared.bigquery), instead of files.
+     schema is derived from the ScoredTransaction contract (pipeline.io.bigquery), instead of files.
 To topics, where configured: with a Kafka scored topic, every scored record goes there instead of
      to files; alerts (REVIEW and DECLINE) go to the Kafka alerts topic and the Pub/Sub alerts
      topic as well. Kafka records are keyed by transaction_id; values are proto3 JSON or the
@@ -32,11 +32,12 @@ from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.enriched_transaction_pb2 import ProfileKind
 from contracts.riskpipe.v1.raw_record_pb2 import SourcePosition
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
-from pipeline.shared import bigquery, kafka, metrics, progress
+from pipeline.io import bigquery, kafka, progress
+from pipeline.io.windowed_files import Windowing, WriteWindowedFiles
+from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 from pipeline.shared.json_codec import scored_json
-from pipeline.shared.windowed_files import Windowing, WriteWindowedFiles
 
 STAGE = "60_sink"
 

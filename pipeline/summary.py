@@ -1,0 +1,245 @@
+"""The run summary: what happened to every record, from the runner's metrics; the printed table
+and the exit code. summary.json, the printed table and docs/outputs.md all follow FIELDS."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NamedTuple
+
+from apache_beam.metrics.metric import MetricsFilter
+
+from contracts.riskpipe.v1.dead_letter_pb2 import ErrorCode
+from pipeline import beam_compat
+from pipeline.shared import metrics
+from pipeline.shared.version import PIPELINE_VERSION
+from pipeline.stages import STAGES
+
+EXIT_OK = 0
+EXIT_UNBALANCED = 1
+EXIT_CONFIG = 2
+EXIT_INPUT_INCOMPLETE = 3
+EXIT_RUN_FAILED = 4
+EXIT_CODES = (
+    (EXIT_OK, "every record accounted for (read = scored + dead letters + duplicates) and the whole input read"),
+    (EXIT_UNBALANCED, "a run that did not account for every record"),
+    (EXIT_CONFIG, "a configuration that cannot run: nothing read or written"),
+    (EXIT_INPUT_INCOMPLETE, "balanced, but part of the input could not be read (source errors)"),
+    (EXIT_RUN_FAILED, "the run failed (a worker died, the runner failed): nothing published"),
+)
+_SOURCE_UNREADABLE = ErrorCode.Name(ErrorCode.ERROR_CODE_SOURCE_UNREADABLE)
+_MAX_SOURCE_ERROR_DETAILS = 50
+_EXECUTION_TIME = "beam:metric:ptransform_execution_time:total_msecs:v1"
+
+
+class Field(NamedTuple):
+    key: str  # in summary.json; a/b: key b of the object a
+    label: str  # in the printed table ("" : not printed as a row)
+    meaning: str
+
+
+FIELDS = (
+    Field("read", "records read", "Records the source read (non-blank lines, Kafka records, messages)."),
+    Field("blank_lines_skipped", "blank lines skipped", "Blank lines: not records, counted."),
+    Field("scored", "scored", "Records scored and handed to the scored output."),
+    Field("dead_letters", "dead letters", "Records refused by a stage, each with its reason (source errors apart)."),
+    Field("dead_letters_by_code", "", "Dead letters per error code (printed under `dead letters`)."),
+    Field("duplicates", "duplicates dropped", "Redeliveries 20_dedupe dropped (same transaction_id and content)."),
+    Field("late_records", "late records", "Records later than streaming.allowed_lateness_seconds."),
+    Field("alerts", "alerts written to a topic", "REVIEW and DECLINE records written to an alerts topic."),
+    Field("default_profiles_used/customer", "default customer profiles", "Records enriched with a default profile."),
+    Field("default_profiles_used/merchant", "default merchant profiles", "The same for merchant profiles."),
+    Field("reference_rows_rejected", "reference rows rejected", "Rows of the reference files that were not profiles."),
+    Field("source_errors", "source errors", "Parts of the input that could not be read (SOURCE_UNREADABLE)."),
+    Field("balanced", "balanced", "read = scored + dead_letters + duplicates."),
+    Field("input_complete", "", "No source error: the whole input was read."),
+    Field("profile_store", "", "Profile-store lookups, queries, cache hits and misses, retries, failures (postgres)."),
+    Field("on_disk", "", "Streaming: lines in window files already renamed into place, per output folder."),
+    Field("restart", "", "Streaming: what an earlier run of the output folder left, and what was skipped."),
+    Field("stage_msecs", "", "Milliseconds spent in each stage (runners that sample execution time)."),
+    Field("model_version", "model", "The model version stamped on every score, and its feature set."),
+    Field("exit_code", "", "The run's exit code (below)."),
+)
+
+
+def summarize(result: Any) -> dict[str, Any]:
+    found = beam_compat.fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    counters = {r.key.metric.name: r.committed for r in found["counters"]}
+    distributions = {r.key.metric.name: r.committed for r in found["distributions"]}
+    by_code = {
+        name: counters.get(metrics.DEAD_LETTER_CODE_PREFIX + name, 0)
+        for name in ErrorCode.keys()  # noqa: SIM118 - protobuf enum wrapper
+        if counters.get(metrics.DEAD_LETTER_CODE_PREFIX + name, 0) and name != _SOURCE_UNREADABLE
+    }
+    read = counters.get(metrics.RECORDS_READ, 0)
+    scored = counters.get(metrics.SCORED_WRITTEN, 0)
+    source_errors = counters.get(metrics.DEAD_LETTER_CODE_PREFIX + _SOURCE_UNREADABLE, 0)
+    dead = counters.get(metrics.DEAD_LETTERS_WRITTEN, 0) - source_errors
+    duplicates = counters.get(metrics.DUPLICATES_DROPPED, 0)
+    summary = {
+        "pipeline_version": PIPELINE_VERSION,
+        "read": read,
+        "blank_lines_skipped": counters.get(metrics.BLANK_LINES_SKIPPED, 0),
+        "scored": scored,
+        "dead_letters": dead,
+        "dead_letters_by_code": by_code,
+        "duplicates": duplicates,
+        "balanced": read == scored + dead + duplicates,
+        "source_errors": source_errors,
+        "input_complete": source_errors == 0,
+        "default_profiles_used": {
+            kind: counters.get(metrics.DEFAULT_PROFILE_USED_PREFIX + kind, 0) for kind in ("customer", "merchant")
+        },
+        "reference_rows_rejected": counters.get(metrics.REFERENCE_ROWS_REJECTED, 0),
+        "late_records": counters.get(metrics.LATE_RECORDS, 0),
+        "already_written": counters.get(metrics.ALREADY_WRITTEN, 0),
+        "alerts": counters.get(metrics.ALERTS_WRITTEN, 0),
+        "dead_letters_rejected_by_sink": counters.get(metrics.DEAD_LETTERS_REJECTED_BY_SINK, 0),
+        "profile_store": store_summary(counters, distributions.get(metrics.STORE_QUERY_MS)),
+    }
+    written_out = on_disk(counters)
+    if written_out:
+        summary["on_disk"] = written_out
+    return summary
+
+
+def live_summary(result: Any) -> dict[str, Any] | None:
+    """The summary of a job still running, from the runner's metrics so far; None where the runner
+    cannot tell yet."""
+    try:
+        return summarize(result)
+    except Exception:  # noqa: BLE001 - a runner without live metrics: no refresh, the final summary still comes
+        return None
+
+
+def on_disk(counters: dict[str, int]) -> dict[str, int]:
+    """Streaming file outputs: the lines in window files already renamed into place, per folder
+    (`scored` and `dead_letters` of the summary count what was encoded for the sink, which runs up
+    to a window ahead of the files)."""
+    return {
+        name[len(metrics.ON_DISK_PREFIX) :]: value
+        for name, value in counters.items()
+        if name.startswith(metrics.ON_DISK_PREFIX)
+    }
+
+
+def store_summary(counters: dict[str, int], latency: Any) -> dict[str, Any]:
+    """What 30_enrich asked of the profile store (enrich.backend postgres)."""
+    count = latency.count if latency is not None else 0
+    return {
+        "lookups": counters.get(metrics.STORE_LOOKUPS, 0),
+        "queries": counters.get(metrics.STORE_QUERIES, 0),
+        "keys_fetched": counters.get(metrics.STORE_KEYS_FETCHED, 0),
+        "cache_hits": counters.get(metrics.STORE_CACHE_HITS, 0),
+        "cache_misses": counters.get(metrics.STORE_CACHE_MISSES, 0),
+        "retries": counters.get(metrics.STORE_RETRIES, 0),
+        "failures": counters.get(metrics.STORE_FAILURES, 0),
+        "query_ms": {
+            "answered": count,
+            "mean": round(latency.sum / count, 2) if count else 0.0,
+            "min": latency.min if count else 0,
+            "max": latency.max if count else 0,
+        },
+    }
+
+
+def source_error_details(output_dir: str) -> list[dict[str, Any]]:
+    """File, last good line and reason of each source error, read back from the dead letters."""
+    if "://" in output_dir:
+        return []
+    folder = os.path.join(output_dir, "dead_letters")
+    details: list[dict[str, Any]] = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        if name.startswith("."):
+            continue  # a window file still being written
+        with open(os.path.join(folder, name), "rb") as f:
+            for line in f:
+                if _SOURCE_UNREADABLE.encode() in line:
+                    letter = json.loads(line)
+                    details.append(
+                        {
+                            "uri": letter.get("source", {}).get("uri", ""),
+                            "last_line": int(letter.get("source", {}).get("line", 0)),
+                            "message": letter.get("message", ""),
+                        }
+                    )
+    details.sort(key=lambda d: (d["uri"], d["last_line"]))
+    return details[:_MAX_SOURCE_ERROR_DETAILS]
+
+
+def stage_msecs(result: Any) -> dict[str, int]:
+    """Milliseconds spent in each stage, from the runner's sampled execution-time metrics.
+
+    Reported by the DirectRunner (and other portable runners that sample state); {} where the
+    runner has no such metric.
+    """
+    try:
+        results = result.monitoring_metrics().query()
+    except (AttributeError, NotImplementedError):
+        return {}
+    totals: dict[str, int] = {}
+    for kind in results.values():
+        for item in kind:
+            urn = getattr(item.key.metric, "urn", None) or f"beam:{item.key.metric.name}"
+            stage = (item.key.step or "").split("/")[0]
+            if urn == _EXECUTION_TIME and stage in STAGES:
+                totals[stage] = totals.get(stage, 0) + int(item.committed or 0)
+    return dict(sorted(totals.items()))
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    if not summary["balanced"]:
+        return EXIT_UNBALANCED
+    if summary.get("source_errors", 0):
+        return EXIT_INPUT_INCOMPLETE
+    return EXIT_OK
+
+
+def _value(summary: dict[str, Any], key: str) -> Any:
+    node: Any = summary
+    for part in key.split("/"):
+        node = node.get(part, 0) if isinstance(node, dict) else 0
+    return node
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    rows: list[tuple[str, int]] = []
+    for field in FIELDS:
+        if not field.label or field.key in ("balanced", "model_version"):
+            continue
+        rows.append((field.label, _value(summary, field.key)))
+        if field.key == "dead_letters":
+            rows += [(f"  {code}", n) for code, n in sorted(summary["dead_letters_by_code"].items())]
+    store = summary.get("profile_store")
+    if store is not None:
+        rows += [
+            ("profile store lookups", store["lookups"]),
+            ("  queries", store["queries"]),
+            ("  keys fetched", store["keys_fetched"]),
+            ("  cache hits", store["cache_hits"]),
+            ("  cache misses", store["cache_misses"]),
+            ("  retries", store["retries"]),
+            ("  failed lookups", store["failures"]),
+        ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{name:<{width}}  {value:>10,}" for name, value in rows]
+    if store is not None and store["query_ms"]["answered"]:
+        ms = store["query_ms"]
+        lines.append(f"{'  query ms':<{width}}  {ms['mean']:>10}   (mean; min {ms['min']}, max {ms['max']})")
+    verdict = "yes" if summary["balanced"] else "NO"
+    lines.append(f"{'balanced':<{width}}  {verdict:>10}   (read = scored + dead letters + duplicates)")
+    if summary.get("model_version"):
+        lines.append(f"{'model':<{width}}  {summary['model_version']} (feature set {summary.get('feature_set', '?')})")
+    if summary.get("source_errors", 0):
+        lines.append(f"{'input complete':<{width}}  {'NO':>10}   (part of the input could not be read:)")
+        lines += [f"  {d['uri']}: {d['message'].split(': ', 2)[-1]}" for d in summary.get("source_error_details", [])]
+    return "\n".join(lines)
+
+
+def reference_markdown() -> str:
+    """The summary's fields and the exit codes, as docs/outputs.md shows them."""
+    lines = ["| field | printed as | meaning |", "|---|---|---|"]
+    lines += [f"| `{f.key}` | {f.label or '—'} | {f.meaning} |" for f in FIELDS]
+    lines += ["", "| exit code | meaning |", "|---|---|"]
+    lines += [f"| {code} | {meaning} |" for code, meaning in EXIT_CODES]
+    return "\n".join(lines) + "\n"
