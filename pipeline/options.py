@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +47,8 @@ def add_setting_options(parser: argparse.ArgumentParser, grouped: bool = False) 
             target = groups[setting.section]
         extra: dict[str, Any] = {"nargs": "?", "const": "true"} if setting.kind == "bool" else {}
         text = f"{setting.key}: {setting.help} (default: {_shown(setting.default)})".replace("%", "%%")
-        target.add_argument(f"--{setting.option}", default=None, help=text, metavar=setting.kind.upper(), **extra)
+        shape = "{" + ",".join(setting.choices) + "}" if setting.choices else setting.kind.upper()
+        target.add_argument(f"--{setting.option}", default=None, help=text, metavar=shape, **extra)
 
 
 def _shown(default: Any) -> str:
@@ -59,7 +61,7 @@ def help_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        epilog=BEAM_OPTIONS_NOTE,
+        epilog=textwrap.fill(BEAM_OPTIONS_NOTE, width=100),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", default=None, help="config.yaml to start from")

@@ -72,3 +72,26 @@ def config_dir(tmp_path):
     data["output"]["dir"] = str(tmp_path / "out")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
     return tmp_path
+
+
+# Markers by what a test needs (pyproject.toml lists them): `pytest -m "not (kafka or postgres or prism
+# or flink or slow)"` runs the fast unit tests; CI runs everything.
+_MARK_BY_FIXTURE = {"broker": "kafka", "pg": "postgres", "prism_binary": "prism"}
+_MARK_BY_MODULE = {
+    "test_kafka": ("kafka", "prism", "slow"),
+    "test_crash": ("kafka", "prism", "slow"),
+    "test_30_enrich_postgres": ("postgres",),
+    "test_runners": ("flink", "slow"),
+    "test_streaming": ("prism", "slow"),
+    "test_fresh_setup": ("slow",),
+    "test_dataflow_template": ("slow",),
+    "test_bench": ("slow",),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = set(_MARK_BY_MODULE.get(item.module.__name__.rsplit(".", 1)[-1], ()))
+        names |= {mark for fixture, mark in _MARK_BY_FIXTURE.items() if fixture in item.fixturenames}
+        for name in sorted(names):
+            item.add_marker(getattr(pytest.mark, name))

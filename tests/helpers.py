@@ -87,7 +87,39 @@ def merchant(
     )
 
 
+def test_settings(dataset, out, **overrides) -> dict:
+    """The test job's settings by dotted key: config.yaml's, on the test data, with `overrides`
+    (section__name=value; None removes a key)."""
+    from pipeline import config as job_config_module
+
+    values = job_config_module.read_file(ROOT / "config.yaml")
+    values.update(
+        {
+            "input.transactions": str(dataset / "transactions.jsonl"),
+            "reference.customers": str(dataset / "customers.jsonl"),
+            "reference.merchants": str(dataset / "merchants.jsonl"),
+            "predict.model": str(MODEL),
+            "output.dir": str(out),
+            "run.as_of": AS_OF.isoformat(),
+            "validate.max_future_skew_seconds": 300,
+        }
+    )
+    values.update({key.replace("__", "."): value for key, value in overrides.items()})
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def typed_config(dataset, out, **overrides):
+    """The test job's configuration as a typed JobConfig, checked as a run checks it; no file written."""
+    from pipeline import config as job_config_module
+    from pipeline.config import files
+
+    config = job_config_module.build(test_settings(dataset, out, **overrides))
+    files.check(config)
+    return config
+
+
 def job_config(dataset, out, **overrides):
+    """The test job's configuration as a config file (for tests that run the job from its command line)."""
     data = yaml.safe_load((ROOT / "config.yaml").read_text())
     data["input"]["transactions"] = str(dataset / "transactions.jsonl")
     data["reference"]["customers"] = str(dataset / "customers.jsonl")

@@ -90,6 +90,7 @@ def test_model_trained_on_another_feature_set_is_refused(config_dir):
         launch.resolve_model_version(config.load(path))
 
 
+@pytest.mark.slow
 def test_a_stateless_model_runs_without_the_velocity_stage(config_dir, capsys):
     model = ROOT / "models/fraud-gbm-stateless-v2/model.onnx"
     path = write(config_dir, lambda d: d["predict"].update(model=str(model)))

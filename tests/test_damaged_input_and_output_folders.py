@@ -12,6 +12,7 @@ import sys
 import zlib
 
 import orjson
+import pytest
 
 from pipeline import runner
 from pipeline import summary as run_summary
@@ -34,6 +35,7 @@ def args(input_glob, out, *extra):
             "--as_of", AS_OF.isoformat(), *extra]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_truncated_gzip_is_reported_and_the_run_is_not_a_clean_success(tmp_path, capsys):
     data = tmp_path / "in"
     data.mkdir()
@@ -76,6 +78,7 @@ def test_blank_lines_are_counted_and_boms_are_stripped_in_transactions_and_refer
     assert summary["exit_code"] == 0
 
 
+@pytest.mark.slow
 def test_a_fifo_and_a_folder_in_the_input_are_reported_and_never_hang(tmp_path):
     data = tmp_path / "in"
     data.mkdir()
@@ -107,6 +110,7 @@ def write_input(tmp_path, n, name="in.jsonl"):
     return path
 
 
+@pytest.mark.slow
 def test_a_small_run_into_a_folder_of_a_larger_run_holds_only_its_own_records(tmp_path):
     out = tmp_path / "out"
     big = runner.run(args(write_input(tmp_path, 300, "big.jsonl"), out))
@@ -118,6 +122,7 @@ def test_a_small_run_into_a_folder_of_a_larger_run_holds_only_its_own_records(tm
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out.staging")) == []
 
 
+@pytest.mark.slow
 def test_a_failed_run_leaves_no_earlier_success_in_place(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     runner.run(args(write_input(tmp_path, 50), out))
@@ -148,6 +153,7 @@ def test_a_folder_with_files_the_job_did_not_write_is_refused_unless_overwrite(t
     assert not (out / "precious.txt").exists() and len(read_jsonl(out / "scored")) == 20
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_folder_in_use_stops_before_writing(tmp_path, capsys):
     out = tmp_path / "out"
     holder = OutputFolder(str(out))
@@ -170,6 +176,7 @@ def test_a_killed_run_leaves_nothing_published_and_the_next_run_cleans_up(tmp_pa
     assert not stale.exists()
 
 
+@pytest.mark.slow
 def test_compressed_input_is_scored_like_plain_input(tmp_path):
     plain = write_input(tmp_path, 40)
     packed = tmp_path / "packed.jsonl.GZ"
@@ -187,6 +194,7 @@ def test_a_folder_that_holds_what_the_job_reads_is_never_replaced_even_with_over
     assert source.exists() and (ROOT / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_a_record_too_large_is_a_dead_letter_and_counts_as_read(tmp_path):
     lines = records(10)
     lines[4] = lines[4][:-1] + b', "padding": "' + b"p" * 5000 + b'"}'

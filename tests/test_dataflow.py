@@ -33,7 +33,7 @@ from pipeline.io import bigquery
 from pipeline.stages import STAGES
 from pipeline.stages import s60_sink as sink
 from tests.conftest import ROOT
-from tests.helpers import DATAFLOW_IMAGE, dataflow_dry_run, job_config
+from tests.helpers import DATAFLOW_IMAGE, dataflow_dry_run, job_config, typed_config
 
 SCORED_TABLE = "riskpipe-test:fraud.scored"
 DEAD_TABLE = "riskpipe-test:fraud.dead_letters"
@@ -64,6 +64,7 @@ def names_under(job, step: str) -> list[str]:
     return [t.unique_name for t in job.proto_pipeline.components.transforms.values() if t.unique_name.startswith(step)]
 
 
+@pytest.mark.slow
 def test_the_batch_job_description_for_dataflow(dataset, tmp_path):
     config = job_config(
         dataset,
@@ -80,6 +81,7 @@ def test_the_batch_job_description_for_dataflow(dataset, tmp_path):
     assert not any("WriteJsonl" in n for n in names_under(job, "60_sink/"))  # BigQuery instead of files
 
 
+@pytest.mark.slow
 def test_the_streaming_job_description_for_dataflow(dataset, tmp_path):
     config = job_config(
         dataset,
@@ -218,7 +220,7 @@ def test_rows_for_the_storage_write_api_are_what_beam_converts_and_encodes(messa
 def test_bigquery_tables_are_checked_before_the_job(dataset, tmp_path):
     def refused(**overrides) -> str:
         with pytest.raises(job_config_module.ConfigError) as caught:
-            job_config_module.load(job_config(dataset, tmp_path / "out", **overrides))
+            typed_config(dataset, tmp_path / "out", **overrides)
         return str(caught.value)
 
     assert "bigquery.scored_table" in refused(bigquery__scored_table="scored")
@@ -227,10 +229,11 @@ def test_bigquery_tables_are_checked_before_the_job(dataset, tmp_path):
     assert "not both" in refused(bigquery__scored_table=SCORED_TABLE, **kafka)
     assert "bigquery.method" in refused(bigquery__method="fast")
     for table in ("riskpipe-test:fraud.scored", "riskpipe-test.fraud.scored", "fraud.scored", "example.com:p-1:d.t"):
-        config = job_config_module.load(job_config(dataset, tmp_path / "out", bigquery__scored_table=table))
+        config = typed_config(dataset, tmp_path / "out", bigquery__scored_table=table)
         assert launch.written_to(config)["scored"] == f"bigquery table {table}"
 
 
+@pytest.mark.slow
 def test_a_dataflow_run_refuses_a_folder_its_workers_cannot_reach(capsys):
     options = [
         "--config",

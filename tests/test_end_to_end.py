@@ -42,6 +42,7 @@ def first_run(dataset, tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow
 def test_every_record_is_accounted_for(first_run, dataset):
     out, summary = first_run
     rows = labels(dataset)
@@ -132,6 +133,7 @@ def test_the_model_separates_fraud_on_the_job_output(first_run, dataset):
     assert auc > 0.9
 
 
+@pytest.mark.slow
 def test_a_rerun_gives_identical_records(first_run, dataset, tmp_path):
     out, _ = first_run
     again = tmp_path / "b"
@@ -140,6 +142,7 @@ def test_a_rerun_gives_identical_records(first_run, dataset, tmp_path):
     assert read_jsonl(again / "dead_letters") == read_jsonl(out / "dead_letters")
 
 
+@pytest.mark.slow
 def test_wall_clock_reruns_differ_only_in_their_timestamps(dataset, tmp_path):
     def strip(folder, keys):
         return sorted(
@@ -160,6 +163,7 @@ def test_wall_clock_reruns_differ_only_in_their_timestamps(dataset, tmp_path):
     assert len(glob.glob(str(runs[0] / "scored" / "*.jsonl"))) == 2
 
 
+@pytest.mark.slow
 def test_dead_letter_policy_refuses_records_without_profiles(dataset, tmp_path):
     out = tmp_path / "strict"
     summary = runner.run(
@@ -171,6 +175,7 @@ def test_dead_letter_policy_refuses_records_without_profiles(dataset, tmp_path):
     assert summary["balanced"]
 
 
+@pytest.mark.slow
 def test_main_prints_the_summary_and_exits_zero(dataset, tmp_path, capsys):
     assert runner.main(["--config", job_config(dataset, tmp_path / "m"), "--parquet", "true"]) == 0
     printed = capsys.readouterr().out
@@ -178,6 +183,7 @@ def test_main_prints_the_summary_and_exits_zero(dataset, tmp_path, capsys):
     assert glob.glob(str(tmp_path / "m" / "scored_parquet" / "*.parquet"))
 
 
+@pytest.mark.slow
 def test_dead_letters_replay_through_the_job(dataset, tmp_path, capsys):
     from tools import replay
 

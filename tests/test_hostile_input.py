@@ -12,6 +12,7 @@ import json
 import math
 
 import orjson
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -140,6 +141,7 @@ def check_outcome(out, payload: bytes) -> None:
 PARSER = validate.TransactionParser(RunClock(AS_OF), 300)
 
 
+@pytest.mark.slow
 @settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(lines)
 def test_every_payload_gets_exactly_one_specific_outcome_from_10_validate(line):
@@ -147,6 +149,7 @@ def test_every_payload_gets_exactly_one_specific_outcome_from_10_validate(line):
     check_outcome(PARSER(RawRecord(payload=payload, source=SourcePosition(uri="h.jsonl", line=1))), payload)
 
 
+@pytest.mark.slow
 def test_the_whole_job_on_generated_hostile_input_balances_with_one_outcome_per_line_or_a_counted_duplicate(tmp_path):
     corpus: list[bytes] = []
 

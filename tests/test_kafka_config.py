@@ -17,6 +17,7 @@ from pipeline.io import kafka_client, kafka_expansion, messages
 from pipeline.local import runners
 from pipeline.stages import s90_dead_letter as dead_letter_sink
 from tests.helpers import job_config as write_config
+from tests.helpers import typed_config
 
 Row = collections.namedtuple("Row", "topic partition offset timestamp key value headers")
 Header = collections.namedtuple("Header", "key value")
@@ -33,7 +34,7 @@ def kafka_settings(**overrides):
 
 
 def load(dataset, tmp_path, **overrides):
-    return job_config.load(write_config(dataset, tmp_path / "out", **kafka_settings(**overrides)))
+    return typed_config(dataset, tmp_path / "out", **kafka_settings(**overrides))
 
 
 def test_a_kafka_source_is_streaming_and_needs_brokers_and_a_topic(dataset, tmp_path):

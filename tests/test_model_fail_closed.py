@@ -89,6 +89,7 @@ def test_a_score_that_is_not_a_probability_becomes_a_dead_letter(clock, bad):
     assert isinstance(decider.decide(enriched, 1.0), type(decider.decide(enriched, 0.0)))  # bounds are scores
 
 
+@pytest.mark.slow
 def test_records_the_model_gives_nan_are_dead_letters_and_the_rest_is_scored(dataset, tmp_path):
     model = fraud_model(tmp_path / "nan.onnx", nan_for_age(POISON_AGE))
     data = tmp_path / "data"

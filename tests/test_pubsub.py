@@ -51,6 +51,7 @@ def message(txn_id: str, event: float, message_id: str, **changes) -> PubsubMess
     return PubsubMessage(orjson.dumps(obj), {"origin": "issuer-7"}, message_id=message_id)
 
 
+@pytest.mark.slow
 def test_the_graph_builds_for_dataflow_with_the_subscription_id_label_and_alerts_topic(dataset, tmp_path):
     config_path = pubsub_config(dataset, tmp_path / "out")
     p, _ = dataflow_dry_run(config_path)  # the job is translated for Dataflow, nothing is submitted

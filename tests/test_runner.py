@@ -15,6 +15,19 @@ def test_help_lists_every_config_option(capsys):
         assert option in out
 
 
+def test_help_groups_the_options_by_section_with_defaults_and_says_how_beams_pass(capsys):
+    from pipeline import config
+
+    assert runner.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    sections = [line.split(" (config section)")[0] for line in out.splitlines() if line.endswith("(config section):")]
+    assert sections == list(dict.fromkeys(s.section for s in config.settings()))
+    for setting in config.settings():
+        assert f"--{setting.option}" in out
+    assert "(default: 0.9)" in out and "--source {files,watch,kafka,pubsub}" in out
+    assert "Beam's own pipeline options pass through" in out and "--flink_master" in out
+
+
 def test_an_unbalanced_run_exits_one(monkeypatch, capsys):
     summary = {
         "read": 10,
@@ -32,6 +45,7 @@ def test_an_unbalanced_run_exits_one(monkeypatch, capsys):
     assert "balanced" in capsys.readouterr().out and "NO" in run_summary.format_summary(summary)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["multi_processing"])
 def test_several_worker_processes_give_the_same_records(tmp_path, mode):
     args = ["--config", str(ROOT / "config.yaml"), "--as_of", AS_OF.isoformat()]

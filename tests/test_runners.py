@@ -227,7 +227,7 @@ def test_the_whole_job_on_the_flink_cluster(flink_cluster, direct, tmp_path):
     try:
         jar = flink.job_server_jar()
     except flink.JobServerMissingError as exc:
-        # The one skip allowed under CI=true (README, Runners): the cluster is real and checked
+        # The one skip allowed under CI=true (docs/runners-and-flink.md): the cluster is real and checked
         # above, but Beam's job server that translates the job for it cannot be had here.
         pytest.skip(str(exc))
     name = f"riskpipe-test-{uuid.uuid4().hex[:8]}"

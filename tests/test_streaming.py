@@ -32,13 +32,12 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.utils.timestamp import Timestamp
 
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
-from pipeline import config as job_config_module
 from pipeline import graph, runner
 from pipeline import summary as run_summary
 from pipeline.io.windowed_files import compact_time
 from pipeline.local import runners
 from tests.conftest import AS_OF, ROOT
-from tests.helpers import GOOD, job_config, read_jsonl
+from tests.helpers import GOOD, job_config, read_jsonl, typed_config
 from tools import stream_files
 
 PYTHON = sys.executable
@@ -55,9 +54,7 @@ def run_stream(dataset, out: pathlib.Path, stream: TestStream, **settings):
     watch = out.parent / "watch"
     out.mkdir()
     watch.mkdir()
-    config = job_config_module.load(
-        job_config(dataset, out, source__kind="watch", source__watch_dir=str(watch), **settings)
-    )
+    config = typed_config(dataset, out, source__kind="watch", source__watch_dir=str(watch), **settings)
     options = PipelineOptions(["--runner=PrismRunner"])
     runners.choose_runner(options, streaming=True)
     p = TestPipeline(runner="PrismRunner", options=options)

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import onnxruntime as ort
 import orjson
+import pytest
 from sklearn.metrics import roc_auc_score
 
 from pipeline.shared import feature_sets
@@ -57,6 +58,7 @@ def test_generator_output_has_fraud_invalid_records_and_ground_truth(tmp_path):
     assert sum(r["missing_profile"] for r in labels) > 0
 
 
+@pytest.mark.slow
 def test_trainer_writes_an_onnx_model_and_its_card(tmp_path):
     data, out = tmp_path / "data", tmp_path / "model"
     generate.generate(20000, seed=21, invalid_fraction=0.01, out=data)
@@ -75,6 +77,7 @@ def test_trainer_writes_an_onnx_model_and_its_card(tmp_path):
     assert "ROC-AUC" in (out / "MODEL_CARD.md").read_text()
 
 
+@pytest.mark.slow
 def test_shipped_model_separates_fraud_on_fresh_generator_data(tmp_path):
     generate.generate(30000, seed=1234, invalid_fraction=0.0, out=tmp_path)
     table = train.feature_table(tmp_path)
@@ -94,6 +97,7 @@ def test_shipped_model_separates_fraud_on_fresh_generator_data(tmp_path):
     assert hashlib.sha256(MODEL.read_bytes()).hexdigest() == card["sha256"]
 
 
+@pytest.mark.slow
 def test_shipped_model_is_reproduced_by_its_card(tmp_path):
     """The card says how the model was made; doing it again gives the same bytes. Changing the
     feature code or the generator without re-training the shipped model fails here."""
@@ -157,6 +161,7 @@ def foreign_history(folder, records=4000, seed=3):
             lf.write(json.dumps({"transaction_id": txn["transaction_id"], "is_fraud": fraud}) + "\n")
 
 
+@pytest.mark.slow
 def test_trainer_takes_a_labelled_folder_that_the_generator_did_not_write(tmp_path):
     data, out = tmp_path / "history", tmp_path / "model"
     foreign_history(data)
@@ -235,6 +240,7 @@ def test_stream_files_makes_event_times_live_and_keeps_the_bad_ones_bad():
         assert stream_files.rebase(bad, now, newest, 2.0, rng) == bad
 
 
+@pytest.mark.slow
 def test_training_and_serving_compute_identical_feature_vectors(tmp_path):
     """tools.train's features and the job's scored records (output.include_features) agree on
     every transaction of a generated history of 50,000, to the last bit."""

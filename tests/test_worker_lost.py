@@ -17,6 +17,7 @@ from tools import generate
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find the worker processes")
 
 
+@pytest.mark.slow
 def test_a_killed_worker_ends_the_run_with_a_clear_error_and_nothing_published(tmp_path):
     data = tmp_path / "data"
     generate.generate(150_000, seed=9, invalid_fraction=0.02, out=data)
@@ -65,6 +66,7 @@ def fake_worker():
     )
 
 
+@pytest.mark.slow
 def test_the_watchdog_ends_a_run_whose_worker_died_if_the_runner_waits_on_it():
     lost: list[list[int]] = []
     worker = fake_worker()
@@ -84,6 +86,7 @@ def test_the_watchdog_ends_a_run_whose_worker_died_if_the_runner_waits_on_it():
     assert lost == [[worker.pid]]
 
 
+@pytest.mark.slow
 def test_the_watchdog_lets_workers_go_when_the_run_finishes_in_time():
     lost: list[list[int]] = []
     worker = fake_worker()

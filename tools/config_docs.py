@@ -6,12 +6,12 @@ python -m tools.config_docs --check    # exit 1 when the file is not what the mo
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 
 from pipeline import config as job_config
 from pipeline import summary
+from tools import generated
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "configuration.md"
@@ -62,21 +62,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.config_docs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="compare instead of writing")
-    args = parser.parse_args(argv)
-    text = render()
-    if not args.check:
-        PAGE.parent.mkdir(exist_ok=True)
-        PAGE.write_text(text, encoding="utf-8")
-        print(f"wrote {PAGE.relative_to(ROOT)}")
-        return 0
-    if PAGE.exists() and PAGE.read_text(encoding="utf-8") == text:
-        print(f"{PAGE.relative_to(ROOT)}: up to date with the config sections")
-        return 0
-    stale = f"{PAGE.relative_to(ROOT)} is not what the config sections give: run python -m tools.config_docs"
-    print(stale, file=sys.stderr)
-    return 1
+    return generated.main(argv, "tools.config_docs", __doc__ or "", PAGE, render, "the config sections")
 
 
 if __name__ == "__main__":

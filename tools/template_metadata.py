@@ -13,10 +13,7 @@ sdk_container_image, ...) are the template's standard parameters and are not lis
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import json
-import os
 import pathlib
 import re
 import sys
@@ -26,6 +23,7 @@ import yaml
 
 from pipeline import config as job_config
 from pipeline.config import Setting
+from tools import generated
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METADATA = ROOT / "deploy" / "dataflow" / "metadata.json"
@@ -102,27 +100,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.template_metadata", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="compare instead of writing")
-    args = parser.parse_args(argv)
-    text = render()
-    if not args.check:
-        METADATA.write_text(text, encoding="utf-8")
-        print(f"wrote {os.path.relpath(METADATA, ROOT)} ({len(metadata()['parameters'])} parameters)")
-        return 0
-    current = METADATA.read_text(encoding="utf-8") if METADATA.exists() else ""
-    if current == text:
-        print(f"{os.path.relpath(METADATA, ROOT)}: up to date with the job's options")
-        return 0
-    diff = difflib.unified_diff(
-        current.splitlines(), text.splitlines(), "metadata.json", "from the options", lineterm=""
-    )
-    print("\n".join(list(diff)[:80]), file=sys.stderr)
-    print(
-        f"{os.path.relpath(METADATA, ROOT)} is not what the job's options give: run python -m tools.template_metadata",
-        file=sys.stderr,
-    )
-    return 1
+    return generated.main(argv, "tools.template_metadata", __doc__ or "", METADATA, render, "the job's options")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pipeline.config import files
 from pipeline.config.reference import Setting, settings
 from pipeline.config.sections import (
-    KAFKA_COMMIT_MODES,
-    SOURCE_KINDS,
     STREAMING_SOURCES,
     BigQueryConfig,
     DeadLetterConfig,
@@ -51,8 +49,6 @@ from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS
 from pipeline.shared.errors import ConfigError
 
 __all__ = [
-    "KAFKA_COMMIT_MODES",
-    "SOURCE_KINDS",
     "STREAMING_SOURCES",
     "ConfigError",
     "JobConfig",

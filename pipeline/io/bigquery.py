@@ -27,8 +27,6 @@ from google.protobuf.message import Message
 
 from pipeline.shared.json_codec import timestamp_text
 
-# auto: Beam's choice, file loads for a batch run and streaming inserts for a streaming one.
-METHODS = ("auto", "storage_write_api", "file_loads", "streaming_inserts")
 # A streaming job's seconds between loads (file loads) or commits (Storage Write API): rows become
 # visible in the table this often.
 COMMIT_SECONDS = {"file_loads": 60, "storage_write_api": 5}

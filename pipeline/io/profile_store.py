@@ -6,6 +6,9 @@ with exponential back-off and jitter for the errors a store recovers from (conne
 refused, statement timeout, server shutting down). After the retries a lookup raises
 StoreUnavailableError and the caller turns the affected records into PROFILE_STORE_UNAVAILABLE dead
 letters; the next lookup tries the store again, so a store that comes back is used again.
+(Beam's utils.retry.with_exponential_backoff retries a function the same way, but its waits and
+retry count are fixed when the function is decorated and it reports no retry; here they come from
+the enrich.postgres section and each retry is counted in the run's metrics.)
 
 The password is never in the DSN or the config: it comes from the environment variable the config
 names (PGPASSWORD by default, which libpq also reads itself) or from a pgpass or service file.

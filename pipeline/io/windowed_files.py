@@ -10,6 +10,10 @@ restarted job writes under its own run id: files are only ever added, never repl
 runner retries writes the same name with the same (sorted) lines again. Once a file is in place its
 records' source positions are reported written (pipeline.io.progress: Kafka offsets are
 committed from this, and the file is listed in the output folder's ledger for a restart).
+Beam's fileio.WriteToFiles writes windowed files too, but names them after it has written them
+(its temporary files are renamed by a later step, after the window's whole pane) and reports nothing
+per file; this writer fsyncs and renames each file itself and says which records it holds, which
+the crash-safe Kafka commit and the restart need.
 """
 
 from __future__ import annotations

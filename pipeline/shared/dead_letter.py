@@ -26,7 +26,7 @@ from pipeline.shared import metrics
 from pipeline.shared.card_numbers import mask_pans, mask_pans_bytes
 from pipeline.shared.version import PIPELINE_VERSION
 
-# What a written dead letter keeps of the original bytes: see README, "Card numbers".
+# What a written dead letter keeps of the original bytes: see docs/input.md, "Card numbers".
 PAYLOAD_POLICIES = ("raw", "masked", "none")
 DEAD_LETTER = "dead_letter"
 MAIN = "main"

@@ -1,6 +1,6 @@
 """10_validate: RawRecord -> Transaction, checked against the contract's rules.
 
-In:  RawRecord (payload bytes: one JSON object in the job's input format, see README).
+In:  RawRecord (payload bytes: one JSON object in the job's input format, see docs/input.md).
 Out: Transaction, with the RawRecord it came from in `origin`.
 Dead letters (stage 10_validate), every problem of the record listed in `violations`:
   NOT_UTF8, MALFORMED_JSON, NOT_AN_OBJECT   the payload cannot be read as a JSON object
