@@ -155,8 +155,10 @@ def written_to(config: JobConfig) -> dict[str, str]:
     return places
 
 
-def kafka_lag(config: JobConfig) -> kafka_client.GroupLag:
-    return kafka_client.GroupLag(config.kafka, kafka_client.client_properties(config.kafka.properties_file))
+def kafka_properties(config: JobConfig) -> dict[str, str]:
+    """The Kafka client properties (a file and the environment), read once per run, for the read,
+    every topic sink, the committer and the lag; {} for a job without Kafka."""
+    return kafka_client.client_properties(config.kafka.properties_file) if config.uses_kafka else {}
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -220,8 +222,9 @@ def launch(
         folder.retire_previous()
         drain.reset()
         resume = None
+        properties = kafka_properties(config)
         if tracks_progress(config, runner_name):
-            resume = restart_point(config)
+            resume = restart_point(config, properties)
             progress.enable(staging)
         else:
             progress.disable()
@@ -230,19 +233,18 @@ def launch(
             if java is not None:
                 drain.on_request(java.stop_reading)
             build_pipeline(
-                pipeline, config.with_output_dir(staging), model, _run_parts(config, java, runner_name, resume)
+                pipeline,
+                config.with_output_dir(staging),
+                model,
+                _run_parts(config, java, runner_name, properties, resume),
             )
             committer = (
-                progress.KafkaCommitter(
-                    config.kafka.bootstrap_servers or "",
-                    config.kafka.group_id,
-                    kafka_client.client_properties(config.kafka.properties_file),
-                )
+                progress.KafkaCommitter(config.kafka.bootstrap_servers or "", config.kafka.group_id, properties)
                 if config.source.kind == "kafka" and kafka_commit(config, runner_name) == "written"
                 else contextlib.nullcontext()
             )
             with committer:
-                result = _run_to_end(pipeline, config, write_summary, worker_lost)
+                result = _run_to_end(pipeline, config, properties, write_summary, worker_lost)
         summary = run_summary.summarize(result)
         if resume is not None:
             summary["restart"] = {**resume.describe(), "already_written_skipped": summary.pop("already_written", 0)}
@@ -265,10 +267,12 @@ def launch(
 
 
 def _run_parts(
-    config: JobConfig, java: JavaExpansion | None, runner_name: str, resume: progress.Resume | None = None
+    config: JobConfig,
+    java: JavaExpansion | None,
+    runner_name: str,
+    properties: dict[str, str],
+    resume: progress.Resume | None = None,
 ) -> Run:
-    # Read once for the Kafka read and every topic sink (a file and the environment).
-    properties = kafka_client.client_properties(config.kafka.properties_file) if config.uses_kafka else {}
     read = None
     if config.source.kind == "kafka":
         assert java is not None, "a Kafka source needs the run's expansion service"
@@ -276,12 +280,12 @@ def _run_parts(
     return Run(kafka_read=read, expansion=java, kafka_properties=properties, resume=resume)
 
 
-def restart_point(config: JobConfig) -> progress.Resume:
+def restart_point(config: JobConfig, properties: dict[str, str]) -> progress.Resume:
     """What an earlier streaming run of this output folder left (pipeline.io.progress), said in
     the log: a restart goes on from there, reading nothing it wrote again."""
     committed = None
     if config.source.kind == "kafka":
-        with contextlib.closing(kafka_lag(config)) as lag:
+        with contextlib.closing(kafka_client.GroupLag(config.kafka, properties)) as lag:
             try:
                 committed = lag.committed()
             except Exception as exc:  # noqa: BLE001 - no broker yet: every output file is read back
@@ -314,7 +318,7 @@ def submit(options: PipelineOptions, config: JobConfig, runner_name: str, model:
             f"{config.output.dir!r} on this machine; give a gs:// folder (or BigQuery tables)"
         )
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, model, _run_parts(config, None, runner_name))
+    build_pipeline(pipeline, config, model, _run_parts(config, None, runner_name, kafka_properties(config)))
     try:
         result = pipeline.run()
     except Exception as exc:
@@ -337,7 +341,9 @@ def submit(options: PipelineOptions, config: JobConfig, runner_name: str, model:
     }
 
 
-def _run_to_end(pipeline: beam.Pipeline, config: JobConfig, write_summary, worker_lost) -> Any:
+def _run_to_end(
+    pipeline: beam.Pipeline, config: JobConfig, properties: dict[str, str], write_summary, worker_lost
+) -> Any:
     """Runs the job until it finishes (a streaming one: until it drains); RunFailedError otherwise."""
     try:
         with WorkerWatchdog(worker_lost):
@@ -356,7 +362,12 @@ def _run_to_end(pipeline: beam.Pipeline, config: JobConfig, write_summary, worke
                 drain.saw_input()
                 idle = config.streaming.stop_after_idle_seconds if config.source.kind == "kafka" else 0.0
                 interval = config.streaming.summary_interval_seconds
-                with contextlib.closing(kafka_lag(config)) if idle else contextlib.nullcontext() as lag:
+                watch_lag = (
+                    contextlib.closing(kafka_client.GroupLag(config.kafka, properties))
+                    if idle
+                    else contextlib.nullcontext()
+                )
+                with watch_lag as lag:
                     pending = (lambda: lag.pending(progress.read_positions())) if lag is not None else None
                     with StreamingWatch(result, interval, write_summary, idle, pending):
                         result.wait_until_finish()

@@ -14,7 +14,6 @@ This package imports no connector: connectors (pipeline.io) take their section w
 from __future__ import annotations
 
 import datetime as dt
-import glob
 import os
 import pathlib
 from collections.abc import Mapping
@@ -26,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pipeline.config import files
 from pipeline.config.reference import Setting, settings
 from pipeline.config.sections import (
-    STREAMING_SOURCES,
     BigQueryConfig,
     DeadLetterConfig,
     DedupeConfig,
@@ -49,7 +47,6 @@ from pipeline.shared.clock import TIMESTAMP_MAX_SECONDS
 from pipeline.shared.errors import ConfigError
 
 __all__ = [
-    "STREAMING_SOURCES",
     "ConfigError",
     "JobConfig",
     "KafkaConfig",
@@ -98,13 +95,6 @@ class JobConfig(BaseModel):
     def uses_kafka(self) -> bool:
         """Whether the job has a Kafka read or write (Java transforms, an expansion service)."""
         return self.source.kind == "kafka" or any(self.kafka.sinks)
-
-    @property
-    def transaction_files(self) -> list[str]:
-        pattern = self.input.transactions
-        if pattern is None:
-            return []
-        return sorted(glob.glob(pattern)) if not files.is_remote(pattern) else [pattern]
 
     def with_output_dir(self, folder: str) -> JobConfig:
         return self.model_copy(update={"output": self.output.model_copy(update={"dir": folder})})
@@ -159,6 +149,7 @@ class JobConfig(BaseModel):
 # The file's section `validate` is the model's field `validate_` (pydantic's BaseModel has a
 # method of that name).
 _FIELD_OF_SECTION = {"validate": "validate_"}
+_SECTION_OF_FIELD = {field: section for section, field in _FIELD_OF_SECTION.items()}
 _BY_KEY = {s.key: s for s in settings()}
 _BY_OPTION = {s.option: s for s in settings()}
 
@@ -237,7 +228,8 @@ def build(values: Mapping[str, Any]) -> JobConfig:
 def _first_problem(exc: ValidationError) -> str:
     error = exc.errors(include_url=False)[0]
     message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    key = ".".join(str(part) for part in error["loc"]).replace("validate_", "validate")
+    parts = [str(part) for part in error["loc"]]
+    key = ".".join([_SECTION_OF_FIELD.get(parts[0], parts[0]), *parts[1:]] if parts else [])
     setting = _BY_KEY.get(key)
     if setting is None and error["type"] == "missing":
         return f"{key}: a value is required"  # a required section
