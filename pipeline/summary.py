@@ -46,6 +46,13 @@ FIELDS = (
     Field("dead_letters_by_code", "", "Dead letters per error code (printed under `dead letters`)."),
     Field("duplicates", "duplicates dropped", "Redeliveries 20_dedupe dropped (same transaction_id and content)."),
     Field("late_records", "late records", "Records later than streaming.allowed_lateness_seconds."),
+    Field(
+        "out_of_order",
+        "scored out of order",
+        "Streaming: records 35_velocity scored after a later one of their card had been scored (on arrival, or "
+        "past the order wait), from the earlier ones only.",
+    ),
+    Field("cards_forgotten", "", "Streaming: cards 35_velocity forgot after 7 quiet days."),
     Field("alerts", "alerts written to a topic", "REVIEW and DECLINE records written to an alerts topic."),
     Field("default_profiles_used/customer", "default customer profiles", "Records enriched with a default profile."),
     Field("default_profiles_used/merchant", "default merchant profiles", "The same for merchant profiles."),
@@ -92,6 +99,8 @@ def summarize(result: Any) -> dict[str, Any]:
         },
         "reference_rows_rejected": counters.get(metrics.REFERENCE_ROWS_REJECTED, 0),
         "late_records": counters.get(metrics.LATE_RECORDS, 0),
+        "out_of_order": counters.get(metrics.VELOCITY_OUT_OF_ORDER, 0),
+        "cards_forgotten": counters.get(metrics.VELOCITY_CARDS_FORGOTTEN, 0),
         "already_written": counters.get(metrics.ALREADY_WRITTEN, 0),
         "alerts": counters.get(metrics.ALERTS_WRITTEN, 0),
         "dead_letters_rejected_by_sink": counters.get(metrics.DEAD_LETTERS_REJECTED_BY_SINK, 0),

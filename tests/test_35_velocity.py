@@ -4,8 +4,14 @@
   every horizon, a record without a merchant profile, a second card) gives exactly the expected
   features, in batch on the FnApiRunner.
 - The same records in shuffled arrival orders, in batch and through TestStream on Prism
-  (streaming: state and event-time timers), give identical features; a late record follows
-  streaming.late_policy; a card's state is forgotten once it has gone quiet (counted).
+  (streaming.order event_time: state and event-time timers), give identical features; a late
+  record follows streaming.late_policy; a card's state is forgotten once it has gone quiet (counted).
+- Streaming on arrival (the default) on Prism: in event-time order it gives the batch features; in
+  a shuffled order each record is scored from its card's records that came before it, only the
+  records that came after a later one of their card differ from batch, and those are counted.
+- The sharded state (pipeline/shared/shard_state.py): a shard is read back only when another
+  writer wrote it last, its log is rewritten when it outgrows its contents, quiet cards are
+  forgotten then (counted).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, MerchantProfile, ProfileKind
 from pipeline.local import runners
-from pipeline.shared import metrics, velocity
+from pipeline.shared import metrics, shard_state, velocity
 from pipeline.shared.features import MISSING, haversine_km
 from pipeline.stages import s35_velocity as stage
 from tests.helpers import transaction
@@ -159,7 +165,7 @@ def test_streaming_on_prism_in_any_arrival_order_gives_the_batch_features_and_fo
     )
     p = prism_pipeline()
     records = p | stream | beam.Map(lambda t: t).with_output_types(EnrichedTransaction)
-    out, refused = records | stage.Velocity(clock)
+    out, refused = records | stage.Velocity(clock, order="event_time")
     assert_that(out | "View" >> beam.Map(view), equal_to(expected_view()))
     assert_that(refused, equal_to([]), label="NoDeadLetters")
     result = p.run()
@@ -183,7 +189,7 @@ def test_a_late_record_is_scored_from_the_history_before_it_and_later_ones_are_n
     )
     p = prism_pipeline()
     records = p | stream | beam.Map(lambda t: t).with_output_types(EnrichedTransaction)
-    out, _ = records | stage.Velocity(clock)
+    out, _ = records | stage.Velocity(clock, order="event_time")
     d_without_c = [0, 2, 2, 0, 30, 30, 2, 2, 1, 1, 1800, 40 / 15, km("m2", "m3"), km("m2", "m3") / 1800 * 3600]
     e_without_c = [0, 0, 3, 0, 0, 70, 0, 3, 0, 2, 5400, 50 / 20, km("m3", "m1"), km("m3", "m1") / 5400 * 3600]
     expected = {
@@ -224,7 +230,7 @@ def c_after_d_and_e(clock, watermark: int, order_wait_seconds: int):
     )
     p = prism_pipeline()
     records = p | stream | beam.Map(lambda t: t).with_output_types(EnrichedTransaction)
-    out, _ = records | stage.Velocity(clock, order_wait_seconds=order_wait_seconds)
+    out, _ = records | stage.Velocity(clock, order_wait_seconds=order_wait_seconds, order="event_time")
     return p, out
 
 
@@ -265,3 +271,142 @@ def test_without_an_order_wait_an_on_time_record_behind_a_released_one_is_counte
     result.wait_until_finish()
     query = result.metrics().query(MetricsFilter().with_name(metrics.VELOCITY_OUT_OF_ORDER))["counters"]
     assert sum(c.committed for c in query) == 1
+
+
+def arrival_pipeline(clock, arrivals: list[list[EnrichedTransaction]], shards: int = 4):
+    """The records through 35_velocity on Prism on arrival, each list of `arrivals` one TestStream
+    step (a bundle or more), the watermark kept behind all of them."""
+    stream = TestStream(coder=ProtoCoder(EnrichedTransaction)).advance_watermark_to(Timestamp(T0 - 100))
+    for i, step in enumerate(arrivals):
+        # Prism takes what waits at a stage in event-time order: a watermark step (still behind
+        # every record) between two arrivals makes it take the first before the second comes.
+        stream = stream.add_elements(timed(step)).advance_watermark_to(Timestamp(T0 - 99 + i))
+    stream = stream.advance_watermark_to_infinity()
+    p = prism_pipeline()
+    records = p | stream | beam.Map(lambda t: t).with_output_types(EnrichedTransaction)
+    out, refused = records | stage.Velocity(clock, order="arrival", shards=shards)
+    return p, out, refused
+
+
+def out_of_order(result) -> int:
+    query = result.metrics().query(MetricsFilter().with_name(metrics.VELOCITY_OUT_OF_ORDER))["counters"]
+    return sum(c.committed for c in query)
+
+
+def test_on_arrival_in_event_time_order_gives_the_batch_features(clock, prism_binary):
+    # One record a step, so that they come in this order whatever the bundles.
+    p, out, refused = arrival_pipeline(clock, [[r] for r in HISTORY])
+    assert_that(out | "View" >> beam.Map(view), equal_to(expected_view()))
+    assert_that(refused, equal_to([]), label="NoDeadLetters")
+    result = p.run()
+    result.wait_until_finish()
+    assert out_of_order(result) == 0
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_on_arrival_in_a_shuffled_order_only_the_records_behind_a_later_one_differ_and_are_counted(
+    clock, prism_binary, seed
+):
+    shuffled = HISTORY[:]
+    random.Random(seed).shuffle(shuffled)
+    # What arrival promises: each record scored from its card's records that came before it.
+    histories: dict[str, velocity.CardHistory] = {}
+    promised, behind, ahead = {}, set(), set()
+    for i, record in enumerate(shuffled):
+        history = histories.setdefault(record.transaction.card_id, velocity.CardHistory())
+        event = velocity.event_of(record)
+        if history.events and event[:3] < history.events[-1][:3]:
+            behind.add(record.transaction.transaction_id)  # came after a later one of its card
+        if any(r.transaction.card_id == record.transaction.card_id and velocity.event_of(r)[:3] < event[:3]
+               for r in shuffled[i + 1 :]):  # fmt: skip
+            ahead.add(record.transaction.transaction_id)  # came before an earlier one of its card
+        promised[record.transaction.transaction_id] = tuple(round(float(v), 6) for v in history.take(event))
+    assert behind, "the shuffle puts some record behind a later one of its card"
+    batch = dict(expected_view())
+    differ = {txn_id for txn_id, values in promised.items() if values != batch[txn_id]}
+    assert differ and differ <= behind | ahead  # only the records of an out-of-order pair differ
+    p, out, _ = arrival_pipeline(clock, [[r] for r in shuffled], shards=2)
+    assert_that(out | "View" >> beam.Map(view), equal_to(sorted(promised.items())))
+    result = p.run()
+    result.wait_until_finish()
+    assert out_of_order(result) == len(behind)
+
+
+class FakeBag:
+    """A bag state object as a stateful DoFn sees it; counts reads."""
+
+    def __init__(self):
+        self.items: list = []
+        self.reads = 0
+
+    def read(self):
+        self.reads += 1
+        return list(self.items)
+
+    def add(self, item):
+        self.items.append(item)
+
+    def clear(self):
+        self.items = []
+
+
+class FakeValue:
+    def __init__(self):
+        self.value = None
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value
+
+
+def run_bundle(fn, state, records):
+    fn.start_bundle()
+    out = []
+    for shard, record in records:
+        log, version = state.setdefault(shard, (FakeBag(), FakeValue()))
+        for item in fn.process((shard, record), Timestamp(record.transaction.event_time.seconds), log, version):
+            out.append(item.value)
+    return out
+
+
+def test_a_shard_is_read_back_only_when_another_writer_wrote_it_last(clock):
+    state: dict = {}
+    one, other = stage.ArrivalVelocityFn(clock), stage.ArrivalVelocityFn(clock)
+    for fn in (one, other):
+        fn.setup()
+    first = run_bundle(one, state, [(0, r) for r in HISTORY[:3]])
+    second = run_bundle(one, state, [(0, HISTORY[3])])
+    assert state[0][0].reads == 0  # new, then written by this worker: held in memory
+    # Another worker (a rebalanced key, a restart) takes the shard: it reads the log back ...
+    third = run_bundle(other, state, [(0, HISTORY[4])])
+    assert state[0][0].reads == 1
+    # ... and the first worker, no longer the last writer, reads it back too.
+    fourth = run_bundle(one, state, [(0, HISTORY[5])])
+    assert state[0][0].reads == 2
+    got = [view(e) for e in first + second + third + fourth]
+    assert got == [row for row in expected_view() if row[0] in "abcdef"]
+
+
+def test_the_log_is_rewritten_when_it_outgrows_the_contents_and_quiet_cards_are_forgotten(clock, monkeypatch):
+    monkeypatch.setattr(shard_state, "COMPACT_SLACK", 8)
+    fn = stage.ArrivalVelocityFn(clock)
+    fn.setup()
+    state: dict = {}
+    many = [enriched(f"t{i:03d}", i * 1800, 10, "m1", card=f"c{i % 3}") for i in range(200)]
+    run_bundle(fn, state, [(0, r) for r in many])
+    log = state[0][0]
+    # 200 appends over 100 hours; each card keeps its last 24 hours (16 transactions): the log is
+    # rewritten whenever it passes twice what it last kept, plus 8.
+    assert len(log.items) <= 2 * 48 + 8
+    rebuilt = stage.CardsShard(metrics.counter(metrics.VELOCITY_CARDS_FORGOTTEN))
+    for entry in log.items:
+        rebuilt.replay(entry)
+    held = fn.shard(0, log, state[0][1])
+    assert {c: h.events for c, h in rebuilt.cards.items()} == {c: h.events for c, h in held.cards.items()}
+    # A card quiet for 7 days by the shard's clock is dropped at the next rewrite.
+    later = [enriched(f"u{i:03d}", 200 * 1800 + 8 * DAY + i, 10, "m1", card="c0") for i in range(300)]
+    run_bundle(fn, state, [(0, r) for r in later])
+    cards = {entry[0] for entry in state[0][0].items}
+    assert cards == {"c0"}

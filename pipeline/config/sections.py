@@ -84,13 +84,32 @@ class StreamingConfig(Section):
         0.0, "Drain and stop a streaming run after this many seconds without a new file; 0: run until Ctrl-C.", ge=0
     )
     summary_interval_seconds: Float = setting(30.0, "How often a running streaming job refreshes summary.json.", gt=0)
+    order: Literal["arrival", "event_time"] = setting(
+        "arrival",
+        "How 20_dedupe and 35_velocity take a streaming run's records. arrival: each is scored as it comes, from "
+        "its card's history as it stands (one that comes after a later one of its card is scored from the "
+        "earlier ones, then joins the history: counted as velocity_out_of_order), and the first copy of a "
+        "transaction_id to come is kept. event_time (replays, backfills): each waits until the watermark passes "
+        "it (35_velocity: plus velocity.order_wait_seconds), then a card's records are scored in event-time "
+        "order and the earliest copy is kept, as in batch. Batch is always in event-time order.",
+        option="streaming_order",
+    )
+    state_shards: Int = setting(
+        16,
+        "streaming.order arrival: 20_dedupe and 35_velocity keep their state in this many shards (keys), each "
+        "read and written once per bundle; more shards spread a cluster's work over more workers, fewer cost "
+        "fewer state requests.",
+        gt=0,
+        le=4096,
+    )
 
 
 class VelocityConfig(Section):
     option_prefix = "velocity_"
     order_wait_seconds: Int | None = setting(
         None,
-        "Streaming: how long past a transaction's event_time (by the watermark) 35_velocity waits before "
+        "Streaming, streaming.order event_time: how long past a transaction's event_time (by the watermark) "
+        "35_velocity waits before "
         "scoring it, so that its card's earlier transactions that come out of order are counted; default: "
         "streaming.allowed_lateness_seconds, which gives the batch results for every on-time transaction.",
         ge=0,

@@ -7,25 +7,38 @@ Out: the same record with `velocity` set: VELOCITY_NAMES of pipeline/shared/velo
      never from itself or a later one; it keeps its Beam timestamp.
 Dead letters (stage 35_velocity):
   FEATURE_ERROR   a velocity feature came out non-finite; the violation names it
-Keyed by card_id. Unbounded input (streaming): the records of a card wait in Beam state until the
-watermark passes their time plus the order wait (an event-time timer at the earliest waiting one),
-then go out in event-time order, whatever order they came in. With the wait at least the allowed
-lateness (the default), a record that is on time always comes before its card's later records are
-released, so streaming gives the batch results; a shorter wait scores sooner, and a record that
-comes within the lateness but after a later one of its card was released is scored from the
-history before it (counted: velocity_out_of_order). The card's history (bounded: the last 24 hours
-and at least the last 10 transactions) lives in state, and a timer forgets it when the card has
-been quiet for 7 days (counted: velocity_cards_forgotten). A late record (streaming.late_policy
-score) is scored from the history earlier than it that the card still holds, then remembered; the
-records released before it are not revised. Bounded input (batch): a card's records are grouped
-(GroupByKey) and taken in the same order through the same code; the watermark jumps to the end, so
-the results are those of streaming with no late record. Idempotent: the same records give the same
-features in any order.
+The card's history is bounded (the last 24 hours and at least the last 10 transactions) and
+forgotten when the card has been quiet for 7 days (counted: velocity_cards_forgotten).
+
+Unbounded input (streaming), streaming.order `arrival` (the default): each record is scored as it
+comes, from its card's history as it stands, and then joins it. A record that comes after a later
+one of its card is scored from the earlier ones that have come and joins the history for the
+card's later records (counted: velocity_out_of_order); records already scored are not revised. The
+state is keyed by a shard of the card (streaming.state_shards) and held in the worker's memory,
+backed by Beam state (pipeline/shared/shard_state.py): a bundle reads a shard's version once and
+appends to its log blind, a few runner round trips per shard and bundle whatever the records.
+
+Unbounded input, streaming.order `event_time` (replays and backfills): keyed by card, the records
+of a card wait in Beam state until the watermark passes their time plus the order wait
+(velocity.order_wait_seconds; an event-time timer at the earliest waiting one), then go out in
+event-time order, whatever order they came in. With the wait at least the allowed lateness (the
+default), a record that is on time always comes before its card's later records are released, so
+streaming gives the batch results; a shorter wait scores sooner, and a record that comes within the
+lateness but after a later one of its card was released is scored from the history before it
+(counted: velocity_out_of_order). A late record (streaming.late_policy score) is scored from the
+history earlier than it that the card still holds, then remembered.
+
+Bounded input (batch): a card's records are grouped (GroupByKey) and taken in event-time order
+through the same code; the results are those of streaming in event-time order with no late record,
+and those of streaming on arrival when every card's records come in event-time order. Idempotent:
+the same records give the same features in any order (batch, event_time), or in the same order
+(arrival).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder, TupleCoder, VarIntCoder
@@ -38,6 +51,7 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from pipeline.shared import metrics, velocity
 from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, feature_error
+from pipeline.shared.shard_state import DEFAULT_SHARDS, Contents, ShardedStateFn, shard_of
 
 STAGE = "35_velocity"
 
@@ -163,15 +177,93 @@ class VelocityFn(_ReleaseFn):
             self._forgotten.inc()
 
 
-class Velocity(beam.PTransform):
-    """EnrichedTransactions -> (EnrichedTransactions with velocity features, DeadLetters)."""
+class CardsShard(Contents):
+    """A shard's cards: card_id -> its CardHistory. The log's entries are (card_id, Event as a
+    tuple); the clock is the latest event time the shard has seen, by which a rewrite of the log
+    forgets the cards quiet for 7 days (counted)."""
 
-    def __init__(self, clock: RunClock, order_wait_seconds: int = 0):
+    def __init__(self, forgotten):
+        self.cards: dict[str, velocity.CardHistory] = {}
+        self.clock = 0
+        self._forgotten = forgotten
+
+    def history(self, card: str) -> velocity.CardHistory:
+        history = self.cards.get(card)
+        if history is None:
+            history = self.cards[card] = velocity.CardHistory()
+        return history
+
+    def replay(self, entry) -> None:
+        card, event = entry
+        event = velocity.Event(*event)
+        self.history(card).remember(event)
+        self.clock = max(self.clock, event.seconds)
+
+    def snapshot(self):
+        quiet = [card for card, history in self.cards.items() if history.forgotten_by(self.clock)]
+        for card in quiet:
+            del self.cards[card]
+            self._forgotten.inc()
+        for card, history in self.cards.items():
+            for event in history.events:
+                yield card, tuple(event)
+
+
+class ArrivalVelocityFn(_ReleaseFn, ShardedStateFn):
+    """Keyed by shard of card_id, unbounded input: each record scored as it comes, from its card's
+    history as it stands (pipeline.shared.shard_state: the shard read once per bundle at most, its
+    log appended blind)."""
+
+    def __init__(self, clock: RunClock):
+        _ReleaseFn.__init__(self, clock)
+        ShardedStateFn.__init__(self)
+
+    def setup(self) -> None:
+        _ReleaseFn.setup(self)
+        ShardedStateFn.setup(self)
+        self._forgotten = metrics.counter(metrics.VELOCITY_CARDS_FORGOTTEN)
+
+    def new_contents(self) -> CardsShard:
+        return CardsShard(self._forgotten)
+
+    def process(
+        self,
+        keyed: tuple[int, EnrichedTransaction],
+        at=beam.DoFn.TimestampParam,
+        log=beam.DoFn.StateParam(ShardedStateFn.LOG),
+        version=beam.DoFn.StateParam(ShardedStateFn.VERSION),
+    ):
+        shard, enriched = keyed
+        cards = cast(CardsShard, self.shard(shard, log, version))
+        card = enriched.transaction.card_id
+        event = velocity.event_of(enriched)
+        yield from self._release(cards.history(card), [(at, enriched)])
+        cards.clock = max(cards.clock, event.seconds)
+        self.add(shard, (card, tuple(event)), log)
+
+
+class Velocity(beam.PTransform):
+    """EnrichedTransactions -> (EnrichedTransactions with velocity features, DeadLetters).
+    Streaming `order`: arrival (each record scored as it comes, state in `shards` shards) or
+    event_time (held `order_wait_seconds` past its event time, a card's records released in
+    event-time order); batch is always in event-time order."""
+
+    def __init__(
+        self, clock: RunClock, order_wait_seconds: int = 0, order: str = "arrival", shards: int = DEFAULT_SHARDS
+    ):
         super().__init__()
         self._clock = clock
         self._wait = order_wait_seconds
+        self._order = order
+        self._shards = shards
 
     def expand(self, enriched: beam.PCollection):
+        if not enriched.is_bounded and self._order == "arrival":
+            shards = self._shards
+            by_shard = enriched | "ByShard" >> beam.Map(
+                lambda e: (shard_of(e.transaction.card_id, shards), e)
+            ).with_output_types(tuple[int, EnrichedTransaction])
+            return apply_stage(by_shard, "OnArrival", ArrivalVelocityFn(self._clock), EnrichedTransaction)
         keyed = enriched | "ByCard" >> beam.Map(lambda e: (e.transaction.card_id, e)).with_output_types(
             tuple[str, EnrichedTransaction]
         )
