@@ -43,9 +43,11 @@ def streaming_config(
     window: int,
     idle: float = 5,
     order_wait: int | None = None,
+    order: str = "arrival",
 ) -> pathlib.Path:
     config = yaml.safe_load(batch_config.read_text())
     config.setdefault("velocity", {})["order_wait_seconds"] = order_wait
+    config["streaming"]["order"] = order
     config["source"]["kind"] = "watch"
     config["source"]["watch_dir"] = str(watch)
     config["streaming"]["window_seconds"] = window

@@ -65,9 +65,11 @@ def featurize(
         max_future_skew_seconds=config.validate_.max_future_skew_seconds,
         allowed_lateness_seconds=lateness_s,
     )
+    streaming = config.streaming
     unique, refused_20 = valid | "20_dedupe" >> dedupe.Dedupe(
-        horizon_seconds=config.dedupe.horizon_seconds, clock=clock
-    )
+        horizon_seconds=config.dedupe.horizon_seconds, clock=clock, order=streaming.order,
+        shards=streaming.state_shards, margin_seconds=lateness_s,
+    )  # fmt: skip
     on_time, refused_25 = unique | "25_lateness" >> lateness.ApplyLatePolicy(
         allowed_lateness_seconds=lateness_s, late_policy=config.streaming.late_policy, clock=clock
     )
@@ -81,8 +83,9 @@ def featurize(
     refused = [refused_10, refused_20, refused_25, refused_30]
     if feature_sets.uses_velocity(feature_set):  # a stateless model's job has no 35_velocity
         enriched, refused_35 = enriched | "35_velocity" >> velocity.Velocity(
-            clock=clock, order_wait_seconds=config.order_wait_seconds
-        )
+            clock=clock, order_wait_seconds=config.order_wait_seconds, order=streaming.order,
+            shards=streaming.state_shards,
+        )  # fmt: skip
         refused.append(refused_35)
     featured, refused_40 = enriched | "40_features" >> features.ComputeFeatures(clock=clock, feature_set=feature_set)
     return featured, [*refused, refused_40]

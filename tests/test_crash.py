@@ -32,7 +32,7 @@ from tools import stream_files
 FAST = {
     "streaming__window_seconds": 2,
     "streaming__allowed_lateness_seconds": 120,
-    "velocity__order_wait_seconds": 1,
+    "velocity__order_wait_seconds": 1,  # streaming.order event_time
     "streaming__summary_interval_seconds": 1,
 }
 JAVA_CLASSES = (
@@ -123,10 +123,20 @@ def test_kafka_job_killed_three_times_loses_nothing_and_scores_nothing_twice(
     }
     config = kafka_job_config(dataset, out, bootstrap, names, **settings)
     delivered: list = []
-    producing = threading.Thread(
-        target=lambda: delivered.extend(kafka_tool.produce(bootstrap, names["in"], kafka_tool.live(lines), rate=300.0))
-    )
-    producing.start()
+
+    def produce(part: list[bytes], rate: float) -> threading.Thread:
+        thread = threading.Thread(
+            target=lambda: delivered.extend(
+                kafka_tool.produce(bootstrap, names["in"], kafka_tool.live(part), rate=rate)
+            )
+        )
+        thread.start()
+        return thread
+
+    # Two thirds before the kills; the rest while the third run runs, so that it has records of
+    # its own to score (a job on arrival catches up with a backlog within seconds).
+    split = len(lines) * 2 // 3
+    producing = produce(lines[:split], rate=300.0)
     kills = []
     # 1: once the first scored window is on disk (records in flight in dedupe and velocity).
     job = start_job(config)
@@ -136,8 +146,10 @@ def test_kafka_job_killed_three_times_loses_nothing_and_scores_nothing_twice(
     started = time.time()
     kills.append(kill_when(job, lambda: time.time() - started > 12 and bool(job_java(job))))
     # 3: mid-stream, once the third run has written windows of its own.
+    producing.join()
     job = start_job(config)
     before = window_files(out)
+    producing = produce(lines[split:], rate=100.0)
     kills.append(kill_when(job, lambda: window_files(out) >= before + 3))
     time.sleep(3)
     assert all(not alive(pid) for pids in kills for pid in pids), "a Java process outlived the kill of its job"
@@ -170,7 +182,8 @@ def test_kafka_job_killed_three_times_loses_nothing_and_scores_nothing_twice(
 def test_watched_folder_job_killed_twice_loses_nothing_and_scores_nothing_twice(dataset, tmp_path, prism_binary):
     watch, out = tmp_path / "watch", tmp_path / "out"
     watch.mkdir()
-    settings = {**FAST, "streaming__stop_after_idle_seconds": 0}
+    # The held records of streaming.order event_time (the Kafka test runs on arrival, the default).
+    settings = {**FAST, "streaming__stop_after_idle_seconds": 0, "streaming__order": "event_time"}
     config = watch_config(dataset, out, watch, **settings)
     fed: dict = {}
     feeding = threading.Thread(

@@ -11,12 +11,19 @@ Dead letters (stage 20_dedupe):
                             but the source position): a producer fault; the first copy is kept.
 An id is remembered until dedupe.horizon_seconds after the event_time of its latest copy; a copy
 that comes later than that is a new record.
-Unbounded input (streaming): state per transaction_id (Beam state and event-time timers) holds the
-copies waiting for the watermark, then the kept copy's fingerprint, until a timer clears it when
-the watermark passes the horizon. Bounded input (batch): the copies of an id are grouped
-(GroupByKey) and taken in the same order, a copy more than the horizon after the one before it in
-event time being a new record, as in streaming. Batch and streaming give the same records when
-copies arrive within the horizon.
+Unbounded input (streaming), streaming.order `arrival` (the default): the first copy of an id to
+come is kept and goes on at once (no wait for the watermark); a later copy within the horizon of
+the id's copies is a duplicate or a conflict as above. The ids live in the worker's memory, keyed
+by a shard of the id (streaming.state_shards) and backed by Beam state
+(pipeline/shared/shard_state.py): a few runner round trips per shard and bundle. An id is
+forgotten once the shard has seen event times the horizon plus the allowed lateness past it.
+Unbounded input, streaming.order `event_time`: state per transaction_id (Beam state and event-time
+timers) holds the copies waiting for the watermark, then the kept copy's fingerprint, until a
+timer clears it when the watermark passes the horizon. Bounded input (batch): the copies of an id
+are grouped (GroupByKey) and taken in the same order, a copy more than the horizon after the one
+before it in event time being a new record, as in streaming. Batch and streaming give the same
+records when copies arrive within the horizon (on arrival, the kept copy is the first to come, so
+its source position may differ).
 State and timers cost a round trip to the runner per call, which a multi-process batch run cannot
 afford; the grouping does the same work in one pass. Idempotent: the same copies give the same
 kept record, duplicates and conflicts, in any order.
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import cast
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, StrUtf8Coder, TupleCoder
@@ -40,6 +48,7 @@ from pipeline.io import progress
 from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, make_dead_letter
+from pipeline.shared.shard_state import DEFAULT_SHARDS, Contents, ShardedStateFn, shard_of
 
 STAGE = "20_dedupe"
 
@@ -175,15 +184,104 @@ class FirstCopiesFn(_FirstCopyFn):
             yield TimestampedValue(txn, event)
 
 
-class Dedupe(beam.PTransform):
-    """Transactions -> (Transactions, DeadLetters): redeliveries dropped and counted, conflicts refused."""
+class IdsShard(Contents):
+    """A shard's transaction ids: id -> (the kept copy's fingerprint, the latest event time in
+    microseconds of a copy seen). The log's entries are (id, fingerprint, event micros), one per
+    copy as it came; the clock is the latest event time seen, by which a rewrite of the log forgets
+    the ids whose horizon (plus `margin_micros`, the allowed lateness) has passed."""
 
-    def __init__(self, horizon_seconds: int, clock: RunClock):
+    def __init__(self, horizon_micros: int, margin_micros: int):
+        self.ids: dict[str, tuple[bytes, int]] = {}
+        self.clock = 0
+        self._horizon = horizon_micros
+        self._margin = margin_micros
+
+    def see(self, txn_id: str, its_print: bytes, micros: int) -> bytes | None:
+        """Remembers a copy; returns the kept copy's fingerprint when the id is within the horizon of
+        one seen before (a later copy), None when this copy is kept."""
+        self.clock = max(self.clock, micros)
+        known = self.ids.get(txn_id)
+        if known is not None and abs(micros - known[1]) < self._horizon:
+            self.ids[txn_id] = (known[0], max(known[1], micros))
+            return known[0]
+        self.ids[txn_id] = (its_print, micros)
+        return None
+
+    def replay(self, entry) -> None:
+        self.see(*entry)
+
+    def snapshot(self):
+        past = self.clock - self._horizon - self._margin
+        self.ids = {txn_id: kept for txn_id, kept in self.ids.items() if kept[1] > past}
+        for txn_id, (its_print, micros) in self.ids.items():
+            yield txn_id, its_print, micros
+
+
+class ArrivalDedupeFn(_FirstCopyFn, ShardedStateFn):
+    """Keyed by shard of transaction_id, unbounded input: the first copy of an id to come is kept
+    and goes on at once; a later copy within the horizon of the id's copies is judged against it
+    (pipeline.shared.shard_state: the shard read once per bundle at most, its log appended blind)."""
+
+    def __init__(self, horizon_seconds: int, clock: RunClock, margin_seconds: int = 0):
+        _FirstCopyFn.__init__(self, horizon_seconds, clock)
+        ShardedStateFn.__init__(self)
+        self._margin_micros = margin_seconds * 1_000_000
+
+    def setup(self) -> None:
+        _FirstCopyFn.setup(self)
+        ShardedStateFn.setup(self)
+
+    def new_contents(self) -> IdsShard:
+        return IdsShard(self._horizon_seconds * 1_000_000, self._margin_micros)
+
+    def process(
+        self,
+        keyed: tuple[int, Transaction],
+        at=beam.DoFn.TimestampParam,
+        log=beam.DoFn.StateParam(ShardedStateFn.LOG),
+        version=beam.DoFn.StateParam(ShardedStateFn.VERSION),
+    ):
+        shard, txn = keyed
+        ids = cast(IdsShard, self.shard(shard, log, version))
+        its_print = fingerprint(txn)
+        entry = (txn.transaction_id, its_print, at.micros)
+        kept = ids.see(*entry)
+        self.add(shard, entry, log)
+        if kept is None:
+            yield txn
+        else:
+            yield from self._judge(txn, its_print, kept)
+
+
+class Dedupe(beam.PTransform):
+    """Transactions -> (Transactions, DeadLetters): redeliveries dropped and counted, conflicts refused.
+    Streaming `order`: arrival (the first copy to come is kept, state in `shards` shards; ids are
+    remembered `margin_seconds` past their horizon) or event_time (copies held until the watermark,
+    the earliest kept)."""
+
+    def __init__(
+        self,
+        horizon_seconds: int,
+        clock: RunClock,
+        order: str = "arrival",
+        shards: int = DEFAULT_SHARDS,
+        margin_seconds: int = 0,
+    ):
         super().__init__()
         self._horizon = horizon_seconds
         self._clock = clock
+        self._order = order
+        self._shards = shards
+        self._margin = margin_seconds
 
     def expand(self, transactions: beam.PCollection):
+        if not transactions.is_bounded and self._order == "arrival":
+            shards = self._shards
+            by_shard = transactions | "ByShard" >> beam.Map(
+                lambda t: (shard_of(t.transaction_id, shards), t)
+            ).with_output_types(tuple[int, Transaction])
+            fn = ArrivalDedupeFn(self._horizon, self._clock, self._margin)
+            return apply_stage(by_shard, "FirstToCome", fn, Transaction)
         keyed = transactions | "ById" >> beam.Map(lambda t: (t.transaction_id, t)).with_output_types(
             tuple[str, Transaction]
         )
