@@ -33,6 +33,23 @@ def test_a_partition_commits_up_to_its_first_record_still_in_flight(tmp_path):
         progress.disable()
 
 
+def test_records_skipped_as_already_written_move_the_commit_point_and_the_read_position(tmp_path):
+    """A restart that reads again the last records of a partition, written by the run before, skips
+    them: the partition must still commit past them and count as read to its end, or the group's
+    lag never reaches 0 and the run never stops when idle."""
+    progress.enable(str(tmp_path))
+    try:
+        unit = progress.kafka_unit("tx", 0)
+        progress.taken(unit, [5])
+        progress.written([(unit, 5)], "scored/a.jsonl")
+        progress.skipped(unit, [6, 7, 8])
+        assert progress.commit_points() == {("tx", 0): 9} and progress.read_positions() == {("tx", 0): 9}
+        progress.skipped(progress.kafka_unit("tx", 1), [0, 1])  # a partition whose records were all written
+        assert progress.commit_points()[("tx", 1)] == 2
+    finally:
+        progress.disable()
+
+
 def test_a_watched_file_is_done_once_every_range_is_read_and_every_record_written(tmp_path):
     progress.enable(str(tmp_path))
     try:

@@ -36,6 +36,7 @@ class MessageToRecordFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._count = 0
         self._taken: dict[str, list[int]] = {}
+        self._skipped_at: dict[str, list[int]] = {}
 
     def process(self, message):
         record = self._to_record(message, self._clock)
@@ -43,6 +44,7 @@ class MessageToRecordFn(beam.DoFn):
         if where is not None:
             if self._resume is not None and self._resume.already_written(*where):
                 self._skipped.inc()
+                self._skipped_at.setdefault(where[0], []).append(where[1])
                 return
             self._taken.setdefault(where[0], []).append(where[1])
         self._count += 1
@@ -57,6 +59,8 @@ class MessageToRecordFn(beam.DoFn):
     def finish_bundle(self) -> None:
         for unit, positions in self._taken.items():
             progress.taken(unit, positions)
+        for unit, positions in self._skipped_at.items():
+            progress.skipped(unit, positions)
         if self._count:
             self._read.inc(self._count)
             drain.saw_input()

@@ -150,6 +150,18 @@ def taken(unit_key: str, positions: Iterable[int]) -> None:
                 unit.next_read = position + 1
 
 
+def skipped(unit_key: str, positions: Iterable[int]) -> None:
+    """Records read again at positions an earlier run wrote (00_source skips them): read, and
+    accounted for, so that the commit point and the idle check move past them."""
+    if not _TRACKER.enabled:
+        return
+    with _TRACKER.lock:
+        unit = _TRACKER.units.setdefault(unit_key, _Unit())
+        for position in positions:
+            if position >= unit.next_read:
+                unit.next_read = position + 1
+
+
 def range_read(uri: str) -> None:
     """One line range of a watched file has been read whole (00_source)."""
     if not _TRACKER.enabled:
