@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
 
     print(f"records: {args.records:,}, files of {args.file_records:,}, watched folder, Prism, default model\n")
-    print("| streaming.order | job s | 20_dedupe requests/record | 35_velocity requests/record | requests (get/append/clear) |")
+    print(
+        "| streaming.order | job s | 20_dedupe requests/record | 35_velocity requests/record "
+        "| requests (get/append/clear) |"
+    )
     print("|---|---|---|---|---|")
     for row in rows:
         detail = "; ".join(

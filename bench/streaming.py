@@ -2,18 +2,20 @@
 job and the plain loop on the same data.
 
     python -m bench.streaming --records 200000 [--latency-seconds 60] [--window-seconds 10]
-                              [--order-wait SECONDS]
+                              [--offered 1000 2000 5000] [--order arrival|event_time] [--order-wait SECONDS]
 
 In one run, on one generated data set (cached under .bench/):
 1. bench.plain and bench.job (the batch job, FnApiRunner, one process) on the data, as bench.run.
 2. Sustained: the data is dropped into a folder as files of --file-records lines (event times
    rebased to now, as tools.stream_files does), then the streaming job (Prism, default settings but
-   --window-seconds and --order-wait, 35_velocity's hold) is started on it and stops when idle.
+   --window-seconds, --order and --order-wait) is started on it and stops when idle.
    Sustained records/s = records scored / the time between the first and the last scored_at.
-3. Latency: tools.stream_files offers the data at half the sustained rate, one file a second, for
-   --latency-seconds, while a second streaming job runs. A record's latency is the time from its
-   file's appearance (its rename into the folder) to the appearance of the output file that holds
-   it (that file's rename, after its window closed); p50 and p99 over all scored records.
+3. Latency, at each --offered rate: tools.stream_files offers the data at that rate, one file a
+   second, for --latency-seconds, while a streaming job of its own runs. A record's latency is the
+   time from its file's appearance (its rename into the folder) to the appearance of the output
+   file that holds it (that file's rename, after its window closed); p50, p95 and p99 over all
+   scored records, and p50 over the first and the last third of the feed: a job that keeps up
+   has about the same latency at the end as at the start.
 Prints a table; the last line is one JSON object with the figures.
 """
 
@@ -85,13 +87,72 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def latency_run(
+    work: pathlib.Path,
+    data: pathlib.Path,
+    batch_config: pathlib.Path,
+    offered: float,
+    seconds: float,
+    window: int,
+    order: str,
+) -> dict:
+    """The data offered at `offered` records/s, one file a second, for `seconds`, while a streaming
+    job runs; each scored record's latency from its file's appearance to its output file's."""
+    watch = work / f"stream-latency-{offered:.0f}-in"
+    shutil.rmtree(watch, ignore_errors=True)
+    watch.mkdir(parents=True)
+    out = work / f"stream-latency-{offered:.0f}-out"
+    config = streaming_config(work, batch_config, watch, window, idle=20, order=order)
+    fed: dict = {}
+    limit = int(offered * seconds)
+
+    def feed() -> None:
+        time.sleep(8)  # the job is starting (Prism, the model); it waits 20 s for a first file
+        fed.update(stream_files.stream(data, watch, rate=offered, file_seconds=1.0, redeliver=0.0, limit=limit))
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    summary = run_job(config, out)
+    feeder.join()
+    appeared = {str(watch / f["name"]): f["appeared"] for f in fed["files"]}
+    first = min(appeared.values())
+    timed = []
+    for path, written in scored_files(out):
+        for line in path.read_bytes().splitlines():
+            came = appeared[orjson.loads(line)["source"]["uri"]]
+            timed.append((came - first, written - came))
+    latencies = [latency for _, latency in timed]
+    third = seconds / 3
+    early = [latency for at, latency in timed if at < third] or [0.0]
+    late = [latency for at, latency in timed if at >= 2 * third] or [0.0]
+    p50_early, p50_late = percentile(early, 0.5), percentile(late, 0.5)
+    return {
+        "offered_records_per_s": round(offered),
+        "seconds": seconds,
+        "scored": summary["scored"],
+        "p50_s": round(percentile(latencies, 0.50), 2),
+        "p95_s": round(percentile(latencies, 0.95), 2),
+        "p99_s": round(percentile(latencies, 0.99), 2),
+        "p50_first_third_s": round(p50_early, 2),
+        "p50_last_third_s": round(p50_late, 2),
+        # Keeping up: the latency at the end of the feed is not growing past the start's by more
+        # than a window (a job that falls behind adds the backlog to every later record).
+        "kept_up": p50_late <= p50_early + window,
+        "balanced": summary["balanced"],
+        "summary": summary,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = side_by_side_parser(__doc__, records=200_000, seed=17, invalid_fraction=0.02)
     parser.add_argument("--window-seconds", type=int, default=10)
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--file-records", type=int, default=10_000)
     parser.add_argument("--order-wait", type=int, default=None, help="velocity.order_wait_seconds (default: the job's)")
+    parser.add_argument("--order", choices=("arrival", "event_time"), default="arrival", help="streaming.order")
+    parser.add_argument("--offered", type=float, nargs="+", default=[1000.0, 2000.0, 5000.0])
     args = parser.parse_args(argv)
+    args.records = max(args.records, int(max(args.offered) * args.latency_seconds))
     work = args.work_dir
     side = run_side_by_side(work, args.records, args.seed, args.invalid_fraction, args.job_args, "stream-batch")
     shutil.rmtree(side.plain_out, ignore_errors=True)
@@ -106,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     per_file = args.file_records
     stream_files.stream(side.data, watch, rate=per_file, file_seconds=0.0, redeliver=0.0, per_file=per_file)
     out = work / "stream-sustained-out"
-    summary = run_job(streaming_config(work, batch_config, watch, args.window_seconds, order_wait=args.order_wait), out)
+    window = args.window_seconds
+    config = streaming_config(work, batch_config, watch, window, order_wait=args.order_wait, order=args.order)
+    summary = run_job(config, out)
     times = [
         parse_rfc3339(orjson.loads(line)["scored_at"]).timestamp()
         for path, _ in scored_files(out)
@@ -115,30 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     span = max(times) - min(times)
     sustained = summary["scored"] / span
 
-    # Latency at half the sustained rate.
-    offered = sustained / 2
-    watch = work / "stream-latency-in"
-    shutil.rmtree(watch, ignore_errors=True)
-    watch.mkdir(parents=True)
-    out = work / "stream-latency-out"
-    config = streaming_config(work, batch_config, watch, args.window_seconds, idle=20, order_wait=args.order_wait)
-    fed: dict = {}
-    limit = int(offered * args.latency_seconds)
-
-    def feed() -> None:
-        time.sleep(8)  # the job is starting (Prism, the model); it waits 20 s for a first file
-        fed.update(stream_files.stream(side.data, watch, rate=offered, file_seconds=1.0, redeliver=0.0, limit=limit))
-
-    feeder = threading.Thread(target=feed)
-    feeder.start()
-    latency_summary = run_job(config, out)
-    feeder.join()
-    appeared = {str(watch / f["name"]): f["appeared"] for f in fed["files"]}
-    latencies = []
-    for path, written in scored_files(out):
-        for line in path.read_bytes().splitlines():
-            latencies.append(written - appeared[orjson.loads(line)["source"]["uri"]])
-    p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+    # Latency at each offered rate, each run for --latency-seconds while its own job runs.
+    latency_rows = [
+        latency_run(work, side.data, batch_config, rate, args.latency_seconds, args.window_seconds, args.order)
+        for rate in args.offered
+    ]
+    latency_summaries = [row.pop("summary") for row in latency_rows]
 
     print(f"records: {n:,}   window: {args.window_seconds} s   Prism streaming vs FnApiRunner batch, one process\n")
     print(f"| {'run':<40} | {'records/s':>10} | {'seconds':>8} |")
@@ -147,11 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {'batch job (FnApiRunner, one process)':<40} | {batch_rps:>10,.0f} | {side.job['seconds']:>8.2f} |")
     print(f"| {'streaming job, sustained (Prism)':<40} | {sustained:>10,.0f} | {span:>8.2f} |")
     print(f"\nstreaming / batch job: {sustained / batch_rps:.2f}   streaming / plain loop: {sustained / plain_rps:.2f}")
-    print(
-        f"latency at {offered:,.0f} records/s offered for {args.latency_seconds:.0f} s "
-        f"({latency_summary['scored']:,} scored): p50 {p50:.1f} s, p99 {p99:.1f} s "
-        f"(target: window + 5 s = {args.window_seconds + 5} s)"
-    )
+    print("\n| offered records/s | seconds | scored | p50 s | p95 s | p99 s | p50 s, first / last third | kept up |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in latency_rows:
+        print(
+            f"| {row['offered_records_per_s']:,} | {row['seconds']:.0f} | {row['scored']:,} | {row['p50_s']:.2f} | "
+            f"{row['p95_s']:.2f} | {row['p99_s']:.2f} | "
+            f"{row['p50_first_third_s']:.2f} / {row['p50_last_third_s']:.2f} | {'yes' if row['kept_up'] else 'no'} |"
+        )
     print(
         json.dumps(
             {
@@ -163,15 +211,12 @@ def main(argv: list[str] | None = None) -> int:
                 "streaming_over_batch": round(sustained / batch_rps, 3),
                 "streaming_over_plain": round(sustained / plain_rps, 3),
                 "sustained_balanced": summary["balanced"],
-                "offered_records_per_s": round(offered),
-                "latency_records": len(latencies),
-                "latency_p50_s": round(p50, 2),
-                "latency_p99_s": round(p99, 2),
-                "latency_balanced": latency_summary["balanced"],
+                "order": args.order,
+                "latency": latency_rows,
             }
         )
     )
-    return 0 if summary["balanced"] and latency_summary["balanced"] else 1
+    return 0 if summary["balanced"] and all(s["balanced"] for s in latency_summaries) else 1
 
 
 if __name__ == "__main__":
