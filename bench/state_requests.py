@@ -46,7 +46,7 @@ def count_requests(counts_file: str) -> None:
         transform = key.WhichOneof("type") and getattr(key, key.WhichOneof("type")).transform_id
         stage = names.get(transform)
         if stage is None:
-            stage = names[transform] = next((s for s in STATEFUL if transform.startswith(s)), transform or "other")
+            stage = names[transform] = next((s for s in STATEFUL if f"_{s}-" in transform), transform or "other")
         counts[(stage, request.WhichOneof("request"))] += 1
         return original(self, request)
 
