@@ -36,7 +36,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench.plain import PlainScorer
 from bench.run import dataset, side_by_side_parser, write_config
-from bench.streaming import percentile, run_job
+from bench.streaming import latency_figures, run_job
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from pipeline import config as job_config
 from pipeline.io import kafka_expansion
@@ -157,20 +157,13 @@ def latency_run(
     sent = {key.decode(): d.produced_at for d in produced if (key := d.key) is not None and key.decode() in out_times}
     first = min(sent.values())
     timed = [(at - first, out_times[k] - at) for k, at in sent.items()]
-    latencies = [latency for _, latency in timed]
-    early = [latency for at, latency in timed if at < seconds / 3] or [0.0]
-    late = [latency for at, latency in timed if at >= 2 * seconds / 3] or [0.0]
     achieved = len(produced) / (produced[-1].produced_at - produced[0].produced_at) if len(produced) > 1 else 0.0
     return {
         "offered_records_per_s": round(offered),
         "achieved_records_per_s": round(achieved),
         "seconds": seconds,
         "scored": summary["scored"],
-        "p50_s": round(percentile(latencies, 0.50), 3),
-        "p95_s": round(percentile(latencies, 0.95), 3),
-        "p99_s": round(percentile(latencies, 0.99), 3),
-        "p50_first_third_s": round(percentile(early, 0.5), 3),
-        "p50_last_third_s": round(percentile(late, 0.5), 3),
+        **latency_figures(timed, seconds),
         "balanced": summary["balanced"],
         "summary": summary,
     }

@@ -121,25 +121,32 @@ def latency_run(
         for line in path.read_bytes().splitlines():
             came = appeared[orjson.loads(line)["source"]["uri"]]
             timed.append((came - first, written - came))
-    latencies = [latency for _, latency in timed]
-    third = seconds / 3
-    early = [latency for at, latency in timed if at < third] or [0.0]
-    late = [latency for at, latency in timed if at >= 2 * third] or [0.0]
-    p50_early, p50_late = percentile(early, 0.5), percentile(late, 0.5)
+    figures = latency_figures(timed, seconds)
     return {
         "offered_records_per_s": round(offered),
         "seconds": seconds,
         "scored": summary["scored"],
-        "p50_s": round(percentile(latencies, 0.50), 2),
-        "p95_s": round(percentile(latencies, 0.95), 2),
-        "p99_s": round(percentile(latencies, 0.99), 2),
-        "p50_first_third_s": round(p50_early, 2),
-        "p50_last_third_s": round(p50_late, 2),
+        **figures,
         # Keeping up: the latency at the end of the feed is not growing past the start's by more
         # than a window (a job that falls behind adds the backlog to every later record).
-        "kept_up": p50_late <= p50_early + window,
+        "kept_up": figures["p50_last_third_s"] <= figures["p50_first_third_s"] + window,
         "balanced": summary["balanced"],
         "summary": summary,
+    }
+
+
+def latency_figures(timed: list[tuple[float, float]], seconds: float) -> dict:
+    """From (seconds into the feed, latency) pairs over a feed of `seconds`: p50, p95 and p99,
+    and p50 over the feed's first and last thirds."""
+    latencies = [latency for _, latency in timed] or [0.0]
+    early = [latency for at, latency in timed if at < seconds / 3] or [0.0]
+    late = [latency for at, latency in timed if at >= 2 * seconds / 3] or [0.0]
+    return {
+        "p50_s": round(percentile(latencies, 0.50), 3),
+        "p95_s": round(percentile(latencies, 0.95), 3),
+        "p99_s": round(percentile(latencies, 0.99), 3),
+        "p50_first_third_s": round(percentile(early, 0.5), 3),
+        "p50_last_third_s": round(percentile(late, 0.5), 3),
     }
 
 

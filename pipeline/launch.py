@@ -128,6 +128,7 @@ def kafka_read(config: JobConfig, expansion: JavaExpansion, runner: str, propert
         expansion_service=expansion.address,
         stop_file=expansion.stop_file,
         commit_in_bundles=commit == "bundle",
+        read_round_ms=config.kafka.read_round_ms,
     )
 
 

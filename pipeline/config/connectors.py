@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import PrivateAttr, model_validator
 
 from pipeline.config.base import Section, setting
-from pipeline.config.kinds import Path, Text
+from pipeline.config.kinds import Int, Path, Text
 from pipeline.shared.clock import parse_rfc3339
 
 # The forms a regex checks (the Flex Template's parameters carry them too).
@@ -42,6 +42,14 @@ class KafkaConfig(Section):
         "crash loses nothing; local runners such as Prism), finalize (KafkaIO commits when the runner finalizes "
         "a checkpoint; Flink, Dataflow), bundle (after each read bundle: a crash loses what was read and not yet "
         "written), auto (written on Prism, finalize elsewhere).",
+    )
+    read_round_ms: Int = setting(
+        100,
+        "How long KafkaIO's read takes one partition before it hands the records on and goes to the next (0: "
+        "KafkaIO's own polling timeout, 1 s). A runner that reads a job's partitions one after another in one "
+        "bundle (Prism) holds each record about partitions x this long.",
+        ge=0,
+        le=60000,
     )
     properties_file: Path | None = setting(
         None,

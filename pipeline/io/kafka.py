@@ -88,6 +88,7 @@ class KafkaRead(NamedTuple):
     stop_file: str = ""
     commit_in_bundles: bool = False
     event_time_watermark: bool = True
+    read_round_ms: int = 0  # BoundedPollConsumer.java: 0 leaves KafkaIO's own polling timeout
 
 
 class ReadKafkaTransactions(beam.PTransform):
@@ -96,8 +97,9 @@ class ReadKafkaTransactions(beam.PTransform):
     at the offsets reached, once the file exists; with commit_in_bundles the offsets read are
     committed after each read bundle (StoppableKafkaRead.java, in the project's expansion jar); with
     event_time_watermark (the default) each record's Beam timestamp and each partition's watermark
-    follow the records' event_time (StoppableKafkaRead.EventTimePolicy). `resume`: what an earlier
-    run of the same output folder wrote (skipped when read again)."""
+    follow the records' event_time (StoppableKafkaRead.EventTimePolicy); with read_round_ms each
+    partition's read hands its records on after that long (BoundedPollConsumer.java). `resume`: what
+    an earlier run of the same output folder wrote (skipped when read again)."""
 
     def __init__(
         self,
@@ -129,17 +131,23 @@ class ReadKafkaTransactions(beam.PTransform):
             # default is 2 s; 1 s, its least, halves the latency a read adds).
             "consumer_polling_timeout": 1,
         }
-        if not (read.stop_file or read.commit_in_bundles or read.event_time_watermark):
+        if not (read.stop_file or read.commit_in_bundles or read.event_time_watermark or read.read_round_ms):
             return ReadFromKafka(with_metadata=True, expansion_service=read.expansion_service, **settings)
         fields = ReadFromKafkaSchema.__annotations__
         defaults = inspect.signature(ReadFromKafka.__init__).parameters
         payload = {name: settings[name] if name in settings else defaults[name].default for name in fields}
-        extra = [("stop_file", str), ("commit_in_bundles", bool), ("event_time_watermark", bool)]
+        extra = [
+            ("stop_file", str),
+            ("commit_in_bundles", bool),
+            ("event_time_watermark", bool),
+            ("read_round_ms", int),
+        ]
         schema: Any = NamedTuple("StoppableKafkaReadSchema", [*fields.items(), *extra])  # type: ignore[misc]
         payload.update(
             stop_file=read.stop_file,
             commit_in_bundles=read.commit_in_bundles,
             event_time_watermark=read.event_time_watermark,
+            read_round_ms=read.read_round_ms,
         )
         return ExternalTransform(
             STOPPABLE_READ_URN,

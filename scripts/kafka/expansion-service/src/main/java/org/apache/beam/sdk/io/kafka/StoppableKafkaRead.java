@@ -42,6 +42,8 @@ import org.apache.beam.sdk.transforms.windowing.BoundedWindow;
 import org.joda.time.Instant;
 import org.apache.beam.sdk.transforms.DoFn;
 import org.apache.beam.sdk.transforms.ParDo;
+import org.apache.beam.sdk.transforms.SerializableFunction;
+import org.apache.kafka.clients.consumer.Consumer;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
@@ -68,7 +70,12 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
     private String stopFile;
     private Boolean commitInBundles;
     private Boolean eventTimeWatermark;
+    private Long readRoundMs;
     private Map<String, String> consumer;
+
+    public void setReadRoundMs(Long readRoundMs) {
+      this.readRoundMs = readRoundMs;
+    }
 
     public void setEventTimeWatermark(Boolean eventTimeWatermark) {
       this.eventTimeWatermark = eventTimeWatermark;
@@ -271,6 +278,12 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
       }
       if (Boolean.TRUE.equals(config.eventTimeWatermark)) {
         read.setTimestampPolicyFactory(new EventTimePolicyFactory());
+      }
+      if (config.readRoundMs != null && config.readRoundMs > 0) {
+        long round = config.readRoundMs;
+        read.setConsumerFactoryFn(
+            (SerializableFunction<Map<String, Object>, Consumer<byte[], byte[]>>)
+                consumerConfig -> new BoundedPollConsumer(consumerConfig, round));
       }
       PTransform<PBegin, PCollection<Row>> rows = read.build().externalWithMetadata();
       boolean commit = Boolean.TRUE.equals(config.commitInBundles);
