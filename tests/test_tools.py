@@ -269,3 +269,13 @@ def test_training_and_serving_compute_identical_feature_vectors(tmp_path):
         if not np.array_equal(served[txn_id], values)
     ]
     assert mismatches == []
+    # The scored output is a log of the features served: the trainer reads it back as the same table
+    # and trains on it (labels from the data folder).
+    log = train.served_table(out)
+    assert log.ids == table.ids and np.array_equal(log.values, table.values)
+    assert np.array_equal(log.seconds, table.seconds)
+    assert (
+        train.main(["--data", str(data), "--served", str(out), "--out", str(tmp_path / "model"), "--max-iter", "20"])
+        == 0
+    )
+    assert (tmp_path / "model" / "model.onnx").exists()

@@ -1,6 +1,7 @@
 """Train the fraud model on a labelled history and export it as ONNX with its model card.
 
     python -m tools.train --data DIR --out models/NAME [--feature-set fs-v2] [--seed S] [--max-iter N]
+                          [--served OUTPUT_DIR]
 
 DIR is any folder in the generator's layout: transactions.jsonl (the job's input format),
 customers.jsonl, merchants.jsonl and labels.jsonl (one row per transaction: transaction_id and
@@ -9,7 +10,9 @@ is_fraud); generator.json is optional. A team can train on its own labelled hist
 The features are the job's own: the trainer runs the job's stages 10_validate to 40_features
 (pipeline.graph.featurize) over the history in Beam, so the velocity features are computed by the
 same transform, point in time (each transaction sees only the card's earlier ones), as in serving.
-Records the job would refuse are left out, as are those without a label.
+Records the job would refuse are left out, as are those without a label. With --served, the
+features are instead those a job served, read from its scored records (written with
+--include_features true): a model trained on what the live job saw.
 
 Evaluation, the way fraud teams do it: held out by event time (the latest --holdout share of the
 history; the velocity features of the training part see nothing of that period), with a random
@@ -46,7 +49,7 @@ from pipeline import config as job_config
 from pipeline import graph
 from pipeline.io import files
 from pipeline.shared import feature_sets
-from pipeline.shared.clock import RunClock
+from pipeline.shared.clock import RunClock, parse_rfc3339
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HYPERPARAMETERS = {"learning_rate": 0.08, "max_leaf_nodes": 31, "l2_regularization": 1.0}
@@ -91,6 +94,29 @@ def feature_table(data: pathlib.Path, feature_set: str = feature_sets.DEFAULT) -
     rows.sort(key=lambda row: (row[1], row[0]))
     width = len(feature_sets.names(feature_set))
     values = np.asarray([row[2] for row in rows], dtype=np.float32).reshape(len(rows), width)
+    return FeatureTable([row[0] for row in rows], np.asarray([row[1] for row in rows], dtype=np.int64), values)
+
+
+def served_table(folder: pathlib.Path) -> FeatureTable:
+    """The feature vectors a job served, from its output folder: the scored records it wrote with
+    output.include_features (files under scored/, batch or streaming). What the live job saw, not
+    what a replay in event-time order would compute (see docs/model-and-data.md)."""
+    names = list(feature_sets.names(feature_sets.WITH_VELOCITY))
+    rows = []
+    for path in sorted((folder / "scored").glob("*.jsonl")):
+        with path.open("rb") as f:
+            for line in f:
+                row = orjson.loads(line)
+                features = row.get("features")
+                if features is None or list(features) != names:
+                    raise ValueError(
+                        f"{path}: a scored record without the features of {feature_sets.WITH_VELOCITY} (run the "
+                        "job with --include_features true and a model of that feature set)"
+                    )
+                seconds = int(parse_rfc3339(row["event_time"]).timestamp())
+                rows.append((row["transaction_id"], seconds, list(features.values())))
+    rows.sort(key=lambda row: (row[1], row[0]))
+    values = np.asarray([row[2] for row in rows], dtype=np.float32).reshape(len(rows), len(names))
     return FeatureTable([row[0] for row in rows], np.asarray([row[1] for row in rows], dtype=np.int64), values)
 
 
@@ -140,10 +166,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--max-iter", type=int, default=150)
     parser.add_argument("--holdout", type=float, default=0.2, help="share of the history held out, by event time")
+    parser.add_argument(
+        "--served",
+        type=pathlib.Path,
+        help="train on the features a job served: its output folder, written with --include_features true "
+        "(labels still from DIR/labels.jsonl)",
+    )
     args = parser.parse_args(argv)
 
     # Always the full set: the stateless one is its first columns (compared on the same split).
-    table = feature_table(args.data, feature_sets.WITH_VELOCITY)
+    try:
+        table = served_table(args.served) if args.served else feature_table(args.data, feature_sets.WITH_VELOCITY)
+    except ValueError as exc:
+        parser.error(str(exc))
     labels = read_labels(args.data)
     if not table.ids:
         parser.error(f"{args.data}: no transaction passed the job's validation (run the job on it to see why)")
