@@ -2,10 +2,13 @@
 streaming.order.
 
     python -m bench.state_requests --records 50000 [--orders arrival event_time] [--file-records 5000]
+                                   [--rate RECORDS_PER_S]
 
 In one run, on one generated data set (cached under .bench/): the data is dropped into a folder
 as files of --file-records lines (event times rebased to now, as tools.stream_files does), then
-the watched-folder job (Prism, default settings) runs on it until idle, once per order. Each job
+the watched-folder job (Prism, default settings) runs on it until idle, once per order; with
+--rate, the job starts on an empty folder and the data comes at that rate, one file a second (a
+live feed: smaller bundles, so more requests per record). Each job
 runs in a child process that counts every state request its SDK worker sends to Prism (the
 worker runs in the job's process on Prism), by stage and kind (get, append, clear), and its
 wall time. Every request is a blocking round trip of about 250 µs of CPU between the two
@@ -23,6 +26,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 from bench.run import ROOT, dataset, side_by_side_parser, write_config
@@ -50,7 +54,7 @@ def count_requests(counts_file: str) -> None:
         counts[(stage, request.WhichOneof("request"))] += 1
         return original(self, request)
 
-    sdk_worker.GrpcStateHandler._request = counted
+    setattr(sdk_worker.GrpcStateHandler, "_request", counted)  # noqa: B010 - a benchmark's probe
     atexit.register(lambda: pathlib.Path(counts_file).write_text(json.dumps([[*k, v] for k, v in counts.items()])))
 
 
@@ -79,10 +83,18 @@ def run_counted(config: pathlib.Path, out: pathlib.Path, counts: pathlib.Path) -
     return json.loads((out / "summary.json").read_text()), by_stage, seconds
 
 
+def feed_live(data: pathlib.Path, watch: pathlib.Path, rate: float) -> None:
+    time.sleep(8)  # the job starts; it waits 20 s for a first file
+    stream_files.stream(data, watch, rate=rate, file_seconds=1.0, redeliver=0.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = side_by_side_parser(__doc__, records=50_000, seed=17, invalid_fraction=0.02)
     parser.add_argument("--file-records", type=int, default=5_000)
     parser.add_argument("--orders", nargs="+", default=["event_time", "arrival"])
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="records/s: a live feed (one file a second) instead of a backlog"
+    )
     args = parser.parse_args(argv)
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
@@ -92,10 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     for order in args.orders:
         watch = work / f"state-{order}-in"
         shutil.rmtree(watch, ignore_errors=True)
-        per_file = args.file_records
-        stream_files.stream(data, watch, rate=per_file, file_seconds=0.0, redeliver=0.0, per_file=per_file)
-        config = streaming_config(work, batch_config, watch, window=10, order=order)
+        watch.mkdir(parents=True)
+        feeder = None
+        if args.rate:
+            feeder = threading.Thread(target=feed_live, args=(data, watch, args.rate))
+            feeder.start()
+        else:
+            per_file = args.file_records
+            stream_files.stream(data, watch, rate=per_file, file_seconds=0.0, redeliver=0.0, per_file=per_file)
+        config = streaming_config(work, batch_config, watch, window=10, idle=20 if args.rate else 5, order=order)
         summary, by_stage, seconds = run_counted(config, work / f"state-{order}-out", work / f"state-{order}.json")
+        if feeder is not None:
+            feeder.join()
         read = summary["read"]
         row = {"order": order, "records": read, "seconds": round(seconds, 1), "balanced": summary["balanced"]}
         for stage in STATEFUL:
@@ -104,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             row[f"{stage}_per_record"] = round(sum(kinds.values()) / read, 3)
         rows.append(row)
 
-    print(f"records: {args.records:,}, files of {args.file_records:,}, watched folder, Prism, default model\n")
+    feed = f"fed at {args.rate:,.0f} records/s" if args.rate else f"a backlog in files of {args.file_records:,}"
+    print(f"records: {args.records:,}, {feed}, watched folder, Prism, default model\n")
     print(
         "| streaming.order | job s | 20_dedupe requests/record | 35_velocity requests/record "
         "| requests (get/append/clear) |"
