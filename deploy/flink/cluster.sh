@@ -167,8 +167,9 @@ start() {
   local deadline=$((SECONDS + START_TIMEOUT)) overview
   while ((SECONDS < deadline)); do
     overview="$(answers || true)"
-    # Ready when the TaskManager has registered its slots with the JobManager.
-    if [[ "$overview" =~ \"taskmanagers\":[1-9] ]]; then
+    # Ready when the TaskManager has registered its slots with the JobManager (the TaskManager is
+    # listed a moment before its slots are counted).
+    if [[ "$overview" =~ \"taskmanagers\":[1-9] && "$overview" =~ \"slots-total\":[1-9] ]]; then
       echo "$REST"
       return 0
     fi

@@ -93,7 +93,6 @@ class ShardedStateFn(beam.DoFn):
             self._held = _HELD.setdefault(self._cache_id, {})
         self._writer = uuid.uuid4().hex.encode()
         self._bundles = 0
-        self.log_reads = 0  # how often a shard's log was read back (tests and benchmarks look)
 
     def teardown(self) -> None:
         with _LOCK:  # the job is over here (or this copy failed): a later bundle reads the log again
@@ -114,7 +113,6 @@ class ShardedStateFn(beam.DoFn):
             contents = self.new_contents()
             logged = 0
             if stored is not None:  # a shard with no version has never been written
-                self.log_reads += 1
                 for entry in log.read():
                     contents.replay(entry)
                     logged += 1
@@ -138,10 +136,3 @@ class ShardedStateFn(beam.DoFn):
                 log.add(kept)
                 held.logged += 1
             held.floor = held.logged
-
-
-def forget_worker_memory() -> None:
-    """Drops what this process holds (tests: a fresh worker)."""
-    with _LOCK:
-        for held in _HELD.values():
-            held.clear()
