@@ -28,12 +28,13 @@ from __future__ import annotations
 import threading
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec
+from apache_beam.utils.timestamp import Timestamp
 
 DEFAULT_SHARDS = 16
 # The log is rewritten once it holds this many entries more than twice what it held when it was
@@ -74,10 +75,17 @@ _HELD: dict[str, dict[int, _Held]] = {}
 _LOCK = threading.Lock()
 
 
+def by_shard(pcoll: beam.PCollection, key: Callable[[Any], str], shards: int, element_type: Any) -> beam.PCollection:
+    """Each element keyed by the shard of its key, for a ShardedStateFn."""
+    return pcoll | "ByShard" >> beam.Map(lambda e: (shard_of(key(e), shards), e)).with_output_types(
+        tuple[int, element_type]
+    )
+
+
 class ShardedStateFn(beam.DoFn):
-    """A stateful DoFn over (shard, record) whose state is a shard's Contents. A subclass's
-    `process` takes LOG and VERSION as state parameters and calls `shard()` for the record's
-    shard, then `add()` for each entry it adds to it."""
+    """A stateful DoFn over (shard, element) whose state is a shard's Contents. A subclass says
+    what a shard starts as (`new_contents`) and what one element does to it (`step`: the outputs,
+    and the entry its log gets)."""
 
     LOG = BagStateSpec("log", PickleCoder())
     VERSION = ReadModifyWriteStateSpec("version", BytesCoder())
@@ -87,6 +95,23 @@ class ShardedStateFn(beam.DoFn):
 
     def new_contents(self) -> Contents:
         raise NotImplementedError
+
+    def step(self, contents: Any, element: Any, at: Timestamp) -> tuple[Any, Iterable[Any]]:
+        """Takes one element into the shard's contents; returns (the entry that replays it, the
+        outputs)."""
+        raise NotImplementedError
+
+    def process(
+        self,
+        keyed: tuple[int, Any],
+        at=beam.DoFn.TimestampParam,
+        log=beam.DoFn.StateParam(LOG),
+        version=beam.DoFn.StateParam(VERSION),
+    ):
+        shard, element = keyed
+        entry, outputs = self.step(self.shard(shard, log, version), element, at)
+        self.add(shard, entry, log)
+        yield from outputs
 
     def setup(self) -> None:
         with _LOCK:

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from typing import cast
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, StrUtf8Coder, TupleCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Duration
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
@@ -48,7 +47,7 @@ from pipeline.io import progress
 from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, make_dead_letter
-from pipeline.shared.shard_state import DEFAULT_SHARDS, Contents, ShardedStateFn, shard_of
+from pipeline.shared.shard_state import DEFAULT_SHARDS, Contents, ShardedStateFn, by_shard
 
 STAGE = "20_dedupe"
 
@@ -234,23 +233,15 @@ class ArrivalDedupeFn(_FirstCopyFn, ShardedStateFn):
     def new_contents(self) -> IdsShard:
         return IdsShard(self._horizon_seconds * 1_000_000, self._margin_micros)
 
-    def process(
-        self,
-        keyed: tuple[int, Transaction],
-        at=beam.DoFn.TimestampParam,
-        log=beam.DoFn.StateParam(ShardedStateFn.LOG),
-        version=beam.DoFn.StateParam(ShardedStateFn.VERSION),
-    ):
-        shard, txn = keyed
-        ids = cast(IdsShard, self.shard(shard, log, version))
+    def step(self, ids: IdsShard, txn: Transaction, at: Timestamp):
         its_print = fingerprint(txn)
         entry = (txn.transaction_id, its_print, at.micros)
         kept = ids.see(*entry)
-        self.add(shard, entry, log)
-        if kept is None:
-            yield txn
-        else:
-            yield from self._judge(txn, its_print, kept)
+        return entry, [txn] if kept is None else list(self._judge(txn, its_print, kept))
+
+
+def _id_of(txn: Transaction) -> str:
+    return txn.transaction_id
 
 
 class Dedupe(beam.PTransform):
@@ -276,12 +267,9 @@ class Dedupe(beam.PTransform):
 
     def expand(self, transactions: beam.PCollection):
         if not transactions.is_bounded and self._order == "arrival":
-            shards = self._shards
-            by_shard = transactions | "ByShard" >> beam.Map(
-                lambda t: (shard_of(t.transaction_id, shards), t)
-            ).with_output_types(tuple[int, Transaction])
+            keyed_by_shard = by_shard(transactions, _id_of, self._shards, Transaction)
             fn = ArrivalDedupeFn(self._horizon, self._clock, self._margin)
-            return apply_stage(by_shard, "FirstToCome", fn, Transaction)
+            return apply_stage(keyed_by_shard, "FirstToCome", fn, Transaction)
         keyed = transactions | "ById" >> beam.Map(lambda t: (t.transaction_id, t)).with_output_types(
             tuple[str, Transaction]
         )

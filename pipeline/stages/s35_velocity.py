@@ -38,7 +38,6 @@ the same records give the same features in any order (batch, event_time), or in 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import cast
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder, TupleCoder, VarIntCoder
@@ -51,7 +50,7 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from pipeline.shared import metrics, velocity
 from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, feature_error
-from pipeline.shared.shard_state import DEFAULT_SHARDS, Contents, ShardedStateFn, shard_of
+from pipeline.shared.shard_state import DEFAULT_SHARDS, Contents, ShardedStateFn, by_shard
 
 STAGE = "35_velocity"
 
@@ -226,20 +225,16 @@ class ArrivalVelocityFn(_ReleaseFn, ShardedStateFn):
     def new_contents(self) -> CardsShard:
         return CardsShard(self._forgotten)
 
-    def process(
-        self,
-        keyed: tuple[int, EnrichedTransaction],
-        at=beam.DoFn.TimestampParam,
-        log=beam.DoFn.StateParam(ShardedStateFn.LOG),
-        version=beam.DoFn.StateParam(ShardedStateFn.VERSION),
-    ):
-        shard, enriched = keyed
-        cards = cast(CardsShard, self.shard(shard, log, version))
+    def step(self, cards: CardsShard, enriched: EnrichedTransaction, at: Timestamp):
         card = enriched.transaction.card_id
         event = velocity.event_of(enriched)
-        yield from self._release(cards.history(card), [(at, enriched)])
+        outputs = list(self._release(cards.history(card), [(at, enriched)]))
         cards.clock = max(cards.clock, event.seconds)
-        self.add(shard, (card, tuple(event)), log)
+        return (card, tuple(event)), outputs
+
+
+def _card_of(enriched: EnrichedTransaction) -> str:
+    return enriched.transaction.card_id
 
 
 class Velocity(beam.PTransform):
@@ -259,11 +254,8 @@ class Velocity(beam.PTransform):
 
     def expand(self, enriched: beam.PCollection):
         if not enriched.is_bounded and self._order == "arrival":
-            shards = self._shards
-            by_shard = enriched | "ByShard" >> beam.Map(
-                lambda e: (shard_of(e.transaction.card_id, shards), e)
-            ).with_output_types(tuple[int, EnrichedTransaction])
-            return apply_stage(by_shard, "OnArrival", ArrivalVelocityFn(self._clock), EnrichedTransaction)
+            keyed_by_shard = by_shard(enriched, _card_of, self._shards, EnrichedTransaction)
+            return apply_stage(keyed_by_shard, "OnArrival", ArrivalVelocityFn(self._clock), EnrichedTransaction)
         keyed = enriched | "ByCard" >> beam.Map(lambda e: (e.transaction.card_id, e)).with_output_types(
             tuple[str, EnrichedTransaction]
         )
