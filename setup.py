@@ -28,6 +28,8 @@ setuptools.setup(
         "protovalidate==2.1.0",
         "onnxruntime>=1.20,<2",
         "onnx>=1.17,<2",
+        # The trees of the model in LightGBM's format give each decision its reasons (TreeSHAP).
+        "lightgbm>=4.5,<5",
         "numpy>=2,<3",
         "orjson>=3.10,<4",
         "pyarrow>=16",
@@ -39,13 +41,14 @@ setuptools.setup(
         "psycopg[binary]>=3.2,<4",
     ],
     extras_require={
-        "train": ["scikit-learn>=1.6,<2", "skl2onnx>=1.18,<2"],
+        "train": ["scikit-learn>=1.6,<2", "skl2onnx>=1.18,<2", "onnxmltools>=1.13,<2"],
         # Dataflow and Pub/Sub (Beam's Google Cloud I/O and the Dataflow runner's client).
         "dataflow": ["apache-beam[gcp]==2.77.0"],
         "dev": [
             "apache-beam[gcp]==2.77.0",
             "scikit-learn>=1.6,<2",
             "skl2onnx>=1.18,<2",
+            "onnxmltools>=1.13,<2",
             "grpcio-tools>=1.70,<1.82",
             "pytest>=8",
             "ruff>=0.8",

@@ -71,9 +71,11 @@ def test_trainer_writes_an_onnx_model_and_its_card(tmp_path):
         assert set(card["comparison"][split]) == {feature_sets.STATELESS, feature_sets.WITH_VELOCITY}
         for scores in card["comparison"][split].values():
             assert set(scores) == {"roc_auc", "pr_auc", "recall_at_1pct_fpr", "recall_at_0.1pct_fpr"}
-    assert card["onnx_vs_sklearn_max_abs_diff"] < 1e-5
+    assert card["onnx_vs_lightgbm_max_abs_diff"] < 1e-5
     assert card["model_version"].startswith("fraud-gbm-fs-v2-")
     assert hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest() == card["sha256"]
+    assert card["contributions"]["file"] == "model.txt"
+    assert hashlib.sha256((out / "model.txt").read_bytes()).hexdigest() == card["contributions"]["sha256"]
     assert "ROC-AUC" in (out / "MODEL_CARD.md").read_text()
 
 
@@ -117,12 +119,13 @@ def test_shipped_model_is_reproduced_by_its_card(tmp_path):
                 "--seed",
                 str(card["seed"]),
                 "--max-iter",
-                str(card["hyperparameters"]["max_iter"]),
+                str(card["hyperparameters"]["n_estimators"]),
             ]
         )
         == 0
     )
     assert hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest() == card["sha256"]
+    assert hashlib.sha256((out / "model.txt").read_bytes()).hexdigest() == card["contributions"]["sha256"]
 
 
 def foreign_history(folder, records=4000, seed=3):
@@ -165,9 +168,12 @@ def foreign_history(folder, records=4000, seed=3):
 def test_trainer_takes_a_labelled_folder_that_the_generator_did_not_write(tmp_path):
     data, out = tmp_path / "history", tmp_path / "model"
     foreign_history(data)
+    # another source's own description of the folder: recorded, never read
+    (data / "generator.json").write_text(json.dumps({"name": "another simulator", "version": "1.2", "seed": 5}))
     assert train.main(["--data", str(data), "--out", str(out), "--max-iter", "30"]) == 0
     card = json.loads((out / "model_card.json").read_text())
     assert card["training_data"]["generator"] is None and card["training_data"]["records_used"] == 4000
+    assert card["training_data"]["folder_metadata"] == {"name": "another simulator", "version": "1.2", "seed": 5}
     assert card["held_out"]["roc_auc"] > 0.9
     assert "labelled history in `history`" in (out / "MODEL_CARD.md").read_text()
 

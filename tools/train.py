@@ -18,8 +18,13 @@ Evaluation, the way fraud teams do it: held out by event time (the latest --hold
 history; the velocity features of the training part see nothing of that period), with a random
 split beside it; ROC-AUC, PR-AUC and recall at 1% and 0.1% false-positive rate, for the model's
 feature set and for the stateless one on the same split. The exported model is the one trained on
-the earlier part and evaluated on the held-out part. Writes OUT/model.onnx, OUT/model_card.json and
-OUT/MODEL_CARD.md.
+the earlier part and evaluated on the held-out part.
+
+The learner is LightGBM. The job scores with the ONNX export (OUT/model.onnx) and explains its
+REVIEW and DECLINE decisions with the same trees in LightGBM's own format (OUT/model.txt): exact
+TreeSHAP contributions, which with the base value add up to the model's raw score. Writes
+OUT/model.onnx, OUT/model.txt, OUT/model_card.json (both files' sha256) and OUT/MODEL_CARD.md.
+A folder's own generator.json is recorded as it is; only one written by tools.generate is read.
 """
 
 from __future__ import annotations
@@ -34,13 +39,16 @@ import tempfile
 from typing import Any
 
 import apache_beam as beam
+import lightgbm as lgb
 import numpy as np
 import onnxruntime as ort
 import orjson
 from apache_beam.coders import BytesCoder
 from apache_beam.options.pipeline_options import PipelineOptions
-from skl2onnx import to_onnx
-from sklearn.ensemble import HistGradientBoostingClassifier
+from onnx.helper import make_opsetid
+from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+from skl2onnx import to_onnx, update_registered_converter
+from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from sklearn.model_selection import train_test_split
 
@@ -48,11 +56,20 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from pipeline import config as job_config
 from pipeline import graph
 from pipeline.io import files
-from pipeline.shared import feature_sets
+from pipeline.shared import drift, feature_sets
 from pipeline.shared.clock import RunClock, parse_rfc3339
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-HYPERPARAMETERS = {"learning_rate": 0.08, "max_leaf_nodes": 31, "l2_regularization": 1.0}
+HYPERPARAMETERS: dict[str, Any] = {"learning_rate": 0.08, "num_leaves": 31, "reg_lambda": 1.0, "min_child_samples": 20}
+MODEL_TYPE = f"lightgbm.LGBMClassifier {lgb.__version__}"
+
+update_registered_converter(
+    lgb.LGBMClassifier,
+    "LightGbmLGBMClassifier",
+    calculate_linear_classifier_output_shapes,
+    convert_lightgbm,
+    options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+)
 
 
 class FeatureTable:
@@ -143,19 +160,25 @@ def metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     }
 
 
-def fit(x: np.ndarray, y: np.ndarray, seed: int, max_iter: int) -> HistGradientBoostingClassifier:
-    model = HistGradientBoostingClassifier(
-        max_iter=max_iter, early_stopping=False, random_state=seed, **HYPERPARAMETERS
+def fit(x: np.ndarray, y: np.ndarray, seed: int, max_iter: int) -> lgb.LGBMClassifier:
+    model = lgb.LGBMClassifier(
+        n_estimators=max_iter,
+        random_state=seed,
+        deterministic=True,
+        force_row_wise=True,
+        n_jobs=1,
+        verbose=-1,
+        **HYPERPARAMETERS,
     )
     return model.fit(x, y)
 
 
 def evaluate(
     x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, width: int, seed: int, max_iter: int
-) -> tuple[HistGradientBoostingClassifier, dict[str, float]]:
+) -> tuple[lgb.LGBMClassifier, dict[str, float]]:
     """A model on the first `width` features of the training rows, scored on the test rows."""
     model = fit(x[train][:, :width], y[train], seed, max_iter)
-    return model, metrics(y[test], model.predict_proba(x[test][:, :width])[:, 1])
+    return model, metrics(y[test], np.asarray(model.predict_proba(x[test][:, :width]))[:, 1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,31 +230,61 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def generator_of(data: pathlib.Path) -> tuple[dict | None, Any]:
+    """(tools.generate's description of the folder, or None; the folder's generator.json as it is).
+
+    A folder written by another source may hold a generator.json of its own shape: it is kept in
+    the model card for the record and never read for anything."""
+    path = data / "generator.json"
+    if not path.exists():
+        return None, None
+    try:
+        found = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError):
+        return None, path.read_bytes()[:2000].decode("utf-8", "replace")
+    ours = isinstance(found, dict) and isinstance(found.get("generator_version"), int) and "seed" in found
+    return (found if ours else None), found
+
+
 def export(args, model, x_train: np.ndarray, x_test: np.ndarray, comparison: dict, y: np.ndarray, by_time) -> dict:
     names = feature_sets.names(args.feature_set)
-    onnx_model = to_onnx(model, x_train[:1], options={id(model): {"zipmap": False}}, target_opset=17)
+    onnx_model = to_onnx(
+        model, x_train[:1], options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3}
+    )
+    # the converter lists the opsets from a set: in a fixed order, the same model is the same bytes
+    opsets = sorted((o.domain, o.version) for o in onnx_model.opset_import)
+    del onnx_model.opset_import[:]
+    onnx_model.opset_import.extend(make_opsetid(domain, version) for domain, version in opsets)
     onnx_bytes = onnx_model.SerializeToString()
+    trees = model.booster_.model_to_string().encode()
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     onnx_scores = session.run(["probabilities"], {session.get_inputs()[0].name: x_test})[0][:, 1]
     max_diff = float(np.max(np.abs(onnx_scores - model.predict_proba(x_test)[:, 1])))
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     version = f"fraud-gbm-{args.feature_set}-{digest[:10]}"
-    generator = args.data / "generator.json"
+    generator, folder_metadata = generator_of(args.data)
     train_rows, test_rows = by_time
     card = {
         "model_version": version,
-        "model_type": "sklearn.ensemble.HistGradientBoostingClassifier",
+        "model_type": MODEL_TYPE,
         "format": "onnx",
         "sha256": digest,
+        "contributions": {
+            "file": "model.txt",
+            "format": "lightgbm",
+            "sha256": hashlib.sha256(trees).hexdigest(),
+            "method": "TreeSHAP (LightGBM pred_contrib): contributions plus the base value add up to the raw score",
+        },
         "feature_set_version": args.feature_set,
         "features": list(names),
         "inputs": {session.get_inputs()[0].name: f"float32[batch, {len(names)}]"},
         "outputs": {"probabilities": "float32[batch, 2]; column 1 is P(fraud)"},
         "seed": args.seed,
-        "hyperparameters": {"max_iter": args.max_iter, **HYPERPARAMETERS},
+        "hyperparameters": {"n_estimators": args.max_iter, **HYPERPARAMETERS},
         "training_data": {
             "folder": args.data.name,
-            "generator": json.loads(generator.read_text()) if generator.exists() else None,
+            "generator": generator,
+            **({"folder_metadata": folder_metadata} if folder_metadata is not None and generator is None else {}),
             "records_used": len(y),
             "fraud_rate": round(float(y.mean()), 5),
             "train_records": len(train_rows),
@@ -239,11 +292,16 @@ def export(args, model, x_train: np.ndarray, x_test: np.ndarray, comparison: dic
             "held_out": f"the latest {args.holdout:.0%} of the history by event time",
         },
         "held_out": metrics(y[test_rows], onnx_scores),
+        # the bins the job's drift report compares its traffic with (pipeline.shared.drift)
+        "drift_reference": drift.card_reference(
+            onnx_scores, x_test, names, f"the held-out period ({args.holdout:.0%} latest), scored out of sample"
+        ),
         "comparison": comparison,
-        "onnx_vs_sklearn_max_abs_diff": max_diff,
+        "onnx_vs_lightgbm_max_abs_diff": max_diff,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "model.onnx").write_bytes(onnx_bytes)
+    (args.out / "model.txt").write_bytes(trees)
     (args.out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
     (args.out / "MODEL_CARD.md").write_text(model_card_text(card, args))
     return card
@@ -267,8 +325,10 @@ def model_card_text(card: dict, args) -> str:
             )
     return (
         f"# {card['model_version']}\n\n"
-        f"Gradient-boosted trees (scikit-learn HistGradientBoostingClassifier, {args.max_iter} iterations), "
-        f"exported to ONNX. Input: the {len(card['features'])} features of feature set "
+        f"Gradient-boosted trees ({card['model_type']}, {args.max_iter} trees), exported to ONNX "
+        "(model.onnx, which scores); the same trees in LightGBM's format (model.txt) give each REVIEW and "
+        "DECLINE its reasons (TreeSHAP contributions to the raw score). "
+        f"Input: the {len(card['features'])} features of feature set "
         f"`{card['feature_set_version']}` in this order: {', '.join(card['features'])}. "
         f"Output: `probabilities[:, 1]` = P(fraud).\n\n"
         f"Trained on {source}: {data['records_used']:,} labelled records, fraud rate {data['fraud_rate']:.2%}, "
@@ -277,7 +337,7 @@ def model_card_text(card: dict, args) -> str:
         "training records see only earlier transactions, so nothing of the held-out period.\n\n"
         "| evaluation | feature set | ROC-AUC | PR-AUC | recall at 1% FPR | recall at 0.1% FPR |\n"
         "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-        f"ONNX and scikit-learn probabilities agree within {card['onnx_vs_sklearn_max_abs_diff']:.1e}.\n\n"
+        f"ONNX and LightGBM probabilities agree within {card['onnx_vs_lightgbm_max_abs_diff']:.1e}.\n\n"
         "Limits: "
         + (
             "the data is synthetic and the model knows only the generator's fraud patterns; re-train on "
