@@ -6,7 +6,7 @@ the earliest event time, the same copy when a data set's copies come in time ord
 read_profile_file and ProfileJoiner, the velocity code of 35_velocity (per card, in event-time
 order: a batch run holds the enriched records and sorts them, as the job's grouping does; a
 streaming caller takes them in arrival order), 40_features' FeatureComputer,
-50_predict's score_batch on the same single-threaded ONNX session, Decider, the sinks' JSON
+50_predict's score_batch on the same single-threaded ONNX session and trees (reasons), Decider, the sinks' JSON
 encoders), in batches of predict.max_batch_size, and writes the same two JSONL files. It prints
 one JSON object: records, seconds, per-stage seconds, peak RSS.
 
@@ -26,11 +26,13 @@ from collections import defaultdict
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter
 from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, EnrichedTransaction, MerchantProfile
 from pipeline import config as job_config
+from pipeline.graph import Model, scoring_extras
 from pipeline.io import files
-from pipeline.launch import resolve_model_version
+from pipeline.launch import challenger, resolve_model_version
 from pipeline.shared import feature_sets, model_check, velocity
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import redact
+from pipeline.shared.explain import tree_file
 from pipeline.shared.json_codec import dead_letter_json, scored_json
 from pipeline.stages import s10_validate as validate
 from pipeline.stages import s20_dedupe as dedupe
@@ -81,18 +83,26 @@ class PlainScorer:
             self._merchants = enrich.read_profile_file(config.reference.merchants or "", MerchantProfile, "merchant_id")
         self._parse = validate.TransactionParser(clock, config.validate_.max_future_skew_seconds)
         self._join = enrich.ProfileJoiner(config.enrich.missing_profile_policy, clock)
-        feature_set = model_check.feature_set(model_check.read_model_card(config.predict.model))
+        card = model_check.read_model_card(config.predict.model)
+        feature_set = model_check.feature_set(card)
         self._compute = featurize.FeatureComputer(clock, feature_set)
         self._velocity = feature_sets.uses_velocity(feature_set)
         self._in_order = in_order  # batch: hold the records and take each card's in event-time order
         # (card_id, event seconds, nanos, transaction_id, serialized record): compact, sorted as tuples
         self._held: list[tuple[str, int, int, str, bytes]] = []
         self.histories: dict[str, velocity.CardHistory] = defaultdict(velocity.CardHistory)
-        self._session = predict.SingleThreadOnnxModelHandler(
-            config.predict.model, providers=["CPUExecutionProvider"]
-        ).load_model()
         thresholds = predict.Thresholds(config.thresholds.version, config.thresholds.review, config.thresholds.decline)
-        self._decide = predict.Decider(model_version, thresholds, clock)
+        card_reference = card.get("drift_reference") if card is not None else None
+        model = Model(
+            model_version, "", feature_set, tree_file(config.predict.model, card), challenger(config, feature_set),
+            card_reference if isinstance(card_reference, dict) else None,
+        )  # fmt: skip
+        extras = scoring_extras(config, model, thresholds)
+        self._session = predict.SingleThreadOnnxModelHandler(
+            config.predict.model, providers=["CPUExecutionProvider"], extras=extras
+        ).load_model()
+        shadow = model.shadow.version if model.shadow is not None else ""
+        self._decide = predict.Decider(model_version, thresholds, clock, False, extras.feature_names, shadow)
         self._write_scored = write_scored
         self._refuse = refuse
         self._kept: dict[str, bytes] = {}

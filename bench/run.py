@@ -84,6 +84,26 @@ def run_child(module: str, args: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def plain_and_job(work: pathlib.Path, config: pathlib.Path, name: str, inspect=None) -> dict:
+    """The plain loop and the job on one config, each in its own process, one after the other: their
+    figures, whether their outputs are identical, and `inspect(job output folder)` under "inspected";
+    the outputs are removed afterwards."""
+    out: dict = {}
+    for kind, module in (("plain", "bench.plain"), ("job", "bench.job")):
+        folder = work / f"{name}-{kind}"
+        shutil.rmtree(folder, ignore_errors=True)
+        out[kind] = run_child(module, ["--config", str(config), "--output_dir", str(folder)])
+    out["identical"] = all(
+        sorted_lines(work / f"{name}-plain" / d) == sorted_lines(work / f"{name}-job" / d)
+        for d in ("scored", "dead_letters")
+    )
+    if inspect is not None:
+        out["inspected"] = inspect(work / f"{name}-job")
+    for kind in ("plain", "job"):
+        shutil.rmtree(work / f"{name}-{kind}", ignore_errors=True)
+    return out
+
+
 @dataclasses.dataclass
 class SideBySide:
     """The plain loop and the job, run one after the other on one generated data set."""

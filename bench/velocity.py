@@ -18,28 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import shutil
 import sys
 
-from bench.run import ROOT, dataset, run_child, sorted_lines, write_config
+from bench.run import ROOT, dataset, plain_and_job, write_config
 
 STATELESS_MODEL = "models/fraud-gbm-stateless-v2/model.onnx"
 
 
 def side(work: pathlib.Path, data: pathlib.Path, name: str, model: str | None) -> dict:
-    config = write_config(work, data, model, name)
-    out: dict = {}
-    for kind, module in (("plain", "bench.plain"), ("job", "bench.job")):
-        folder = work / f"{name}-{kind}"
-        shutil.rmtree(folder, ignore_errors=True)
-        out[kind] = run_child(module, ["--config", str(config), "--output_dir", str(folder)])
-    out["identical"] = all(
-        sorted_lines(work / f"{name}-plain" / d) == sorted_lines(work / f"{name}-job" / d)
-        for d in ("scored", "dead_letters")
-    )
-    for kind in ("plain", "job"):
-        shutil.rmtree(work / f"{name}-{kind}", ignore_errors=True)
-    return out
+    return plain_and_job(work, write_config(work, data, model, name), name)
 
 
 def rps(figures: dict) -> float:

@@ -22,6 +22,7 @@ from pipeline.io.progress import Resume
 from pipeline.io.windowed_files import Windowing, new_run_id
 from pipeline.shared import feature_sets
 from pipeline.shared.clock import RunClock
+from pipeline.shared.explain import TreeFile
 from pipeline.stages import s00_source as source
 from pipeline.stages import s10_validate as validate
 from pipeline.stages import s20_dedupe as dedupe
@@ -32,6 +33,7 @@ from pipeline.stages import s40_features as features
 from pipeline.stages import s50_predict as predict
 from pipeline.stages import s60_sink as sink
 from pipeline.stages import s90_dead_letter as dead_letter_sink
+from pipeline.stages.s50_predict import Challenger
 
 
 class Model(NamedTuple):
@@ -40,6 +42,12 @@ class Model(NamedTuple):
     version: str
     sha256: str = ""
     feature_set: str = feature_sets.DEFAULT
+    # The same trees in LightGBM's format, checked, for the reasons of a decision (None: no reasons).
+    trees: TreeFile | None = None
+    # A challenger scored beside it (predict.shadow_model), checked the same way.
+    shadow: Challenger | None = None
+    # The model card's drift reference (pipeline.shared.drift); None: no drift report.
+    drift_reference: dict[str, Any] | None = None
 
 
 class Run(NamedTuple):
@@ -111,15 +119,17 @@ def build_pipeline(
     else:
         raw, refused_00 = raw_records, p | "00_source" >> beam.Create([]).with_output_types(DeadLetter)
     featured, refused = featurize(raw, config, clock, model.feature_set)
+    thresholds = predict.Thresholds(config.thresholds.version, config.thresholds.review, config.thresholds.decline)
     scored, refused_50 = featured | "50_predict" >> predict.Predict(
         model_path=config.predict.model,
         model_version=model.version,
-        thresholds=predict.Thresholds(config.thresholds.version, config.thresholds.review, config.thresholds.decline),
+        thresholds=thresholds,
         min_batch_size=config.predict.min_batch_size,
         max_batch_size=config.predict.max_batch_size,
         clock=clock,
         expected_sha256=model.sha256,
         include_features=config.output.include_features,
+        extras=scoring_extras(config, model, thresholds),
     )
     refused_60 = scored | "60_sink" >> sink.WriteScored(
         output_dir=config.output.dir, num_shards=config.output.num_shards, parquet=config.output.parquet,
@@ -132,6 +142,18 @@ def build_pipeline(
         table=out.table(config.bigquery.dead_letter_table),
     )  # fmt: skip
     return {"raw": raw, "featured": featured, "scored": scored, "dead_letters": dead_letters}
+
+
+def scoring_extras(config: JobConfig, model: Model, thresholds: predict.Thresholds) -> predict.Extras:
+    """What 50_predict scores with besides the model: reasons, a challenger, drift bins."""
+    return predict.Extras(
+        trees=model.trees,
+        explain_from=predict.explain_from(config.predict.explain, thresholds),
+        reasons=config.predict.reasons,
+        shadow=model.shadow,
+        drift_reference=model.drift_reference,
+        feature_names=feature_sets.names(model.feature_set),
+    )
 
 
 class Outputs:

@@ -30,9 +30,11 @@ from pipeline.io.output_folder import OutputFolder
 from pipeline.local import runners
 from pipeline.local.streaming import StreamingWatch, in_main_thread
 from pipeline.local.watchdog import WorkerWatchdog, worker_processes
-from pipeline.shared import model_check
+from pipeline.shared import drift, feature_sets, model_check
 from pipeline.shared.errors import ConfigError
+from pipeline.shared.explain import tree_file
 from pipeline.shared.model_card import file_digest
+from pipeline.stages.s50_predict import Challenger
 
 
 class RunFailedError(RuntimeError):
@@ -54,7 +56,46 @@ def model_in_use(config: JobConfig) -> Model:
     # The card's sha256 has just been checked against the file: no need to read the file again.
     # Workers refuse a model file whose bytes are not these (one replaced after the start).
     sha256 = card["sha256"].lower() if card is not None else file_digest(config.predict.model)
-    return Model(model_version(config, card, sha256), sha256, model_check.feature_set(card))
+    trees = tree_file(config.predict.model, card)
+    if trees is None and config.predict.explain != "none":
+        logging.getLogger(__name__).warning(
+            "predict.explain %s: model %s has no contributions file in its model card (train it with "
+            "python -m tools.train): scored records carry no reasons",
+            config.predict.explain,
+            config.predict.model,
+        )
+    named_set = model_check.feature_set(card)
+    reference = card.get("drift_reference") if card is not None else None
+    return Model(
+        model_version(config, card, sha256),
+        sha256,
+        named_set,
+        trees,
+        challenger(config, named_set),
+        reference if isinstance(reference, dict) and drift.SCORE in reference else None,
+    )
+
+
+def challenger(config: JobConfig, champion_set: str) -> Challenger | None:
+    """predict.shadow_model, checked as the champion is; its features must be the champion's or
+    their first columns (fs-v1 beside fs-v2), since the job computes the champion's."""
+    path = config.predict.shadow_model
+    if path is None:
+        return None
+    try:
+        card = model_check.check_model(path)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("predict.model", "predict.shadow_model")) from None
+    named_set = model_check.feature_set(card)
+    names, champion = feature_sets.names(named_set), feature_sets.names(champion_set)
+    if champion[: len(names)] != names:
+        raise ConfigError(
+            f"predict.shadow_model: {path} takes feature set {named_set}, which is not the champion's "
+            f"({champion_set}) nor its first columns: the job computes only the champion's features"
+        )
+    sha256 = card["sha256"].lower() if card is not None else file_digest(path)
+    version = str(card["model_version"]) if card is not None and card.get("model_version") else f"sha256:{sha256[:12]}"
+    return Challenger(path, version, sha256, len(names))
 
 
 def check_store(config: JobConfig) -> None:
@@ -198,11 +239,28 @@ def launch(
         )
         os._exit(run_summary.EXIT_RUN_FAILED)
 
+    drift_logged: set[str] = set()
+
     def finish(summary: dict[str, Any]) -> dict[str, Any]:
         summary["output_dir"] = config.output.dir
         summary["written_to"] = written_to(config)
         summary["model_version"] = model.version
         summary["feature_set"] = model.feature_set
+        summary["explain"] = config.predict.explain if model.trees is not None else "none"
+        if model.shadow is not None:
+            summary["shadow"] = {"model_version": model.shadow.version, **summary.get("shadow", {"records": 0})}
+        counts = summary.pop("drift_counts", {})
+        if model.drift_reference is not None:
+            summary["drift"] = report = drift.summarize(model.drift_reference, counts, config.predict.drift_threshold)
+            for name in report["flagged"]:
+                if name not in drift_logged:  # once per name and run (a streaming summary refreshes)
+                    drift_logged.add(name)
+                    value = report["score_psi"] if name == drift.SCORE else report["feature_psi"][name]
+                    logging.getLogger(__name__).warning(
+                        "drift: %s has a population stability index of %.3f against model %s's reference "
+                        "(threshold predict.drift_threshold %s, over %d records)",
+                        name, value, model.version, report["threshold"], report["records"],
+                    )  # fmt: skip
         summary["enrich_backend"] = config.enrich.backend
         if config.enrich.backend != "postgres":
             summary.pop("profile_store", None)

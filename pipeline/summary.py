@@ -65,6 +65,19 @@ FIELDS = (
     Field("restart", "", "Streaming: what an earlier run of the output folder left, and what was skipped."),
     Field("stage_msecs", "", "Milliseconds spent in each stage (runners that sample execution time)."),
     Field("model_version", "model", "The model version stamped on every score, and its feature set."),
+    Field(
+        "drift",
+        "",
+        "Population stability index of the score and of each feature against the model card's reference "
+        "(score_psi, feature_psi, threshold, flagged: those above it); streaming: since the run started.",
+    ),
+    Field(
+        "shadow",
+        "",
+        "Under predict.shadow_model: the challenger's version, records compared, agreement (same decision), "
+        "decisions that would flip each way, champion -> challenger decision counts, each model's decisions "
+        "and scores by tenth of [0, 1].",
+    ),
     Field("exit_code", "", "The run's exit code (below)."),
 )
 
@@ -109,7 +122,59 @@ def summarize(result: Any) -> dict[str, Any]:
     written_out = on_disk(counters)
     if written_out:
         summary["on_disk"] = written_out
+    summary["drift_counts"] = drift_counts(counters)
+    compared = shadow_summary(counters)
+    if compared is not None:
+        summary["shadow"] = compared
     return summary
+
+
+def drift_counts(counters: dict[str, int]) -> dict[str, list[int]]:
+    """50_predict's drift bins: {score or feature: [records in bin 0, 1, ...]} (the launch turns them
+    into PSI against the model card's reference, pipeline.shared.drift)."""
+    bins: dict[str, dict[int, int]] = {}
+    for name, n in counters.items():
+        if name.startswith(metrics.DRIFT_PREFIX):
+            what, _, index = name[len(metrics.DRIFT_PREFIX) :].rpartition(".")
+            bins.setdefault(what, {})[int(index)] = n
+    return {what: [found.get(i, 0) for i in range(max(found) + 1)] for what, found in bins.items()}
+
+
+_SEVERITY = {"approve": 0, "review": 1, "decline": 2}
+
+
+def shadow_summary(counters: dict[str, int]) -> dict[str, Any] | None:
+    """The champion against the challenger, from 50_predict's counts; None without a shadow model."""
+    pairs = {
+        tuple(name[len(metrics.SHADOW_PREFIX) :].split(".")): n
+        for name, n in counters.items()
+        if name.startswith(metrics.SHADOW_PREFIX) and n
+    }
+    if not pairs:
+        return None
+    total = sum(pairs.values())
+    same = sum(n for (a, b), n in pairs.items() if a == b)
+    stricter = sum(n for (a, b), n in pairs.items() if b in _SEVERITY and _SEVERITY[b] > _SEVERITY[a])
+    laxer = sum(n for (a, b), n in pairs.items() if b in _SEVERITY and _SEVERITY[b] < _SEVERITY[a])
+
+    def decisions(side: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for pair, n in pairs.items():
+            out[pair[side]] = out.get(pair[side], 0) + n
+        return dict(sorted(out.items()))
+
+    def tenths(who: str) -> list[int]:
+        return [counters.get(f"{metrics.SCORE_TENTHS_PREFIX}{who}.{i}", 0) for i in range(10)]
+
+    return {
+        "records": total,
+        "agreement": round(same / total, 6),
+        "flips": {"challenger_stricter": stricter, "challenger_laxer": laxer},
+        "no_score": sum(n for (_, b), n in pairs.items() if b == "none"),
+        "champion_to_challenger": {f"{a}->{b}": n for (a, b), n in sorted(pairs.items())},
+        "decisions": {"champion": decisions(0), "challenger": decisions(1)},
+        "score_tenths": {"champion": tenths("champion"), "challenger": tenths("shadow")},
+    }
 
 
 def live_summary(result: Any) -> dict[str, Any] | None:
@@ -239,6 +304,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"{'balanced':<{width}}  {verdict:>10}   (read = scored + dead letters + duplicates)")
     if summary.get("model_version"):
         lines.append(f"{'model':<{width}}  {summary['model_version']} (feature set {summary.get('feature_set', '?')})")
+    shadow = summary.get("shadow")
+    if shadow:
+        flips = shadow["flips"]
+        lines.append(
+            f"{'shadow':<{width}}  {shadow.get('model_version', '?')}: agrees on {shadow['agreement']:.2%} of "
+            f"{shadow['records']:,}; would flip {flips['challenger_stricter']:,} stricter, "
+            f"{flips['challenger_laxer']:,} laxer"
+        )
     if summary.get("source_errors", 0):
         lines.append(f"{'input complete':<{width}}  {'NO':>10}   (part of the input could not be read:)")
         lines += [f"  {d['uri']}: {d['message'].split(': ', 2)[-1]}" for d in summary.get("source_error_details", [])]

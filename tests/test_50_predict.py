@@ -59,13 +59,13 @@ def test_score_batch_bisects_down_to_the_failing_examples():
     results = predict.score_batch(session, batch)
     assert len(results) == 8
     assert isinstance(results[3], predict.InferenceFailure)
-    assert all(isinstance(r, float) for i, r in enumerate(results) if i != 3)
+    assert all(isinstance(r, predict.Scored) for i, r in enumerate(results) if i != 3)
     assert results[:3] + results[4:] == predict.score_batch(session, good)
 
 
 def test_decider_builds_the_scored_record(clock):
     record = featured(clock, 1)[0]
-    scored = predict.Decider("m-1", THRESHOLDS, clock).decide(record, 0.95)
+    scored = predict.Decider("m-1", THRESHOLDS, clock).decide(record, predict.Scored(0.95))
     assert isinstance(scored, ScoredTransaction)
     assert (scored.transaction_id, scored.decision, scored.model_version, scored.thresholds_version) == (
         "t-0",
@@ -74,7 +74,7 @@ def test_decider_builds_the_scored_record(clock):
         "t-test",
     )
     assert scored.feature_set_version == feature_sets.DEFAULT
-    assert scored.scored_at == clock.timestamp() and scored.source.line == 1
+    assert scored.scored_at == clock.timestamp() and scored.source.line == 1 and not scored.reasons
     failure = predict.InferenceFailure("onnxruntime.Fail", "bad input", "Traceback ...")
     letter = predict.Decider("m-1", THRESHOLDS, clock).decide(record, failure)
     assert isinstance(letter, DeadLetter) and letter.error_code == ErrorCode.ERROR_CODE_INFERENCE_FAILED
@@ -115,3 +115,57 @@ def test_scoring_is_idempotent_and_batch_independent(clock):
     assert whole == [s for i in range(0, 20, 3) for s in predict.score_batch(session, examples[i : i + 3])]
     decider = predict.Decider("m", THRESHOLDS, clock)
     assert decider.decide(records[0], whole[0]) == decider.decide(records[0], whole[0])
+
+
+def shipped_trees():
+    from pipeline.shared.explain import tree_file
+    from pipeline.shared.model_check import read_model_card
+
+    trees = tree_file(str(MODEL), read_model_card(str(MODEL)))
+    assert trees is not None, "the shipped model's card names its trees in LightGBM's format"
+    return trees
+
+
+def test_contributions_add_up_to_the_models_raw_score_on_real_records(clock):
+    from pipeline.shared.explain import Explainer, raw_score, read_text
+
+    records = featured(clock, 20)
+    explainer = Explainer(read_text(shipped_trees().path))
+    x = np.asarray([list(r.features.values) for r in records], dtype=np.float32)
+    contributions = explainer.contributions(x)
+    assert contributions.shape == (20, len(feature_sets.names(feature_sets.DEFAULT)) + 1)
+    scores = direct_scores(records)
+    assert len({round(float(s), 3) for s in scores}) > 5  # the records span the score range
+    for row, score in zip(contributions, scores, strict=True):
+        # the features' contributions plus the base value (last column) are the raw score (log-odds)
+        assert float(row.sum()) == pytest.approx(raw_score(float(score)), abs=1e-4)
+
+
+@pytest.mark.parametrize("explain", ["decisions", "all", "none"])
+def test_reasons_name_the_features_that_pushed_the_score_up(clock, explain):
+    records = featured(clock, 20)
+    names = feature_sets.names(feature_sets.DEFAULT)
+    values = {r.transaction.transaction_id: list(r.features.values) for r in records}
+    with TestPipeline(runner="FnApiRunner") as p:
+        scored, _ = (
+            p
+            | beam.Create(records)
+            | predict.Predict(
+                str(MODEL), "m", THRESHOLDS, 4, 8, clock,
+                extras=predict.Extras(shipped_trees(), predict.explain_from(explain, THRESHOLDS), 3, feature_names=names),
+            )
+        )  # fmt: skip
+
+        def check(out):
+            assert len(out) == 20
+            flagged = [s for s in out if s.decision != Decision.DECISION_APPROVE]
+            assert flagged and len(flagged) < 20, "the records give both kinds of decision"
+            for s in out:
+                wanted = explain == "all" or (explain == "decisions" and s.decision != Decision.DECISION_APPROVE)
+                assert bool(s.reasons) == wanted, (s.transaction_id, s.decision, list(s.reasons))
+                pushes = [r.contribution for r in s.reasons]
+                assert len(pushes) <= 3 and pushes == sorted(pushes, reverse=True) and all(c > 0 for c in pushes)
+                for r in s.reasons:
+                    assert r.value == values[s.transaction_id][names.index(r.feature)]
+
+        assert_that(scored, check)

@@ -189,7 +189,7 @@ def test_rows_for_the_json_write_methods_fit_the_schema():
     assert row["event_time"] == "2026-11-15T10:30:00.250Z" and row["scored_at"] is None  # unset: NULL, not the epoch
     assert row["amount"] == {"minor_units": 1250, "currency": "EUR"}
     assert row["features"] == {"feature_set_version": "fs-v2", "names": ["a", "b"], "values": [1.5, 2.0]}
-    assert row["reasons"] == [{"feature": "amount_ratio", "contribution": 0.4}]
+    assert row["reasons"] == [{"feature": "amount_ratio", "contribution": 0.4, "value": 0.0}]
     dead = bigquery.to_row(letter())
     assert base64.b64decode(dead["payload"]) == b"\xff{not json"
     assert dead["attributes"] == [{"key": "b", "value": "2"}, {"key": "origin", "value": "issuer-7"}]

@@ -2,6 +2,7 @@
 that scores is the model its card names (sha256), probed on real feature vectors before the job
 reads a record."""
 
+import hashlib
 import json
 import shutil
 
@@ -81,12 +82,14 @@ def test_a_score_that_is_not_a_probability_becomes_a_dead_letter(clock, bad):
         clock, [EnrichedTransaction(transaction=transaction(), customer=customer(), merchant=merchant())]
     )
     decider = predict.Decider("m-1", predict.Thresholds("t", 0.5, 0.9), clock)
-    letter = decider.decide(enriched, bad)
+    letter = decider.decide(enriched, predict.Scored(bad))
     assert isinstance(letter, DeadLetter)
     assert letter.error_code == ErrorCode.ERROR_CODE_INVALID_SCORE and letter.stage == "50_predict"
     assert letter.violations[0].rule_id == "riskpipe.score_is_probability"
     assert letter.payload == enriched.transaction.origin.payload
-    assert isinstance(decider.decide(enriched, 1.0), type(decider.decide(enriched, 0.0)))  # bounds are scores
+    assert isinstance(
+        decider.decide(enriched, predict.Scored(1.0)), type(decider.decide(enriched, predict.Scored(0.0)))
+    )  # bounds are scores
 
 
 @pytest.mark.slow
@@ -192,3 +195,46 @@ def test_a_worker_refuses_a_model_file_that_changed_after_the_start(tmp_path):
     )
     with pytest.raises(RuntimeError, match="changed under the running job"):
         handler.load_model()
+
+
+def test_a_contributions_file_that_is_not_the_one_its_card_names_is_refused(model_copy, tmp_path, capsys):
+    (model_copy / "model.txt").write_text((model_copy / "model.txt").read_text().replace("tree_sizes", "tree_sizes "))
+    code, err = run_with(model_copy, tmp_path, capsys)
+    assert code == 2 and "contributions file" in err and "has sha256" in err
+
+
+def test_contributions_of_other_trees_are_refused_even_with_a_matching_sha256(model_copy, tmp_path, capsys):
+    # the stateless model's trees, named with their true sha256 by the default model's card
+    other = ROOT / "models" / "fraud-gbm-stateless-v2" / "model.txt"
+    shutil.copy(other, model_copy / "model.txt")
+    card = json.loads((model_copy / "model_card.json").read_text())
+    card["contributions"]["sha256"] = hashlib.sha256(other.read_bytes()).hexdigest()
+    (model_copy / "model_card.json").write_text(json.dumps(card))
+    code, err = run_with(model_copy, tmp_path, capsys)
+    assert code == 2 and "is not the model that scores" in err
+
+
+def test_a_model_without_a_contributions_file_scores_without_reasons(model_copy, tmp_path, capsys, caplog):
+    card = json.loads((model_copy / "model_card.json").read_text())
+    del card["contributions"]
+    (model_copy / "model_card.json").write_text(json.dumps(card))
+    code, _ = run_with(model_copy, tmp_path, capsys)
+    assert code == 0 and "no contributions file" in caplog.text
+    lines = (tmp_path / "out" / "scored").glob("*.jsonl")
+    rows = [json.loads(line) for path in lines for line in path.read_text().splitlines()]
+    assert rows and not any("reasons" in row for row in rows)
+
+
+def test_contributions_of_other_trees_of_the_same_width_are_refused(model_copy, tmp_path, capsys):
+    import lightgbm
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, len(feature_sets.names(feature_sets.DEFAULT))))
+    other = lightgbm.train({"objective": "binary", "verbose": -1}, lightgbm.Dataset(x, x[:, 0] > 0), 5)
+    text = other.model_to_string()
+    (model_copy / "model.txt").write_text(text)
+    card = json.loads((model_copy / "model_card.json").read_text())
+    card["contributions"]["sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    (model_copy / "model_card.json").write_text(json.dumps(card))
+    code, err = run_with(model_copy, tmp_path, capsys)
+    assert code == 2 and "is not the model that scores" in err

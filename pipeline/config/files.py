@@ -36,6 +36,7 @@ def check(config: JobConfig) -> None:
         ("reference.customers", config.reference.customers),
         ("reference.merchants", config.reference.merchants),
         ("predict.model", config.predict.model),
+        ("predict.shadow_model", config.predict.shadow_model),
     ):
         if maybe_path is not None and not is_remote(maybe_path):
             _check_readable_file(key, maybe_path)

@@ -273,6 +273,25 @@ class PredictConfig(Section):
     model_version: Text = setting("", "Model version stamped on every score; default: the model card's model_version.")
     min_batch_size: Int = setting(64, "Smallest inference batch.", ge=1)
     max_batch_size: Int = setting(1024, "Largest inference batch.")
+    explain: Literal["decisions", "all", "none"] = setting(
+        "decisions",
+        "Which scored records carry their reasons (the features that pushed the score up most, with "
+        "their values and contributions): decisions = REVIEW and DECLINE, all, or none. Needs a model "
+        "whose card names its trees in LightGBM's format (tools.train writes them).",
+    )
+    reasons: Int = setting(3, "Most reasons a scored record carries.", ge=1, le=50)
+    drift_threshold: Float = setting(
+        0.2,
+        "Population stability index above which the score or a feature is flagged as drifted (logged, and "
+        "listed in the summary's drift.flagged); needs a model card with a drift reference.",
+        gt=0,
+    )
+    shadow_model: Path | None = setting(
+        None,
+        "A challenger ONNX model (with its model card) scored beside the champion on every record: its "
+        "score and decision go into the output beside the champion's and never change the decision; "
+        "the summary compares the two. Its features must be the champion's or their first columns.",
+    )
 
     @model_validator(mode="after")
     def _batches(self) -> PredictConfig:

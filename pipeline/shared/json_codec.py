@@ -9,6 +9,7 @@ DeadLetters are rarer and use json_format itself.
 
 from __future__ import annotations
 
+import math
 import time
 
 import orjson
@@ -65,7 +66,7 @@ def scored_dict(s: ScoredTransaction) -> dict:
     if s.HasField("scored_at"):
         out["scored_at"] = timestamp_text(s.scored_at)
     if s.reasons:
-        out["reasons"] = [json_format.MessageToDict(r, preserving_proto_field_name=True) for r in s.reasons]
+        out["reasons"] = [{"feature": r.feature, "value": r.value, "contribution": r.contribution} for r in s.reasons]
     if s.missing_profiles:
         out["missing_profiles"] = [_PROFILE_KINDS.get(k, k) for k in s.missing_profiles]
     if s.HasField("source"):
@@ -78,6 +79,12 @@ def scored_dict(s: ScoredTransaction) -> dict:
         out["late"] = True
     if s.HasField("features"):
         out["features"] = dict(zip(s.features.names, s.features.values, strict=True))
+    if s.HasField("shadow"):
+        out["shadow"] = {
+            "model_version": s.shadow.model_version,
+            "score": s.shadow.score if math.isfinite(s.shadow.score) else None,
+            "decision": _DECISIONS.get(s.shadow.decision, "DECISION_UNSPECIFIED"),
+        }
     return out
 
 

@@ -23,6 +23,12 @@ DEFAULT_PROFILE_USED_PREFIX = "default_profile_used."
 REFERENCE_ROWS_REJECTED = "reference_rows_rejected"
 VELOCITY_CARDS_FORGOTTEN = "velocity_cards_forgotten"
 VELOCITY_OUT_OF_ORDER = "velocity_out_of_order"
+# 50_predict under a shadow model: + <champion decision>.<challenger decision> (none: no probability)
+SHADOW_PREFIX = "shadow."
+# + champion|shadow.<tenth>: scores in [0, 0.1), ..., [0.9, 1] (under a shadow model)
+SCORE_TENTHS_PREFIX = "score_tenths."
+# 50_predict, for drift: + <score|feature>.<bin>: records in each bin of the model card's drift reference
+DRIFT_PREFIX = "drift."
 # The profile store (enrich.backend postgres).
 STORE_LOOKUPS = "profile_store.lookups"  # records whose profiles were looked up
 STORE_QUERIES = "profile_store.queries"

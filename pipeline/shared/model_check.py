@@ -8,6 +8,9 @@
   the default set's), have a `probabilities` output, and, run once on a probe batch of real feature
   vectors (the job's own feature code over a set of representative transactions), give one
   probability in [0, 1] per row.
+- When the card names the same trees in LightGBM's format (`contributions`, for the reasons of each
+  decision), that file must have the card's sha256, load, and on the probe batch give contributions
+  that add up to the raw score of the ONNX model's probabilities.
 
 Every failure is a ConfigError naming predict.model: the job stops with exit 2 before reading.
 """
@@ -31,10 +34,14 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import (
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
 from pipeline.shared import feature_sets, velocity
 from pipeline.shared.errors import ConfigError
+from pipeline.shared.explain import Explainer, raw_score, read_text, tree_file
 from pipeline.shared.features import compute
 from pipeline.shared.model_card import card_path, file_digest, read_card_bytes
 
 PROBABILITIES = "probabilities"
+# ONNX evaluates the trees in float32 with float32 thresholds, LightGBM in float64: their raw scores
+# agree to about 1e-5 here; a contributions file of other trees is off by far more.
+RAW_SCORE_TOLERANCE = 1e-3
 _NOV_2026 = 1793750400  # 2026-11-04T00:00:00Z
 
 
@@ -190,6 +197,40 @@ def check_session(model_path: str, session: ort.InferenceSession, named_set: str
         )
 
 
+def check_trees(model_path: str, card: dict[str, Any] | None, session: ort.InferenceSession) -> None:
+    """The contributions file the card names: its bytes, and that it is the same model."""
+    trees = tree_file(model_path, card)
+    if trees is None:
+        return
+    where = f"predict.model: {model_path}: its contributions file {trees.path}"
+    if not FileSystems.exists(trees.path):
+        raise ConfigError(f"{where} does not exist (the model card names it)")
+    actual = file_digest(trees.path)
+    if actual != trees.sha256:
+        raise ConfigError(f"{where} has sha256 {actual}, the model card names {trees.sha256 or 'none'}")
+    probe = probe_vectors(feature_set(card))
+    try:
+        explainer = Explainer(read_text(trees.path))
+    except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error types
+        raise ConfigError(f"{where} cannot be loaded: {exc}") from None
+    if explainer.width != probe.shape[1]:
+        raise ConfigError(
+            f"{where} is not the model that scores: its trees take {explainer.width} features, "
+            f"the model {probe.shape[1]}"
+        )
+    try:
+        contributions = explainer.contributions(probe)
+    except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error types
+        raise ConfigError(f"{where} fails on the probe batch: {exc}") from None
+    expected = [raw_score(p) for p in probe_scores(session, probe)]
+    worst = max(abs(float(row.sum()) - raw) for row, raw in zip(contributions, expected, strict=True))
+    if contributions.shape != (len(probe), probe.shape[1] + 1) or worst > RAW_SCORE_TOLERANCE:
+        raise ConfigError(
+            f"{where} is not the model that scores: on the probe batch its contributions add up to raw "
+            f"scores up to {worst:.3g} away from the ONNX model's"
+        )
+
+
 def check_model(model_path: str) -> dict[str, Any] | None:
     """All the checks; returns the model card (None when the model has none)."""
     card = read_model_card(model_path)
@@ -205,4 +246,5 @@ def check_model(model_path: str) -> dict[str, Any] | None:
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise ConfigError(f"predict.model: {model_path} cannot be loaded: {exc}") from None
     check_session(model_path, session, feature_set(card))
+    check_trees(model_path, card, session)
     return card

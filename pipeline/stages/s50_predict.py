@@ -3,7 +3,14 @@
 In:  EnrichedTransaction whose FeatureVector matches the model's feature set.
 Out: ScoredTransaction: score (probability of fraud), decision from the configured thresholds
      (APPROVE < review <= REVIEW < decline <= DECLINE), model, thresholds and feature-set versions;
-     under output.include_features, the FeatureVector it was scored from.
+     under output.include_features, the FeatureVector it was scored from; under predict.explain
+     (REVIEW and DECLINE by default, or all, or none) its reasons: up to predict.reasons features
+     that pushed its score up most, each with its value and its contribution to the raw score
+     (log-odds), from the model's trees in LightGBM's format (pipeline.shared.explain), computed
+     per batch for the records whose score calls for them. Under predict.shadow_model, a
+     challenger's score and decision beside the champion's (`shadow`), never deciding.
+Per batch it counts the scores and features into the bins of the model card's drift reference
+(pipeline.shared.drift), for the run's drift report.
 The model is ONNX, run by onnxruntime on the CPU through Beam's OnnxModelHandlerNumpy, keyed so
 each score finds its record, in batches of predict.min_batch_size..predict.max_batch_size.
 A batch that fails is split in halves until the failing records are alone; only they become
@@ -25,25 +32,30 @@ import math
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import apache_beam as beam
 import numpy as np
 import onnxruntime as ort
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
 from apache_beam.transforms.window import TimestampedValue
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
-from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
+from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, Reason, ScoredTransaction
+from pipeline.shared import drift, metrics
 from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
+from pipeline.shared.explain import Explainer, TreeFile, read_text
 from pipeline.shared.model_card import file_digest
 from pipeline.shared.model_check import PROBABILITIES
 
 STAGE = "50_predict"
 _APPROVE, _REVIEW, _DECLINE = Decision.DECISION_APPROVE, Decision.DECISION_REVIEW, Decision.DECISION_DECLINE
+_NONE = Decision.DECISION_UNSPECIFIED
+_NAMES = {_APPROVE: "approve", _REVIEW: "review", _DECLINE: "decline", _NONE: "none"}
 
 
 @dataclass(frozen=True)
@@ -69,17 +81,117 @@ class InferenceFailure:
     stacktrace: str
 
 
-def _fraud_probabilities(session, batch: Sequence[np.ndarray]) -> list[float]:
-    inputs = np.stack(batch).astype(np.float32, copy=False)
+class Scored(NamedTuple):
+    """A score and its reasons: (feature index, contribution), largest upward push first; under a
+    shadow model, the challenger's score (None when it could not score this record)."""
+
+    score: float
+    reasons: tuple[tuple[int, float], ...] = ()
+    shadow: float | None = None
+
+
+class Challenger(NamedTuple):
+    """A shadow model (predict.shadow_model) as checked before the run: it takes the first `width`
+    features of the champion's vector."""
+
+    path: str
+    version: str
+    sha256: str
+    width: int
+
+
+class Extras(NamedTuple):
+    """What a worker scores with besides the model: the trees for reasons (records scoring at least
+    `explain_from` get up to `reasons`), a challenger in shadow, the model card's drift reference,
+    and the names of the features (the champion's, in order)."""
+
+    trees: TreeFile | None = None
+    explain_from: float = math.inf
+    reasons: int = 3
+    shadow: Challenger | None = None
+    drift_reference: dict[str, Any] | None = None
+    feature_names: tuple[str, ...] = ()
+
+
+NO_EXTRAS = Extras()
+
+
+@dataclass
+class Scorer:
+    """What a worker scores with: the ONNX session and, where records are explained, the trees in
+    LightGBM's format; records with a score of at least `explain_from` get up to `reasons` reasons."""
+
+    session: ort.InferenceSession
+    explainer: Explainer | None = None
+    explain_from: float = math.inf
+    reasons: int = 3
+    shadow: ort.InferenceSession | None = None
+    shadow_width: int = 0
+    drift: DriftBins | None = None
+
+
+def _fraud_probabilities(session, inputs: np.ndarray) -> list[float]:
     output = next((o.name for o in session.get_outputs() if o.name == PROBABILITIES), session.get_outputs()[-1].name)
     probabilities = session.run([output], {session.get_inputs()[0].name: inputs})[0]
     return [float(p) for p in np.asarray(probabilities)[:, 1]]
 
 
-def score_batch(session, batch: Sequence[np.ndarray], inference_args: Any = None) -> list[float | InferenceFailure]:
-    """P(fraud) per example; a failing batch is bisected so that only failing examples fail."""
+def _shadow_scores(scorer: Scorer, inputs: np.ndarray) -> list[float | None]:
+    """The challenger's scores; a batch it cannot score gives none and never fails the champion's."""
+    if scorer.shadow is None:
+        return [None] * len(inputs)
     try:
-        scores: list[float | InferenceFailure] = list(_fraud_probabilities(session, batch))
+        return list(_fraud_probabilities(scorer.shadow, np.ascontiguousarray(inputs[:, : scorer.shadow_width])))
+    except Exception:  # noqa: BLE001 - onnxruntime raises several types; the champion's scores stand
+        if len(inputs) == 1:
+            return [None]
+        middle = len(inputs) // 2
+        return _shadow_scores(scorer, inputs[:middle]) + _shadow_scores(scorer, inputs[middle:])
+
+
+class DriftBins:
+    """Counts each batch's scores and features into the bins of the model card's drift reference
+    (pipeline.shared.drift): one counter per bin, added to once per batch."""
+
+    def __init__(self, reference: dict[str, Any], names: Sequence[str]):
+        columns = {name: i for i, name in enumerate(names)}
+        self._bins = [(drift.SCORE, None, reference[drift.SCORE]["edges"])] + [
+            (name, columns[name], ref["edges"]) for name, ref in reference["features"].items() if name in columns
+        ]
+        self._counters = {
+            name: [metrics.counter(f"{metrics.DRIFT_PREFIX}{name}.{i}") for i in range(len(edges) + 1)]
+            for name, _, edges in self._bins
+        }
+
+    def count(self, inputs: np.ndarray, scores: Sequence[float]) -> None:
+        for name, column, edges in self._bins:
+            values = np.asarray(scores, dtype=np.float64) if column is None else inputs[:, column]
+            for counter, n in zip(self._counters[name], drift.bin_counts(values, edges), strict=True):
+                if n:
+                    counter.inc(int(n))
+
+
+def _scored(scorer: Scorer, batch: Sequence[np.ndarray]) -> list[Scored]:
+    inputs = np.stack(batch).astype(np.float32, copy=False)
+    scores = _fraud_probabilities(scorer.session, inputs)
+    if scorer.drift is not None:
+        scorer.drift.count(inputs, scores)
+    shadows = _shadow_scores(scorer, inputs)
+    explained = [i for i, score in enumerate(scores) if score >= scorer.explain_from]
+    reasons: dict[int, tuple[tuple[int, float], ...]] = {}
+    if scorer.explainer is not None and explained:
+        reasons = dict(zip(explained, scorer.explainer.top(inputs[explained], scorer.reasons), strict=True))
+    return [
+        Scored(score, reasons.get(i, ()), shadow) for i, (score, shadow) in enumerate(zip(scores, shadows, strict=True))
+    ]
+
+
+def score_batch(
+    scorer: Scorer, batch: Sequence[np.ndarray], inference_args: Any = None
+) -> list[Scored | InferenceFailure]:
+    """P(fraud) and reasons per example; a failing batch is bisected so that only failing examples fail."""
+    try:
+        scores: list[Scored | InferenceFailure] = list(_scored(scorer, batch))
         return scores
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types; all mean "split"
         if len(batch) == 1:
@@ -91,7 +203,7 @@ def score_batch(session, batch: Sequence[np.ndarray], inference_args: Any = None
                 )
             ]
         middle = len(batch) // 2
-        return score_batch(session, batch[:middle]) + score_batch(session, batch[middle:])
+        return score_batch(scorer, batch[:middle]) + score_batch(scorer, batch[middle:])
 
 
 class SingleThreadOnnxModelHandler(OnnxModelHandlerNumpy):
@@ -102,26 +214,47 @@ class SingleThreadOnnxModelHandler(OnnxModelHandlerNumpy):
     (BatchElements sizes batches by timing). On one thread a record's score is the same in any
     batch, which keeps the output deterministic; the cost measured here was about 0.3 µs a record.
     Session options are built here, in load_model(), because they cannot be pickled.
-    With `expected_sha256`, a model file whose bytes are not those refuses to load.
+    With `expected_sha256`, a model file whose bytes are not those refuses to load; so does a
+    trees file (for reasons) whose bytes are not its own checked sha256.
     """
 
-    def __init__(self, model_uri: str, *args: Any, expected_sha256: str = "", **kwargs: Any):
+    def __init__(
+        self, model_uri: str, *args: Any, expected_sha256: str = "", extras: Extras = NO_EXTRAS, **kwargs: Any
+    ):
         super().__init__(model_uri, *args, **kwargs)
         self._expected_sha256 = expected_sha256
+        self._extras = extras
 
-    def load_model(self) -> ort.InferenceSession:
-        if self._expected_sha256:
-            actual = file_digest(self._model_uri)
-            if actual != self._expected_sha256:
-                raise RuntimeError(
-                    f"model file {self._model_uri} has sha256 {actual}, the job was started with "
-                    f"{self._expected_sha256}: the model changed under the running job"
-                )
+    def load_model(self) -> Scorer:  # type: ignore[override]
+        _check_digest(self._model_uri, self._expected_sha256)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self._session_options = options
-        return super().load_model()
+        extras = self._extras
+        explainer = None
+        if extras.trees is not None and extras.explain_from != math.inf:
+            _check_digest(extras.trees.path, extras.trees.sha256)
+            explainer = Explainer(read_text(extras.trees.path))
+        champion = super().load_model()
+        shadow = None
+        if extras.shadow is not None:
+            _check_digest(extras.shadow.path, extras.shadow.sha256)
+            with FileSystems.open(extras.shadow.path) as f:
+                shadow = ort.InferenceSession(f.read(), sess_options=options, providers=["CPUExecutionProvider"])
+        bins = DriftBins(extras.drift_reference, extras.feature_names) if extras.drift_reference else None
+        width = extras.shadow.width if extras.shadow is not None else 0
+        return Scorer(champion, explainer, extras.explain_from, extras.reasons, shadow, width, bins)
+
+
+def _check_digest(path: str, expected: str) -> None:
+    if expected:
+        actual = file_digest(path)
+        if actual != expected:
+            raise RuntimeError(
+                f"model file {path} has sha256 {actual}, the job was started with {expected}: "
+                "the model changed under the running job"
+            )
 
 
 class RecordKeyedModelHandler(KeyedModelHandler):
@@ -136,12 +269,13 @@ class RecordKeyedModelHandler(KeyedModelHandler):
 
 
 def model_handler(
-    model_path: str, min_batch_size: int, max_batch_size: int, expected_sha256: str = ""
+    model_path: str, min_batch_size: int, max_batch_size: int, expected_sha256: str = "", extras: Extras = NO_EXTRAS
 ) -> KeyedModelHandler:
     return RecordKeyedModelHandler(
         SingleThreadOnnxModelHandler(
             model_path,
             expected_sha256=expected_sha256,
+            extras=extras,
             providers=["CPUExecutionProvider"],
             # Beam types inference_fn as returning PredictionResults, but run_inference() zips its
             # result with the batch itself; a list of scores is what the default function returns too.
@@ -159,7 +293,28 @@ def model_input(enriched: EnrichedTransaction) -> tuple[EnrichedTransaction, np.
 class Decider:
     """(EnrichedTransaction, PredictionResult) -> ScoredTransaction or DeadLetter."""
 
-    def __init__(self, model_version: str, thresholds: Thresholds, clock: RunClock, include_features: bool = False):
+    def __init__(
+        self,
+        model_version: str,
+        thresholds: Thresholds,
+        clock: RunClock,
+        include_features: bool = False,
+        feature_names: Sequence[str] = (),
+        shadow_version: str = "",
+    ):
+        self._names = tuple(feature_names)
+        self._shadow_version = shadow_version
+        # champion decision x challenger decision (UNSPECIFIED: no probability), and both scores' tenths
+        self._pairs = {
+            (a, b): metrics.counter(f"{metrics.SHADOW_PREFIX}{_NAMES[a]}.{_NAMES[b]}")
+            for a in (_APPROVE, _REVIEW, _DECLINE)
+            for b in (_APPROVE, _REVIEW, _DECLINE, _NONE)
+        }
+        self._tenths = {
+            (who, i): metrics.counter(f"{metrics.SCORE_TENTHS_PREFIX}{who}.{i}")
+            for who in ("champion", "shadow")
+            for i in range(10)
+        }
         self._model_version = model_version
         self._thresholds = thresholds
         self._clock = clock
@@ -167,22 +322,25 @@ class Decider:
 
     def __call__(self, keyed: tuple[EnrichedTransaction, PredictionResult]) -> ScoredTransaction | DeadLetter:
         enriched, result = keyed
-        return self.decide(enriched, cast(float | InferenceFailure, result.inference))
+        return self.decide(enriched, cast(Scored | InferenceFailure, result.inference))
 
-    def decide(self, enriched: EnrichedTransaction, score: float | InferenceFailure) -> ScoredTransaction | DeadLetter:
+    def decide(
+        self, enriched: EnrichedTransaction, scored: Scored | InferenceFailure
+    ) -> ScoredTransaction | DeadLetter:
         txn = enriched.transaction
-        if isinstance(score, InferenceFailure):
+        if isinstance(scored, InferenceFailure):
             letter = make_dead_letter(
                 STAGE,
                 ErrorCode.ERROR_CODE_INFERENCE_FAILED,
-                f"model {self._model_version}: {score.message}",
+                f"model {self._model_version}: {scored.message}",
                 txn.origin,
                 self._clock.timestamp(),
                 transaction_id=txn.transaction_id,
             )
-            letter.exception_type = score.exception_type
-            letter.stacktrace = score.stacktrace
+            letter.exception_type = scored.exception_type
+            letter.stacktrace = scored.stacktrace
             return letter
+        score, reasons = scored.score, scored.reasons
         if not (math.isfinite(score) and 0.0 <= score <= 1.0):
             return make_dead_letter(
                 STAGE,
@@ -200,7 +358,7 @@ class Decider:
                 ],
                 txn.transaction_id,
             )
-        scored = ScoredTransaction(
+        out = ScoredTransaction(
             transaction_id=txn.transaction_id,
             card_id=txn.card_id,
             merchant_id=txn.merchant_id,
@@ -216,9 +374,38 @@ class Decider:
             source=txn.origin.source,
             late=txn.late,
         )
+        if self._shadow_version:
+            self._shadow(out, scored.shadow)
+        if reasons:
+            features = enriched.features
+            out.reasons.extend(
+                Reason(feature=self._names[i], value=features.values[i], contribution=c) for i, c in reasons
+            )
         if self._include_features:
-            scored.features.CopyFrom(enriched.features)
-        return scored
+            out.features.CopyFrom(enriched.features)
+        return out
+
+    def _shadow(self, out: ScoredTransaction, score: float | None) -> None:
+        """The challenger's verdict beside the champion's, and the counts the summary compares."""
+        valid = score is not None and math.isfinite(score) and 0.0 <= score <= 1.0
+        decision = self._thresholds.decide(cast(float, score)) if valid else _NONE
+        out.shadow.model_version = self._shadow_version
+        out.shadow.score = cast(float, score) if score is not None else math.nan
+        out.shadow.decision = decision
+        self._pairs[(out.decision, decision)].inc()
+        self._tenths[("champion", tenth(out.score))].inc()
+        if valid:
+            self._tenths[("shadow", tenth(cast(float, score)))].inc()
+
+
+def tenth(score: float) -> int:
+    """The score's tenth of [0, 1]: 0 for [0, 0.1), ..., 9 for [0.9, 1]."""
+    return min(9, max(0, int(score * 10)))
+
+
+def explain_from(explain: str, thresholds: Thresholds) -> float:
+    """The lowest score that gets reasons: REVIEW's threshold for decisions, every score for all."""
+    return {"decisions": thresholds.review, "all": -math.inf}.get(explain, math.inf)
 
 
 def record_time(keyed: tuple[EnrichedTransaction, PredictionResult], now: RunClock):
@@ -241,10 +428,14 @@ class Predict(beam.PTransform):
         clock: RunClock,
         expected_sha256: str = "",
         include_features: bool = False,
+        extras: Extras = NO_EXTRAS,
     ):
         super().__init__()
-        self._handler = model_handler(model_path, min_batch_size, max_batch_size, expected_sha256)
-        self._decider = functools.partial(Decider, model_version, thresholds, clock, include_features)
+        self._handler = model_handler(model_path, min_batch_size, max_batch_size, expected_sha256, extras)
+        shadow = extras.shadow.version if extras.shadow is not None else ""
+        self._decider = functools.partial(
+            Decider, model_version, thresholds, clock, include_features, extras.feature_names, shadow
+        )
         self._clock = clock
 
     def expand(self, enriched: beam.PCollection):

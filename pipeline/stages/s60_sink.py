@@ -59,6 +59,10 @@ PARQUET_SCHEMA = pa.schema(
         ("source_uri", pa.string()),
         ("source_line", pa.int64()),
         ("features", pa.map_(pa.string(), pa.float64())),
+        (
+            "reasons",
+            pa.list_(pa.struct([("feature", pa.string()), ("value", pa.float64()), ("contribution", pa.float64())])),
+        ),
     ]
 )
 
@@ -81,6 +85,16 @@ def parquet_row(s: ScoredTransaction) -> dict:
         "source_uri": s.source.uri,
         "source_line": s.source.line,
         "features": list(zip(s.features.names, s.features.values, strict=True)) or None,
+        "reasons": [{"feature": r.feature, "value": r.value, "contribution": r.contribution} for r in s.reasons],
+        "shadow": (
+            {
+                "model_version": s.shadow.model_version,
+                "score": s.shadow.score,
+                "decision": Decision.Name(s.shadow.decision),
+            }
+            if s.HasField("shadow")
+            else None
+        ),
     }
 
 

@@ -28,17 +28,19 @@ from contracts.riskpipe.v1 import raw_record_pb2 as riskpipe_dot_v1_dot_raw__rec
 from contracts.riskpipe.v1 import transaction_pb2 as riskpipe_dot_v1_dot_transaction__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$riskpipe/v1/scored_transaction.proto\x12\x0briskpipe.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&riskpipe/v1/enriched_transaction.proto\x1a\x1criskpipe/v1/raw_record.proto\x1a\x1driskpipe/v1/transaction.proto\"/\n\x06Reason\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x01\"\x9f\x04\n\x11ScoredTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rd_id\x18\x02 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x03 \x01(\t\x12\"\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x12.riskpipe.v1.Money\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05score\x18\x06 \x01(\x01\x12\'\n\x08\x64\x65\x63ision\x18\x07 \x01(\x0e\x32\x15.riskpipe.v1.Decision\x12\x15\n\rmodel_version\x18\x08 \x01(\t\x12\x1a\n\x12thresholds_version\x18\t \x01(\t\x12\x1b\n\x13\x66\x65\x61ture_set_version\x18\n \x01(\t\x12-\n\tscored_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x07reasons\x18\x0c \x03(\x0b\x32\x13.riskpipe.v1.Reason\x12\x32\n\x10missing_profiles\x18\r \x03(\x0e\x32\x18.riskpipe.v1.ProfileKind\x12+\n\x06source\x18\x0e \x01(\x0b\x32\x1b.riskpipe.v1.SourcePosition\x12\x0c\n\x04late\x18\x0f \x01(\x08\x12,\n\x08\x66\x65\x61tures\x18\x10 \x01(\x0b\x32\x1a.riskpipe.v1.FeatureVector*e\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_REVIEW\x10\x02\x12\x14\n\x10\x44\x45\x43ISION_DECLINE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$riskpipe/v1/scored_transaction.proto\x12\x0briskpipe.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&riskpipe/v1/enriched_transaction.proto\x1a\x1criskpipe/v1/raw_record.proto\x1a\x1driskpipe/v1/transaction.proto\">\n\x06Reason\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x01\x12\r\n\x05value\x18\x03 \x01(\x01\"\\\n\x0bShadowScore\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\'\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x15.riskpipe.v1.Decision\"\xc9\x04\n\x11ScoredTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61rd_id\x18\x02 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x03 \x01(\t\x12\"\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x12.riskpipe.v1.Money\x12.\n\nevent_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05score\x18\x06 \x01(\x01\x12\'\n\x08\x64\x65\x63ision\x18\x07 \x01(\x0e\x32\x15.riskpipe.v1.Decision\x12\x15\n\rmodel_version\x18\x08 \x01(\t\x12\x1a\n\x12thresholds_version\x18\t \x01(\t\x12\x1b\n\x13\x66\x65\x61ture_set_version\x18\n \x01(\t\x12-\n\tscored_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x07reasons\x18\x0c \x03(\x0b\x32\x13.riskpipe.v1.Reason\x12\x32\n\x10missing_profiles\x18\r \x03(\x0e\x32\x18.riskpipe.v1.ProfileKind\x12+\n\x06source\x18\x0e \x01(\x0b\x32\x1b.riskpipe.v1.SourcePosition\x12\x0c\n\x04late\x18\x0f \x01(\x08\x12,\n\x08\x66\x65\x61tures\x18\x10 \x01(\x0b\x32\x1a.riskpipe.v1.FeatureVector\x12(\n\x06shadow\x18\x11 \x01(\x0b\x32\x18.riskpipe.v1.ShadowScore*e\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_REVIEW\x10\x02\x12\x14\n\x10\x44\x45\x43ISION_DECLINE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'contracts.riskpipe.v1.scored_transaction_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISION']._serialized_start=782
-  _globals['_DECISION']._serialized_end=883
+  _globals['_DECISION']._serialized_start=933
+  _globals['_DECISION']._serialized_end=1034
   _globals['_REASON']._serialized_start=187
-  _globals['_REASON']._serialized_end=234
-  _globals['_SCOREDTRANSACTION']._serialized_start=237
-  _globals['_SCOREDTRANSACTION']._serialized_end=780
+  _globals['_REASON']._serialized_end=249
+  _globals['_SHADOWSCORE']._serialized_start=251
+  _globals['_SHADOWSCORE']._serialized_end=343
+  _globals['_SCOREDTRANSACTION']._serialized_start=346
+  _globals['_SCOREDTRANSACTION']._serialized_end=931
 # @@protoc_insertion_point(module_scope)

@@ -25,15 +25,27 @@ DECISION_REVIEW: Decision
 DECISION_DECLINE: Decision
 
 class Reason(_message.Message):
-    __slots__ = ("feature", "contribution")
+    __slots__ = ("feature", "contribution", "value")
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
     feature: str
     contribution: float
-    def __init__(self, feature: _Optional[str] = ..., contribution: _Optional[float] = ...) -> None: ...
+    value: float
+    def __init__(self, feature: _Optional[str] = ..., contribution: _Optional[float] = ..., value: _Optional[float] = ...) -> None: ...
+
+class ShadowScore(_message.Message):
+    __slots__ = ("model_version", "score", "decision")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    score: float
+    decision: Decision
+    def __init__(self, model_version: _Optional[str] = ..., score: _Optional[float] = ..., decision: _Optional[_Union[Decision, str]] = ...) -> None: ...
 
 class ScoredTransaction(_message.Message):
-    __slots__ = ("transaction_id", "card_id", "merchant_id", "amount", "event_time", "score", "decision", "model_version", "thresholds_version", "feature_set_version", "scored_at", "reasons", "missing_profiles", "source", "late", "features")
+    __slots__ = ("transaction_id", "card_id", "merchant_id", "amount", "event_time", "score", "decision", "model_version", "thresholds_version", "feature_set_version", "scored_at", "reasons", "missing_profiles", "source", "late", "features", "shadow")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     CARD_ID_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +62,7 @@ class ScoredTransaction(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     LATE_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     card_id: str
     merchant_id: str
@@ -66,4 +79,5 @@ class ScoredTransaction(_message.Message):
     source: _raw_record_pb2.SourcePosition
     late: bool
     features: _enriched_transaction_pb2.FeatureVector
-    def __init__(self, transaction_id: _Optional[str] = ..., card_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., amount: _Optional[_Union[_transaction_pb2.Money, _Mapping]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., score: _Optional[float] = ..., decision: _Optional[_Union[Decision, str]] = ..., model_version: _Optional[str] = ..., thresholds_version: _Optional[str] = ..., feature_set_version: _Optional[str] = ..., scored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., missing_profiles: _Optional[_Iterable[_Union[_enriched_transaction_pb2.ProfileKind, str]]] = ..., source: _Optional[_Union[_raw_record_pb2.SourcePosition, _Mapping]] = ..., late: _Optional[bool] = ..., features: _Optional[_Union[_enriched_transaction_pb2.FeatureVector, _Mapping]] = ...) -> None: ...
+    shadow: ShadowScore
+    def __init__(self, transaction_id: _Optional[str] = ..., card_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., amount: _Optional[_Union[_transaction_pb2.Money, _Mapping]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., score: _Optional[float] = ..., decision: _Optional[_Union[Decision, str]] = ..., model_version: _Optional[str] = ..., thresholds_version: _Optional[str] = ..., feature_set_version: _Optional[str] = ..., scored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reasons: _Optional[_Iterable[_Union[Reason, _Mapping]]] = ..., missing_profiles: _Optional[_Iterable[_Union[_enriched_transaction_pb2.ProfileKind, str]]] = ..., source: _Optional[_Union[_raw_record_pb2.SourcePosition, _Mapping]] = ..., late: _Optional[bool] = ..., features: _Optional[_Union[_enriched_transaction_pb2.FeatureVector, _Mapping]] = ..., shadow: _Optional[_Union[ShadowScore, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,77 @@
+"""Reasons for a score: exact per-feature contributions of the model's trees (TreeSHAP).
+
+A model trained by tools.train ships its trees twice: model.onnx, which scores, and model.txt, the
+same trees in LightGBM's format, which the model card names (`contributions`: file, sha256).
+LightGBM's `pred_contrib` gives, for one feature vector, each feature's signed contribution to the
+model's raw score (log-odds) and the base value; they add up to the raw score, whose logistic is
+the probability the ONNX model gives (pipeline.shared.model_check checks this on a probe batch
+before the job starts). A record's reasons are its features with the largest upward contributions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.shared.model_card import card_path
+
+
+class TreeFile(NamedTuple):
+    """Where the model's trees in LightGBM's format are, and the sha256 the model card gives them."""
+
+    path: str
+    sha256: str
+
+
+def tree_file(model_path: str, card: dict[str, Any] | None) -> TreeFile | None:
+    """The card's contributions file, beside the model; None when the card names none."""
+    named = (card or {}).get("contributions")
+    if not isinstance(named, dict) or not named.get("file"):
+        return None
+    card_at = card_path(model_path)
+    folder = card_at[: -len("model_card.json")] if card_at.endswith("model_card.json") else ""
+    return TreeFile(folder + str(named["file"]), str(named.get("sha256", "")).lower())
+
+
+def read_text(path: str) -> str:
+    with FileSystems.open(path) as f:
+        return f.read().decode("utf-8")
+
+
+class Explainer:
+    """Contributions of each feature to the raw score, from the model's trees in LightGBM's format."""
+
+    def __init__(self, model_text: str):
+        import lightgbm  # imported where used: only a job that explains pays for it
+
+        self._booster = lightgbm.Booster(model_str=model_text)
+        self.width = self._booster.num_feature()
+
+    def contributions(self, vectors: np.ndarray) -> np.ndarray:
+        """(rows, width + 1): each feature's contribution to the raw score, then the base value.
+
+        The vectors are taken as the ONNX model takes them (float32), so both see the same values;
+        one thread, so that the job's other work keeps the other cores."""
+        x = np.asarray(vectors, dtype=np.float32).astype(np.float64)
+        return np.asarray(self._booster.predict(x, pred_contrib=True, num_threads=1))
+
+    def top(self, vectors: np.ndarray, count: int) -> list[tuple[tuple[int, float], ...]]:
+        """Per row, up to `count` (feature index, contribution) with the largest upward push first;
+        features that pushed the score down or not at all are not reasons."""
+        if len(vectors) == 0:
+            return []
+        contributions = self.contributions(vectors)[:, : self.width]
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :count]
+        return [
+            tuple((int(i), float(row[i])) for i in ranked if row[i] > 0.0)
+            for row, ranked in zip(contributions, order, strict=True)
+        ]
+
+
+def raw_score(probability: float) -> float:
+    """The log-odds whose logistic is `probability` (the model's raw score)."""
+    p = min(max(probability, 1e-15), 1 - 1e-15)
+    return math.log(p / (1 - p))
