@@ -33,7 +33,7 @@ from pipeline.stages import s40_features as features
 from pipeline.stages import s50_predict as predict
 from pipeline.stages import s60_sink as sink
 from pipeline.stages import s90_dead_letter as dead_letter_sink
-from pipeline.stages.s50_predict import Challenger
+from pipeline.stages.s50_predict import Challenger, Watch
 
 
 class Model(NamedTuple):
@@ -48,6 +48,9 @@ class Model(NamedTuple):
     shadow: Challenger | None = None
     # The model card's drift reference (pipeline.shared.drift); None: no drift report.
     drift_reference: dict[str, Any] | None = None
+    # The model file ("": predict.model); under predict.model_watch_dir, the version it started with.
+    path: str = ""
+    watch: Watch | None = None
 
 
 class Run(NamedTuple):
@@ -121,7 +124,7 @@ def build_pipeline(
     featured, refused = featurize(raw, config, clock, model.feature_set)
     thresholds = predict.Thresholds(config.thresholds.version, config.thresholds.review, config.thresholds.decline)
     scored, refused_50 = featured | "50_predict" >> predict.Predict(
-        model_path=config.predict.model,
+        model_path=model.path or config.predict.model,
         model_version=model.version,
         thresholds=thresholds,
         min_batch_size=config.predict.min_batch_size,
@@ -153,6 +156,7 @@ def scoring_extras(config: JobConfig, model: Model, thresholds: predict.Threshol
         shadow=model.shadow,
         drift_reference=model.drift_reference,
         feature_names=feature_sets.names(model.feature_set),
+        watch=model.watch,
     )
 
 

@@ -30,11 +30,11 @@ from pipeline.io.output_folder import OutputFolder
 from pipeline.local import runners
 from pipeline.local.streaming import StreamingWatch, in_main_thread
 from pipeline.local.watchdog import WorkerWatchdog, worker_processes
-from pipeline.shared import drift, feature_sets, model_check
+from pipeline.shared import drift, feature_sets, model_check, model_versions
 from pipeline.shared.errors import ConfigError
 from pipeline.shared.explain import tree_file
 from pipeline.shared.model_card import file_digest
-from pipeline.stages.s50_predict import Challenger
+from pipeline.stages.s50_predict import Challenger, Watch
 
 
 class RunFailedError(RuntimeError):
@@ -51,28 +51,44 @@ def check_model(config: JobConfig) -> dict[str, Any] | None:
 
 
 def model_in_use(config: JobConfig) -> Model:
-    """The checked model: its version, sha256 and feature set."""
-    card = check_model(config)
+    """The checked model: its version, sha256 and feature set; with predict.model_watch_dir, the
+    newest valid version there (predict.model when there is none yet)."""
+    path, started_with = config.predict.model, ""
+    card: dict[str, Any] | None
+    folder = config.predict.model_watch_dir
+    found = model_versions.newest_valid(folder, None, "", set())[0] if folder else None
+    if found is not None:
+        path, card, started_with = found.model_path, found.card, found.name
+        version = str(config.predict.model_version or card.get("model_version") or found.name)
+    else:
+        card = check_model(config)
     # The card's sha256 has just been checked against the file: no need to read the file again.
     # Workers refuse a model file whose bytes are not these (one replaced after the start).
-    sha256 = card["sha256"].lower() if card is not None else file_digest(config.predict.model)
-    trees = tree_file(config.predict.model, card)
+    sha256 = card["sha256"].lower() if card is not None else file_digest(path)
+    if found is None:
+        version = model_version(config, card, sha256)
+    trees = tree_file(path, card)
     if trees is None and config.predict.explain != "none":
         logging.getLogger(__name__).warning(
             "predict.explain %s: model %s has no contributions file in its model card (train it with "
             "python -m tools.train): scored records carry no reasons",
             config.predict.explain,
-            config.predict.model,
+            path,
         )
     named_set = model_check.feature_set(card)
     reference = card.get("drift_reference") if card is not None else None
+    watch = None
+    if folder:
+        watch = Watch(folder, config.predict.model_watch_seconds, started_with, named_set)
     return Model(
-        model_version(config, card, sha256),
+        version,
         sha256,
         named_set,
         trees,
         challenger(config, named_set),
         reference if isinstance(reference, dict) and drift.SCORE in reference else None,
+        path,
+        watch,
     )
 
 

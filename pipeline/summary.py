@@ -66,6 +66,12 @@ FIELDS = (
     Field("stage_msecs", "", "Milliseconds spent in each stage (runners that sample execution time)."),
     Field("model_version", "model", "The model version stamped on every score, and its feature set."),
     Field(
+        "model_swaps",
+        "",
+        "Under predict.model_watch_dir: swaps to a newer version (accepted, once per model instance that "
+        "swapped) and versions refused by the checks (once per worker process).",
+    ),
+    Field(
         "drift",
         "",
         "Population stability index of the score and of each feature against the model card's reference "
@@ -118,6 +124,10 @@ def summarize(result: Any) -> dict[str, Any]:
         "alerts": counters.get(metrics.ALERTS_WRITTEN, 0),
         "dead_letters_rejected_by_sink": counters.get(metrics.DEAD_LETTERS_REJECTED_BY_SINK, 0),
         "profile_store": store_summary(counters, distributions.get(metrics.STORE_QUERY_MS)),
+        "model_swaps": {
+            "accepted": counters.get(metrics.MODEL_SWAPS_ACCEPTED, 0),
+            "refused": counters.get(metrics.MODEL_SWAPS_REFUSED, 0),
+        },
     }
     written_out = on_disk(counters)
     if written_out:

@@ -30,6 +30,9 @@ def check(config: JobConfig) -> None:
         _check_watch_dir(config.source.watch_dir or "")
     elif config.source.kind == "files":
         _check_input(config.input.transactions or "")
+    folder = config.predict.model_watch_dir
+    if folder is not None and not is_remote(folder) and not os.path.isdir(folder):
+        raise ConfigError(f"predict.model_watch_dir: {folder!r} is not a folder")
     if config.kafka.properties_file:
         _check_readable_file("kafka.properties_file", config.kafka.properties_file)
     for key, maybe_path in (

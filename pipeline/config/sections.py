@@ -286,6 +286,14 @@ class PredictConfig(Section):
         "listed in the summary's drift.flagged); needs a model card with a drift reference.",
         gt=0,
     )
+    model_watch_dir: Dir | None = setting(
+        None,
+        "A folder of model versions, each a sub-folder with model.onnx and model_card.json (as tools.train "
+        "writes them), ordered by name: the newest that passes the start-up checks scores, at the start "
+        "and, when a newer one appears, from the next batch on, without a restart; one that fails is "
+        "refused and logged, and the running model goes on. predict.model scores until a version is there.",
+    )
+    model_watch_seconds: Float = setting(10.0, "How often predict.model_watch_dir is looked at.", gt=0)
     shadow_model: Path | None = setting(
         None,
         "A challenger ONNX model (with its model card) scored beside the champion on every record: its "

@@ -29,6 +29,9 @@ SHADOW_PREFIX = "shadow."
 SCORE_TENTHS_PREFIX = "score_tenths."
 # 50_predict, for drift: + <score|feature>.<bin>: records in each bin of the model card's drift reference
 DRIFT_PREFIX = "drift."
+# 50_predict under predict.model_watch_dir: versions that replaced the running model, versions refused
+MODEL_SWAPS_ACCEPTED = "model_swaps.accepted"
+MODEL_SWAPS_REFUSED = "model_swaps.refused"
 # The profile store (enrich.backend postgres).
 STORE_LOOKUPS = "profile_store.lookups"  # records whose profiles were looked up
 STORE_QUERIES = "profile_store.queries"

@@ -28,7 +28,9 @@ Dead letters (stage 50_predict):
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,10 +47,10 @@ from apache_beam.transforms.window import TimestampedValue
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, Reason, ScoredTransaction
-from pipeline.shared import drift, metrics
+from pipeline.shared import drift, metrics, model_versions
 from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
-from pipeline.shared.explain import Explainer, TreeFile, read_text
+from pipeline.shared.explain import Explainer, TreeFile, read_text, tree_file
 from pipeline.shared.model_card import file_digest
 from pipeline.shared.model_check import PROBABILITIES
 
@@ -88,6 +90,7 @@ class Scored(NamedTuple):
     score: float
     reasons: tuple[tuple[int, float], ...] = ()
     shadow: float | None = None
+    model_version: str = ""
 
 
 class Challenger(NamedTuple):
@@ -111,9 +114,65 @@ class Extras(NamedTuple):
     shadow: Challenger | None = None
     drift_reference: dict[str, Any] | None = None
     feature_names: tuple[str, ...] = ()
+    watch: Watch | None = None
+
+
+class Watch(NamedTuple):
+    """predict.model_watch_dir: the folder of model versions, how often it is looked at, the version
+    the job started with and the feature set the job computes (pipeline.shared.model_versions)."""
+
+    folder: str
+    seconds: float
+    started_with: str
+    feature_set: str
 
 
 NO_EXTRAS = Extras()
+
+
+_REFUSED: dict[str, set[str]] = {}
+
+
+class ModelWatcher:
+    """Looks at the folder of model versions between batches, at most every `seconds`; a newer
+    version that passes the start-up checks replaces the running model from the next batch on, a
+    refused one is counted and the running model goes on."""
+
+    def __init__(self, watch: Watch, explain: bool, options: ort.SessionOptions):
+        self._watch = watch
+        self._explain = explain
+        self._options = options
+        self._current = watch.started_with
+        # one set per worker process: a version is refused (and counted) once, whichever instance saw it
+        self._refused = _REFUSED.setdefault(watch.folder, set())
+        self._looked = -math.inf  # a new instance looks at once: a newer version may be there already
+        self._accepted_count = metrics.counter(metrics.MODEL_SWAPS_ACCEPTED)
+        self._refused_count = metrics.counter(metrics.MODEL_SWAPS_REFUSED)
+
+    def swap_if_newer(self, scorer: Scorer) -> None:
+        now = time.monotonic()
+        if now - self._looked < self._watch.seconds:
+            return
+        self._looked = now
+        found, refused = model_versions.newest_valid(
+            self._watch.folder, self._watch.feature_set, self._current, self._refused
+        )
+        if refused:
+            self._refused_count.inc(len(refused))
+        if found is None:
+            return
+        _check_digest(found.model_path, str(found.card["sha256"]).lower())  # the bytes that were checked
+        with FileSystems.open(found.model_path) as f:
+            session = ort.InferenceSession(f.read(), sess_options=self._options, providers=["CPUExecutionProvider"])
+        trees = tree_file(found.model_path, found.card)
+        if trees is not None and self._explain:
+            _check_digest(trees.path, trees.sha256)
+        scorer.session = session
+        scorer.explainer = Explainer(read_text(trees.path)) if self._explain and trees is not None else None
+        scorer.version = str(found.card.get("model_version") or found.name)
+        self._current = found.name
+        self._accepted_count.inc()
+        logging.getLogger(__name__).warning("model version %s now scores (%s)", scorer.version, found.model_path)
 
 
 @dataclass
@@ -128,6 +187,9 @@ class Scorer:
     shadow: ort.InferenceSession | None = None
     shadow_width: int = 0
     drift: DriftBins | None = None
+    # the version stamped on what this scorer scores ("": the job's); a watcher may replace the model
+    version: str = ""
+    watcher: ModelWatcher | None = None
 
 
 def _fraud_probabilities(session, inputs: np.ndarray) -> list[float]:
@@ -172,6 +234,8 @@ class DriftBins:
 
 
 def _scored(scorer: Scorer, batch: Sequence[np.ndarray]) -> list[Scored]:
+    if scorer.watcher is not None:
+        scorer.watcher.swap_if_newer(scorer)
     inputs = np.stack(batch).astype(np.float32, copy=False)
     scores = _fraud_probabilities(scorer.session, inputs)
     if scorer.drift is not None:
@@ -181,9 +245,8 @@ def _scored(scorer: Scorer, batch: Sequence[np.ndarray]) -> list[Scored]:
     reasons: dict[int, tuple[tuple[int, float], ...]] = {}
     if scorer.explainer is not None and explained:
         reasons = dict(zip(explained, scorer.explainer.top(inputs[explained], scorer.reasons), strict=True))
-    return [
-        Scored(score, reasons.get(i, ()), shadow) for i, (score, shadow) in enumerate(zip(scores, shadows, strict=True))
-    ]
+    pairs = enumerate(zip(scores, shadows, strict=True))
+    return [Scored(score, reasons.get(i, ()), shadow, scorer.version) for i, (score, shadow) in pairs]
 
 
 def score_batch(
@@ -244,7 +307,10 @@ class SingleThreadOnnxModelHandler(OnnxModelHandlerNumpy):
                 shadow = ort.InferenceSession(f.read(), sess_options=options, providers=["CPUExecutionProvider"])
         bins = DriftBins(extras.drift_reference, extras.feature_names) if extras.drift_reference else None
         width = extras.shadow.width if extras.shadow is not None else 0
-        return Scorer(champion, explainer, extras.explain_from, extras.reasons, shadow, width, bins)
+        watcher = None
+        if extras.watch is not None:
+            watcher = ModelWatcher(extras.watch, extras.explain_from != math.inf, options)
+        return Scorer(champion, explainer, extras.explain_from, extras.reasons, shadow, width, bins, "", watcher)
 
 
 def _check_digest(path: str, expected: str) -> None:
@@ -341,6 +407,7 @@ class Decider:
             letter.stacktrace = scored.stacktrace
             return letter
         score, reasons = scored.score, scored.reasons
+        version = scored.model_version or self._model_version
         if not (math.isfinite(score) and 0.0 <= score <= 1.0):
             return make_dead_letter(
                 STAGE,
@@ -366,7 +433,7 @@ class Decider:
             event_time=txn.event_time,
             score=score,
             decision=self._thresholds.decide(score),
-            model_version=self._model_version,
+            model_version=version,
             thresholds_version=self._thresholds.version,
             feature_set_version=enriched.features.feature_set_version,
             scored_at=self._clock.timestamp(),
