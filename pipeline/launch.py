@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 import apache_beam as beam
@@ -256,6 +257,8 @@ def launch(
         os._exit(run_summary.EXIT_RUN_FAILED)
 
     drift_logged: set[str] = set()
+    drift_seen: dict[str, Any] = {}
+    started = time.monotonic()
 
     def finish(summary: dict[str, Any]) -> dict[str, Any]:
         summary["output_dir"] = config.output.dir
@@ -268,6 +271,15 @@ def launch(
         counts = summary.pop("drift_counts", {})
         if model.drift_reference is not None:
             summary["drift"] = report = drift.summarize(model.drift_reference, counts, config.predict.drift_threshold)
+            if config.is_streaming:
+                # the traffic since the previous summary (streaming.summary_interval_seconds): drift as it is now
+                now = time.monotonic()
+                recent = drift.since(drift_seen.get("counts", {}), counts)
+                report["last_interval"] = {
+                    "seconds": round(now - drift_seen.get("at", started), 1),
+                    **drift.summarize(model.drift_reference, recent, config.predict.drift_threshold),
+                }
+                drift_seen.update(counts=counts, at=now)
             for name in report["flagged"]:
                 if name not in drift_logged:  # once per name and run (a streaming summary refreshes)
                     drift_logged.add(name)

@@ -75,7 +75,8 @@ FIELDS = (
         "drift",
         "",
         "Population stability index of the score and of each feature against the model card's reference "
-        "(score_psi, feature_psi, threshold, flagged: those above it); streaming: since the run started.",
+        "(score_psi, feature_psi, threshold, flagged: those above it); streaming: since the run started, "
+        "and under last_interval the same over the records since the previous summary refresh.",
     ),
     Field(
         "shadow",

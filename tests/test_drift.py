@@ -79,3 +79,10 @@ def test_a_run_reports_drift_against_the_shipped_models_reference(dataset, tmp_p
     # a feature that does not depend on the amount stays where it was (a few huge amounts are refused)
     assert abs(moved["feature_psi"]["local_hour"] - report["feature_psi"]["local_hour"]) < 0.01
     assert "drift: amount_eur_log has a population stability index" in caplog.text
+
+
+def test_since_gives_the_records_counted_between_two_readings():
+    before = {"score": [5, 3], "a": [1]}
+    now = {"score": [7, 3, 2], "a": [4, 1], "b": [2]}
+    assert drift.since(before, now) == {"score": [2, 0, 2], "a": [3, 1], "b": [2]}
+    assert drift.since({}, now) == {k: list(v) for k, v in now.items()}

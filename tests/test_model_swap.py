@@ -140,6 +140,8 @@ def test_a_model_swapped_mid_stream_on_prism_scores_every_record_once_by_one_nam
     swaps = summary["model_swaps"]
     # refused once per worker process; accepted once per model instance that swapped (one or more)
     assert swaps["refused"] == 1 and swaps["accepted"] >= 1, (swaps, stderr.decode()[-4000:])
+    interval = summary["drift"]["last_interval"]  # streaming: drift since the previous refresh too
+    assert 0 <= interval["records"] <= summary["drift"]["records"] == summary["scored"] and interval["seconds"] > 0
     rows = [orjson.loads(line) for line in read_jsonl(out / "scored")]
     ids = [row["transaction_id"] for row in rows]
     assert len(ids) == len(set(ids)) == summary["scored"]

@@ -72,6 +72,16 @@ def psi(expected: Sequence[float], actual_counts: Sequence[int]) -> float | None
     return round(value, 6)
 
 
+def since(before: Mapping[str, Sequence[int]], now: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
+    """The records counted into each bin between two readings of the same counters."""
+    out = {}
+    for name, counts in now.items():
+        earlier = list(before.get(name, ()))
+        earlier += [0] * (len(counts) - len(earlier))
+        out[name] = [c - e for c, e in zip(counts, earlier, strict=False)]
+    return out
+
+
 def summarize(reference_bins: Mapping[str, Any], counts: Mapping[str, Sequence[int]], threshold: float) -> dict:
     """The summary's `drift`: the score's PSI, each feature's, the threshold and what is above it."""
     score_psi = psi(reference_bins[SCORE]["proportions"], counts.get(SCORE, ()))
