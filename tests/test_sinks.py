@@ -78,7 +78,12 @@ def test_dead_letter_json_round_trips_with_payload_bytes(clock):
 
 
 def test_write_scored_writes_jsonl_and_parquet(tmp_path, clock):
+    from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, Reason
+
     records = [scored(i) for i in range(1, 6)]
+    records[0].reasons.extend([Reason(feature="v_count_1h", value=7.0, contribution=2.5)])
+    records[1].shadow.model_version, records[1].shadow.score = "challenger", 0.25
+    records[1].shadow.decision = Decision.DECISION_APPROVE
     with TestPipeline(runner="FnApiRunner") as p:
         dead = p | beam.Create(records) | sink.WriteScored(str(tmp_path), 0, True, clock)
         assert_that(dead, equal_to([]))
@@ -88,6 +93,14 @@ def test_write_scored_writes_jsonl_and_parquet(tmp_path, clock):
     assert sorted((r["transaction_id"], r["amount_minor_units"], r["decision"]) for r in table) == [
         (f"t-{i}", 1234 + i, "DECISION_REVIEW") for i in range(1, 6)
     ]
+    by_id = {r["transaction_id"]: r for r in table}
+    assert by_id["t-1"]["reasons"] == [{"feature": "v_count_1h", "value": 7.0, "contribution": 2.5}]
+    assert by_id["t-2"]["shadow"] == {"model_version": "challenger", "score": 0.25, "decision": "DECISION_APPROVE"}
+    assert by_id["t-3"]["reasons"] == [] and by_id["t-3"]["shadow"] is None
+    as_json = {row["transaction_id"]: row for row in lines}
+    assert as_json["t-1"]["reasons"] == [{"feature": "v_count_1h", "value": 7.0, "contribution": 2.5}]
+    assert as_json["t-2"]["shadow"] == {"model_version": "challenger", "score": 0.25, "decision": "DECISION_APPROVE"}
+    assert "reasons" not in as_json["t-3"] and "shadow" not in as_json["t-3"]
 
 
 def test_write_dead_letters_writes_every_letter(tmp_path, clock):

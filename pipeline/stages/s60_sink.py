@@ -63,6 +63,8 @@ PARQUET_SCHEMA = pa.schema(
             "reasons",
             pa.list_(pa.struct([("feature", pa.string()), ("value", pa.float64()), ("contribution", pa.float64())])),
         ),
+        # under predict.shadow_model; null otherwise
+        ("shadow", pa.struct([("model_version", pa.string()), ("score", pa.float64()), ("decision", pa.string())])),
     ]
 )
 
