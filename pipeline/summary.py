@@ -315,6 +315,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(f"{'balanced':<{width}}  {verdict:>10}   (read = scored + dead letters + duplicates)")
     if summary.get("model_version"):
         lines.append(f"{'model':<{width}}  {summary['model_version']} (feature set {summary.get('feature_set', '?')})")
+    report = summary.get("drift")
+    if report and report.get("score_psi") is not None:
+        flagged = ", ".join(report["flagged"]) or "none"
+        lines.append(f"{'drift':<{width}}  score PSI {report['score_psi']:.3f}; above {report['threshold']}: {flagged}")
     shadow = summary.get("shadow")
     if shadow:
         flips = shadow["flips"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline import runner
+from pipeline import summary as run_summary
 from pipeline.shared import drift, feature_sets
 from tests.conftest import MODEL
 from tests.helpers import job_config
@@ -79,6 +80,8 @@ def test_a_run_reports_drift_against_the_shipped_models_reference(dataset, tmp_p
     # a feature that does not depend on the amount stays where it was (a few huge amounts are refused)
     assert abs(moved["feature_psi"]["local_hour"] - report["feature_psi"]["local_hour"]) < 0.01
     assert "drift: amount_eur_log has a population stability index" in caplog.text
+    printed = [line for line in run_summary.format_summary({**summary, "drift": moved}).splitlines()]
+    assert any(line.startswith("drift") and "amount_eur_log" in line for line in printed)
 
 
 def test_since_gives_the_records_counted_between_two_readings():
