@@ -285,3 +285,14 @@ def test_training_and_serving_compute_identical_feature_vectors(tmp_path):
         == 0
     )
     assert (tmp_path / "model" / "model.onnx").exists()
+
+
+def test_labels_as_other_sources_write_them(tmp_path):
+    rows = [("a", True), ("b", 0), ("c", "1"), ("d", "false"), ("e", " Yes "), ("f", 1.0)]
+    (tmp_path / "labels.jsonl").write_text(
+        "\n".join(json.dumps({"transaction_id": t, "is_fraud": v}) for t, v in rows) + "\n\n"
+    )
+    assert train.read_labels(tmp_path) == {"a": 1, "b": 0, "c": 1, "d": 0, "e": 1, "f": 1}
+    (tmp_path / "labels.jsonl").write_text('{"transaction_id": "a", "is_fraud": "maybe"}\n')
+    with pytest.raises(ValueError, match=r"line 1: is_fraud must be"):
+        train.read_labels(tmp_path)

@@ -137,12 +137,32 @@ def served_table(folder: pathlib.Path) -> FeatureTable:
     return FeatureTable([row[0] for row in rows], np.asarray([row[1] for row in rows], dtype=np.int64), values)
 
 
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f", ""}
+
+
+def label_value(value: Any) -> int:
+    """is_fraud as another source may write it: true/false, 1/0, or those as text."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float) and value in (0, 1):
+        return int(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return int(value.strip().lower() in _TRUE)
+    raise ValueError(f"is_fraud must be true/false or 1/0, got {value!r}")
+
+
 def read_labels(data: pathlib.Path) -> dict[str, int]:
     labels = {}
     with open(data / "labels.jsonl", "rb") as f:
-        for line in f:
-            row = orjson.loads(line)
-            labels[str(row["transaction_id"])] = int(bool(row["is_fraud"]))
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = orjson.loads(line)
+                labels[str(row["transaction_id"])] = label_value(row["is_fraud"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{data / 'labels.jsonl'} line {number}: {exc!s}") from None
     return labels
 
 
@@ -202,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         table = served_table(args.served) if args.served else feature_table(args.data, feature_sets.WITH_VELOCITY)
     except ValueError as exc:
         parser.error(str(exc))
-    labels = read_labels(args.data)
+    try:
+        labels = read_labels(args.data)
+    except ValueError as exc:
+        parser.error(str(exc))
     if not table.ids:
         parser.error(f"{args.data}: no transaction passed the job's validation (run the job on it to see why)")
     known = np.asarray([txn_id in labels for txn_id in table.ids], dtype=bool)
