@@ -238,3 +238,17 @@ def test_contributions_of_other_trees_of_the_same_width_are_refused(model_copy, 
     (model_copy / "model_card.json").write_text(json.dumps(card))
     code, err = run_with(model_copy, tmp_path, capsys)
     assert code == 2 and "is not the model that scores" in err
+
+
+def test_a_malformed_trees_file_is_refused_without_ending_the_process(model_copy, tmp_path, capsys):
+    # LightGBM ends the whole process (C++ terminate) on this file: tree sizes no longer match
+    lines = (model_copy / "model.txt").read_text().split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith("leaf_value="))
+    lines[at] = lines[at].replace("leaf_value=", "leaf_value=0.5 ", 1)
+    broken = "\n".join(lines)
+    (model_copy / "model.txt").write_text(broken)
+    card = json.loads((model_copy / "model_card.json").read_text())
+    card["contributions"]["sha256"] = hashlib.sha256(broken.encode()).hexdigest()
+    (model_copy / "model_card.json").write_text(json.dumps(card))
+    code, err = run_with(model_copy, tmp_path, capsys)
+    assert code == 2 and "contributions file" in err and "cannot be loaded" in err

@@ -11,6 +11,8 @@ before the job starts). A record's reasons are its features with the largest upw
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -34,6 +36,27 @@ def tree_file(model_path: str, card: dict[str, Any] | None) -> TreeFile | None:
     card_at = card_path(model_path)
     folder = card_at[: -len("model_card.json")] if card_at.endswith("model_card.json") else ""
     return TreeFile(folder + str(named["file"]), str(named.get("sha256", "")).lower())
+
+
+_LOAD_CHECK = (
+    "import sys, lightgbm; booster = lightgbm.Booster(model_str=sys.stdin.read()); print(booster.num_feature())"
+)
+
+
+def loads_in_a_child(model_text: str, timeout: float = 120.0) -> str | None:
+    """None when LightGBM loads the text in a process of its own; else what went wrong. LightGBM
+    ends the whole process (C++ terminate, not an exception) on some malformed model files, so a
+    file is tried in a child before the job or a worker loads it."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _LOAD_CHECK], input=model_text, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return f"LightGBM did not load it within {timeout:.0f} s"
+    if done.returncode == 0:
+        return None
+    last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or [f"exit code {done.returncode}"]
+    return f"LightGBM cannot load it ({last[0][:300]})"
 
 
 def read_text(path: str) -> str:

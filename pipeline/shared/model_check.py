@@ -34,7 +34,7 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import (
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
 from pipeline.shared import feature_sets, velocity
 from pipeline.shared.errors import ConfigError
-from pipeline.shared.explain import Explainer, raw_score, read_text, tree_file
+from pipeline.shared.explain import Explainer, loads_in_a_child, raw_score, read_text, tree_file
 from pipeline.shared.features import compute
 from pipeline.shared.model_card import card_path, file_digest, read_card_bytes
 
@@ -209,8 +209,12 @@ def check_trees(model_path: str, card: dict[str, Any] | None, session: ort.Infer
     if actual != trees.sha256:
         raise ConfigError(f"{where} has sha256 {actual}, the model card names {trees.sha256 or 'none'}")
     probe = probe_vectors(feature_set(card))
+    text = read_text(trees.path)
+    failure = loads_in_a_child(text)
+    if failure is not None:
+        raise ConfigError(f"{where} cannot be loaded: {failure}")
     try:
-        explainer = Explainer(read_text(trees.path))
+        explainer = Explainer(text)
     except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error types
         raise ConfigError(f"{where} cannot be loaded: {exc}") from None
     if explainer.width != probe.shape[1]:
