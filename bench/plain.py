@@ -26,13 +26,12 @@ from collections import defaultdict
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter
 from contracts.riskpipe.v1.enriched_transaction_pb2 import CustomerProfile, EnrichedTransaction, MerchantProfile
 from pipeline import config as job_config
-from pipeline.graph import Model, scoring_extras
+from pipeline.graph import scoring_extras
 from pipeline.io import files
-from pipeline.launch import challenger, resolve_model_version
+from pipeline.launch import model_of, resolve_model_version
 from pipeline.shared import feature_sets, model_check, velocity
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import redact
-from pipeline.shared.explain import tree_file
 from pipeline.shared.json_codec import dead_letter_json, scored_json
 from pipeline.stages import s10_validate as validate
 from pipeline.stages import s20_dedupe as dedupe
@@ -92,11 +91,7 @@ class PlainScorer:
         self._held: list[tuple[str, int, int, str, bytes]] = []
         self.histories: dict[str, velocity.CardHistory] = defaultdict(velocity.CardHistory)
         thresholds = predict.Thresholds(config.thresholds.version, config.thresholds.review, config.thresholds.decline)
-        card_reference = card.get("drift_reference") if card is not None else None
-        model = Model(
-            model_version, "", feature_set, tree_file(config.predict.model, card), challenger(config, feature_set),
-            card_reference if isinstance(card_reference, dict) else None,
-        )  # fmt: skip
+        model = model_of(config, config.predict.model, card, model_version)
         extras = scoring_extras(config, model, thresholds)
         self._session = predict.SingleThreadOnnxModelHandler(
             config.predict.model, providers=["CPUExecutionProvider"], extras=extras

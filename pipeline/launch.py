@@ -60,7 +60,7 @@ def model_in_use(config: JobConfig) -> Model:
     found = model_versions.newest_valid(folder, None, "", set())[0] if folder else None
     if found is not None:
         path, card, started_with = found.model_path, found.card, found.name
-        version = str(config.predict.model_version or card.get("model_version") or found.name)
+        version = config.predict.model_version or found.version
     else:
         card = check_model(config)
     # The card's sha256 has just been checked against the file: no need to read the file again.
@@ -68,28 +68,34 @@ def model_in_use(config: JobConfig) -> Model:
     sha256 = card["sha256"].lower() if card is not None else file_digest(path)
     if found is None:
         version = model_version(config, card, sha256)
-    trees = tree_file(path, card)
-    if trees is None and config.predict.explain != "none":
+    model = model_of(config, path, card, version, sha256, started_with)
+    if model.trees is None and config.predict.explain != "none":
         logging.getLogger(__name__).warning(
             "predict.explain %s: model %s has no contributions file in its model card (train it with "
             "python -m tools.train): scored records carry no reasons",
             config.predict.explain,
             path,
         )
+    return model
+
+
+def model_of(
+    config: JobConfig, path: str, card: dict[str, Any] | None, version: str, sha256: str = "", started_with: str = ""
+) -> Model:
+    """The model as the graph takes it, from its (checked) card: its trees for reasons, its drift
+    reference, the challenger beside it and the folder of versions it may be replaced from."""
     named_set = model_check.feature_set(card)
     reference = card.get("drift_reference") if card is not None else None
-    watch = None
-    if folder:
-        watch = Watch(folder, config.predict.model_watch_seconds, started_with, named_set)
+    folder = config.predict.model_watch_dir
     return Model(
         version,
         sha256,
         named_set,
-        trees,
+        tree_file(path, card),
         challenger(config, named_set),
         reference if isinstance(reference, dict) and drift.SCORE in reference else None,
         path,
-        watch,
+        Watch(folder, config.predict.model_watch_seconds, started_with, named_set) if folder else None,
     )
 
 
@@ -99,10 +105,7 @@ def challenger(config: JobConfig, champion_set: str) -> Challenger | None:
     path = config.predict.shadow_model
     if path is None:
         return None
-    try:
-        card = model_check.check_model(path)
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("predict.model", "predict.shadow_model")) from None
+    card = model_check.check_model(path, "predict.shadow_model")
     named_set = model_check.feature_set(card)
     names, champion = feature_sets.names(named_set), feature_sets.names(champion_set)
     if champion[: len(names)] != names:
@@ -111,8 +114,7 @@ def challenger(config: JobConfig, champion_set: str) -> Challenger | None:
             f"({champion_set}) nor its first columns: the job computes only the champion's features"
         )
     sha256 = card["sha256"].lower() if card is not None else file_digest(path)
-    version = str(card["model_version"]) if card is not None and card.get("model_version") else f"sha256:{sha256[:12]}"
-    return Challenger(path, version, sha256, len(names))
+    return Challenger(path, card_version(card, sha256), sha256, len(names))
 
 
 def check_store(config: JobConfig) -> None:
@@ -139,7 +141,14 @@ def model_version(config: JobConfig, card: dict[str, Any] | None, digest: str = 
         return config.predict.model_version
     if card is not None and card.get("model_version"):
         return str(card["model_version"])
-    return "sha256:" + (digest or file_digest(config.predict.model))[:12]
+    return card_version(card, digest or file_digest(config.predict.model))
+
+
+def card_version(card: dict[str, Any] | None, digest: str) -> str:
+    """A model's version: its card's, or its file's sha256 (a model without a card)."""
+    if card is not None and card.get("model_version"):
+        return str(card["model_version"])
+    return "sha256:" + digest[:12]
 
 
 def resolve_model_version(config: JobConfig) -> str:

@@ -25,6 +25,11 @@ class Version(NamedTuple):
     model_path: str
     card: dict[str, Any]
 
+    @property
+    def version(self) -> str:
+        """What a record scored by it is stamped with: its card's model_version, or the folder's name."""
+        return str(self.card.get("model_version") or self.name)
+
 
 MODEL_FILE = "model.onnx"
 # Versions that passed the checks in this process: a version's files never change (a new model is
