@@ -12,7 +12,8 @@
   decision), that file must have the card's sha256, load, and on the probe batch give contributions
   that add up to the raw score of the ONNX model's probabilities.
 
-Every failure is a ConfigError naming predict.model: the job stops with exit 2 before reading.
+Every failure is a ConfigError naming the setting that gave the model (predict.model, or
+predict.shadow_model): the job stops with exit 2 before reading.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pipeline.shared.features import compute
 from pipeline.shared.model_card import card_path, file_digest, read_card_bytes
 
 PROBABILITIES = "probabilities"
+MODEL_KEY = "predict.model"  # the setting a failure names, unless told another
 # ONNX evaluates the trees in float32 with float32 thresholds, LightGBM in float64: their raw scores
 # agree to about 1e-5 here; a contributions file of other trees is off by far more.
 RAW_SCORE_TOLERANCE = 1e-3
@@ -127,12 +129,12 @@ def feature_set(card: dict[str, Any] | None) -> str:
     return feature_sets.DEFAULT if card is None else str(card.get("feature_set_version"))
 
 
-def read_model_card(model_path: str) -> dict[str, Any] | None:
+def read_model_card(model_path: str, key: str = MODEL_KEY) -> dict[str, Any] | None:
     """The model's card as a dict; None when the model has none; ConfigError when it is unreadable."""
     data = read_card_bytes(model_path)
     if data is None:
         return None
-    where = f"predict.model: {card_path(model_path)}"
+    where = f"{key}: {card_path(model_path)}"
     try:
         card = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -142,9 +144,9 @@ def read_model_card(model_path: str) -> dict[str, Any] | None:
     return card
 
 
-def check_card(model_path: str, card: dict[str, Any]) -> None:
+def check_card(model_path: str, card: dict[str, Any], key: str = MODEL_KEY) -> None:
     """The card names a feature set the job computes and the model file's exact bytes."""
-    where = f"predict.model: {model_path}"
+    where = f"{key}: {model_path}"
     named = card.get("feature_set_version")
     if named not in feature_sets.FEATURE_SETS or tuple(card.get("features", ())) != feature_sets.names(named):
         raise ConfigError(
@@ -170,9 +172,11 @@ def probe_scores(session: ort.InferenceSession, batch: np.ndarray) -> list[float
     return [float(p) for p in probabilities[:, 1]]
 
 
-def check_session(model_path: str, session: ort.InferenceSession, named_set: str = feature_sets.DEFAULT) -> None:
+def check_session(
+    model_path: str, session: ort.InferenceSession, named_set: str = feature_sets.DEFAULT, key: str = MODEL_KEY
+) -> None:
     """The model's signature, then one run on the probe batch (and on a batch of one)."""
-    where = f"predict.model: {model_path}"
+    where = f"{key}: {model_path}"
     inputs, outputs = session.get_inputs(), [o.name for o in session.get_outputs()]
     width = inputs[0].shape[-1] if inputs and inputs[0].shape else None
     expected = len(feature_sets.names(named_set))
@@ -197,12 +201,14 @@ def check_session(model_path: str, session: ort.InferenceSession, named_set: str
         )
 
 
-def check_trees(model_path: str, card: dict[str, Any] | None, session: ort.InferenceSession) -> None:
+def check_trees(
+    model_path: str, card: dict[str, Any] | None, session: ort.InferenceSession, key: str = MODEL_KEY
+) -> None:
     """The contributions file the card names: its bytes, and that it is the same model."""
     trees = tree_file(model_path, card)
     if trees is None:
         return
-    where = f"predict.model: {model_path}: its contributions file {trees.path}"
+    where = f"{key}: {model_path}: its contributions file {trees.path}"
     if not FileSystems.exists(trees.path):
         raise ConfigError(f"{where} does not exist (the model card names it)")
     actual = file_digest(trees.path)
@@ -235,11 +241,11 @@ def check_trees(model_path: str, card: dict[str, Any] | None, session: ort.Infer
         )
 
 
-def check_model(model_path: str) -> dict[str, Any] | None:
+def check_model(model_path: str, key: str = MODEL_KEY) -> dict[str, Any] | None:
     """All the checks; returns the model card (None when the model has none)."""
-    card = read_model_card(model_path)
+    card = read_model_card(model_path, key)
     if card is not None:
-        check_card(model_path, card)
+        check_card(model_path, card, key)
     try:
         # A remote model (gs://) is read through Beam's file systems, as the workers read it.
         source: str | bytes = model_path
@@ -248,7 +254,7 @@ def check_model(model_path: str) -> dict[str, Any] | None:
                 source = f.read()
         session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise ConfigError(f"predict.model: {model_path} cannot be loaded: {exc}") from None
-    check_session(model_path, session, feature_set(card))
-    check_trees(model_path, card, session)
+        raise ConfigError(f"{key}: {model_path} cannot be loaded: {exc}") from None
+    check_session(model_path, session, feature_set(card), key)
+    check_trees(model_path, card, session, key)
     return card
