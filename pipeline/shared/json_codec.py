@@ -66,7 +66,7 @@ def scored_dict(s: ScoredTransaction) -> dict:
     if s.HasField("scored_at"):
         out["scored_at"] = timestamp_text(s.scored_at)
     if s.reasons:
-        out["reasons"] = [{"feature": r.feature, "value": r.value, "contribution": r.contribution} for r in s.reasons]
+        out["reasons"] = reason_dicts(s)
     if s.missing_profiles:
         out["missing_profiles"] = [_PROFILE_KINDS.get(k, k) for k in s.missing_profiles]
     if s.HasField("source"):
@@ -86,6 +86,11 @@ def scored_dict(s: ScoredTransaction) -> dict:
             "decision": _DECISIONS.get(s.shadow.decision, "DECISION_UNSPECIFIED"),
         }
     return out
+
+
+def reason_dicts(s: ScoredTransaction) -> list[dict]:
+    """A scored record's reasons as the outputs write them: feature, value, contribution."""
+    return [{"feature": r.feature, "value": r.value, "contribution": r.contribution} for r in s.reasons]
 
 
 def _file_source(s: ScoredTransaction) -> dict:

@@ -161,15 +161,10 @@ class ModelWatcher:
             self._refused_count.inc(len(refused))
         if found is None:
             return
-        _check_digest(found.model_path, str(found.card["sha256"]).lower())  # the bytes that were checked
-        with FileSystems.open(found.model_path) as f:
-            session = ort.InferenceSession(f.read(), sess_options=self._options, providers=["CPUExecutionProvider"])
-        trees = tree_file(found.model_path, found.card)
-        if trees is not None and self._explain:
-            _check_digest(trees.path, trees.sha256)
-        scorer.session = session
-        scorer.explainer = Explainer(read_text(trees.path)) if self._explain and trees is not None else None
-        scorer.version = str(found.card.get("model_version") or found.name)
+        # the bytes that were checked, or the load fails
+        session = _checked_session(found.model_path, str(found.card["sha256"]).lower(), self._options)
+        explainer = _checked_explainer(tree_file(found.model_path, found.card)) if self._explain else None
+        scorer.session, scorer.explainer, scorer.version = session, explainer, found.version
         self._current = found.name
         self._accepted_count.inc()
         logging.getLogger(__name__).warning("model version %s now scores (%s)", scorer.version, found.model_path)
@@ -295,22 +290,33 @@ class SingleThreadOnnxModelHandler(OnnxModelHandlerNumpy):
         options.inter_op_num_threads = 1
         self._session_options = options
         extras = self._extras
-        explainer = None
-        if extras.trees is not None and extras.explain_from != math.inf:
-            _check_digest(extras.trees.path, extras.trees.sha256)
-            explainer = Explainer(read_text(extras.trees.path))
+        explain = extras.explain_from != math.inf
+        explainer = _checked_explainer(extras.trees) if explain else None
         champion = super().load_model()
         shadow = None
         if extras.shadow is not None:
-            _check_digest(extras.shadow.path, extras.shadow.sha256)
-            with FileSystems.open(extras.shadow.path) as f:
-                shadow = ort.InferenceSession(f.read(), sess_options=options, providers=["CPUExecutionProvider"])
+            shadow = _checked_session(extras.shadow.path, extras.shadow.sha256, options)
         bins = DriftBins(extras.drift_reference, extras.feature_names) if extras.drift_reference else None
         width = extras.shadow.width if extras.shadow is not None else 0
         watcher = None
         if extras.watch is not None:
-            watcher = ModelWatcher(extras.watch, extras.explain_from != math.inf, options)
+            watcher = ModelWatcher(extras.watch, explain, options)
         return Scorer(champion, explainer, extras.explain_from, extras.reasons, shadow, width, bins, "", watcher)
+
+
+def _checked_session(path: str, sha256: str, options: ort.SessionOptions) -> ort.InferenceSession:
+    """An ONNX session of the file, whose bytes must be those checked before (sha256)."""
+    _check_digest(path, sha256)
+    with FileSystems.open(path) as f:
+        return ort.InferenceSession(f.read(), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _checked_explainer(trees: TreeFile | None) -> Explainer | None:
+    """The explainer of the model's trees (None: the model has none), whose bytes must be those checked."""
+    if trees is None:
+        return None
+    _check_digest(trees.path, trees.sha256)
+    return Explainer(read_text(trees.path))
 
 
 def _check_digest(path: str, expected: str) -> None:

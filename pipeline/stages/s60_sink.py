@@ -37,7 +37,7 @@ from pipeline.io.windowed_files import Windowing, WriteWindowedFiles
 from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
-from pipeline.shared.json_codec import scored_json
+from pipeline.shared.json_codec import reason_dicts, scored_json
 
 STAGE = "60_sink"
 
@@ -87,7 +87,7 @@ def parquet_row(s: ScoredTransaction) -> dict:
         "source_uri": s.source.uri,
         "source_line": s.source.line,
         "features": list(zip(s.features.names, s.features.values, strict=True)) or None,
-        "reasons": [{"feature": r.feature, "value": r.value, "contribution": r.contribution} for r in s.reasons],
+        "reasons": reason_dicts(s),
         "shadow": (
             {
                 "model_version": s.shadow.model_version,
