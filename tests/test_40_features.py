@@ -3,6 +3,7 @@ for fs-v2, and FEATURE_ERROR."""
 
 import datetime as dt
 import math
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -77,12 +78,12 @@ def test_stage_attaches_a_versioned_named_vector_without_touching_its_input(cloc
 def test_fs_v2_appends_the_records_velocity_features(clock):
     enriched = EnrichedTransaction(transaction=transaction(), customer=customer(), merchant=merchant())
     stateless = stage.FeatureComputer(clock, feature_sets.STATELESS)(enriched).features.values
-    enriched.velocity.names.extend(velocity.VELOCITY_NAMES)
-    enriched.velocity.values.extend(float(i) for i in range(len(velocity.VELOCITY_NAMES)))
+    enriched.velocity.names.extend(velocity.ALL_NAMES)
+    enriched.velocity.values.extend(float(i) for i in range(len(velocity.ALL_NAMES)))
     out = stage.FeatureComputer(clock, feature_sets.WITH_VELOCITY)(enriched)
     assert out.features.feature_set_version == feature_sets.WITH_VELOCITY
     assert tuple(out.features.names) == features.FEATURE_NAMES + velocity.VELOCITY_NAMES
-    assert list(out.features.values) == list(stateless) + list(enriched.velocity.values)
+    assert list(out.features.values) == list(stateless) + list(enriched.velocity.values)[: len(velocity.VELOCITY_NAMES)]
 
 
 def test_non_finite_feature_is_a_feature_error(clock):
@@ -113,3 +114,39 @@ def test_local_hour_follows_daylight_saving():
     assert features.local_hour(summer, "Europe/Paris") == 14
     assert features.local_hour(winter, "Europe/Paris") == 13
     assert features.local_hour(winter, "Not/AZone") == 12
+
+
+def test_fs_v3_adds_the_holder_features_and_the_card_summary(clock):
+    holder = customer()
+    holder.birth_date = "1990-06-15"
+    holder.timezone = "America/New_York"
+    txn = transaction()
+    txn.mcc = "5947"
+    enriched = EnrichedTransaction(transaction=txn, customer=holder, merchant=merchant())
+    enriched.velocity.names.extend(velocity.ALL_NAMES)
+    enriched.velocity.values.extend(float(i) for i in range(len(velocity.ALL_NAMES)))
+    fs_v2 = stage.FeatureComputer(clock, feature_sets.WITH_VELOCITY)(enriched).features
+    out = stage.FeatureComputer(clock, feature_sets.WITH_HOLDER)(enriched).features
+    assert tuple(out.names) == feature_sets.names(feature_sets.WITH_HOLDER)
+    assert list(out.values)[: len(fs_v2.values)] == list(fs_v2.values)  # fs-v2 is its prefix
+    extra = dict(zip(out.names[len(fs_v2.values) :], out.values[len(fs_v2.values) :], strict=True))
+    when = dt.datetime.fromtimestamp(txn.event_time.seconds, dt.UTC)
+    age = when.year - 1990 - ((when.month, when.day) < (6, 15))
+    assert extra == {
+        "holder_age_years": age,
+        "holder_local_hour": when.astimezone(ZoneInfo("America/New_York")).hour,
+        "mcc_code": 5947.0,
+        "v_amount_log_z": float(len(velocity.VELOCITY_NAMES)),
+        "v_days_since_first": float(len(velocity.VELOCITY_NAMES) + 1),
+    }
+
+
+def test_holder_age_counts_birthdays_and_is_missing_when_unknown():
+    day = int(dt.datetime(2026, 3, 14, 12, tzinfo=dt.UTC).timestamp())
+    assert features.age_years("1961-03-14", day) == 65  # the birthday itself
+    assert features.age_years("1961-03-15", day) == 64
+    assert features.age_years("2000-02-29", day) == 26
+    for unknown in ("", "1961-13-01", "14/03/1961", "2027-01-01"):
+        assert features.age_years(unknown, day) == features.MISSING
+    missing = features.holder(transaction(), customer(), customer_missing=True)
+    assert missing[:2] == [features.MISSING, features.MISSING]

@@ -1,5 +1,8 @@
 """The stateless fraud features: one implementation for serving (40_features) and training.
 
+FEATURE_NAMES are those of every feature set; HOLDER_NAMES are fs-v3's additions (the card
+holder's age and local hour, the exact merchant category code), computed by `holder`.
+
 Every feature is a plain function of the transaction and its two profiles, deterministic and free
 of I/O. The list is named and ordered; a model is trained on exactly FEATURE_NAMES of
 FEATURE_SET_VERSION and the predict stage refuses a model card that names another version.
@@ -30,6 +33,11 @@ FEATURE_NAMES = (
     "account_age_days",  # age of the card holder's account
     "customer_profile_missing",
     "merchant_profile_missing",
+)
+HOLDER_NAMES = (
+    "holder_age_years",  # the card holder's age in whole years on the day of the transaction
+    "holder_local_hour",  # hour of day where the card holder lives (their profile's time zone)
+    "mcc_code",  # the merchant category code itself, finer than mcc_group
 )
 MISSING = -1.0
 EARTH_RADIUS_KM = 6371.0088
@@ -140,3 +148,32 @@ def compute(
         float(customer_missing),
         float(merchant_missing),
     ]
+
+
+@functools.lru_cache(maxsize=65536)
+def _birth(birth_date: str) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(birth_date) if len(birth_date) == 10 else None
+    except ValueError:
+        return None
+
+
+def age_years(birth_date: str, epoch_seconds: int) -> float:
+    """Whole years from `birth_date` (YYYY-MM-DD) to the UTC day of `epoch_seconds`; MISSING when
+    the date is empty, not a date, or after the transaction."""
+    born = _birth(birth_date)
+    if born is None:
+        return MISSING
+    day = dt.datetime.fromtimestamp(epoch_seconds, dt.UTC).date()
+    years = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+    return float(years) if years >= 0 else MISSING
+
+
+def holder(txn: Transaction, customer: CustomerProfile, customer_missing: bool) -> list[float]:
+    """fs-v3's holder features, in HOLDER_NAMES order."""
+    mcc = float(txn.mcc) if txn.mcc.isdigit() else MISSING
+    if customer_missing:
+        return [MISSING, MISSING, mcc]
+    seconds = txn.event_time.seconds
+    hour = local_hour(seconds, customer.timezone) if customer.timezone else MISSING
+    return [age_years(customer.birth_date, seconds), hour, mcc]

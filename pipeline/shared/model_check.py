@@ -36,7 +36,6 @@ from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
 from pipeline.shared import feature_sets, velocity
 from pipeline.shared.errors import ConfigError
 from pipeline.shared.explain import Explainer, loads_in_a_child, raw_score, read_text, tree_file
-from pipeline.shared.features import compute
 from pipeline.shared.model_card import card_path, file_digest, read_card_bytes
 
 PROBABILITIES = "probabilities"
@@ -50,8 +49,8 @@ _NOV_2026 = 1793750400  # 2026-11-04T00:00:00Z
 def probe_vectors(feature_set: str = feature_sets.DEFAULT) -> np.ndarray:
     """Feature vectors of representative transactions, computed by the job's own feature code:
     domestic and foreign, every channel, tiny and huge amounts, night and day, zero-decimal and
-    three-decimal currencies, missing customer and merchant profiles; for fs-v2 with the velocity
-    features of each card's probe history, taken in event-time order."""
+    three-decimal currencies, missing customer and merchant profiles; for fs-v2 and fs-v3 with the
+    velocity features of each card's probe history, taken in event-time order."""
     home = CustomerProfile(
         card_id="probe-card",
         home_country="FR",
@@ -60,6 +59,7 @@ def probe_vectors(feature_set: str = feature_sets.DEFAULT) -> np.ndarray:
         usual_amount=Money(minor_units=3500, currency="EUR"),
         timezone="Europe/Paris",
         account_age_days=900,
+        birth_date="1961-03-14",
     )
     young = CustomerProfile(
         card_id="probe-young",
@@ -69,6 +69,7 @@ def probe_vectors(feature_set: str = feature_sets.DEFAULT) -> np.ndarray:
         usual_amount=Money(minor_units=2000, currency="USD"),
         timezone="America/New_York",
         account_age_days=3,
+        birth_date="2004-11-30",
     )
     shop = MerchantProfile(
         merchant_id="probe-shop",
@@ -115,12 +116,12 @@ def probe_vectors(feature_set: str = feature_sets.DEFAULT) -> np.ndarray:
             country=country,
         )
         txn.event_time.seconds = _NOV_2026 + offset
-        row = compute(txn, customer, merchant, no_customer, no_merchant)
+        values: list[float] = []
         if feature_sets.uses_velocity(feature_set):
             missing = [ProfileKind.PROFILE_KIND_MERCHANT] if no_merchant else []
             event = velocity.event_of(EnrichedTransaction(transaction=txn, merchant=merchant, missing_profiles=missing))
-            row += histories.setdefault(txn.card_id, velocity.CardHistory()).take(event)
-        rows.append(row)
+            values = histories.setdefault(txn.card_id, velocity.CardHistory()).take(event)
+        rows.append(feature_sets.vector(feature_set, txn, customer, merchant, no_customer, no_merchant, values))
     return np.asarray(rows, dtype=np.float32)
 
 

@@ -4,7 +4,8 @@ In:  EnrichedTransaction (profiles joined; with `velocity` set by 35_velocity wh
      has velocity features).
 Out: the same record with `features` set: the names of the model's feature set
      (pipeline/shared/feature_sets.py), the stateless ones computed by the plain functions of
-     pipeline/shared/features.py, then the record's velocity features for fs-v2.
+     pipeline/shared/features.py, then the record's velocity features (fs-v2), then the holder
+     features and the card summary's (fs-v3), as feature_sets.vector orders them.
 Dead letters (stage 40_features):
   FEATURE_ERROR   a feature came out non-finite (NaN or infinite); the violation names it
 """
@@ -17,7 +18,7 @@ import apache_beam as beam
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, FeatureVector, ProfileKind
-from pipeline.shared import feature_sets, features
+from pipeline.shared import feature_sets
 from pipeline.shared.clock import RunClock
 from pipeline.shared.dead_letter import StageFn, apply_stage, feature_error
 
@@ -31,19 +32,18 @@ class FeatureComputer:
         self._clock = clock
         self._set = feature_set
         self._names = feature_sets.names(feature_set)
-        self._velocity = feature_sets.uses_velocity(feature_set)
 
     def __call__(self, enriched: EnrichedTransaction) -> EnrichedTransaction | DeadLetter:
         missing = enriched.missing_profiles
-        values = features.compute(
+        values = feature_sets.vector(
+            self._set,
             enriched.transaction,
             enriched.customer,
             enriched.merchant,
             _CUSTOMER in missing,
             _MERCHANT in missing,
+            enriched.velocity.values,
         )
-        if self._velocity:
-            values.extend(enriched.velocity.values)
         txn = enriched.transaction
         refused = feature_error(STAGE, "features", self._names, values, txn, self._clock.timestamp())
         if refused is not None:

@@ -26,7 +26,7 @@ from contracts.buf.validate import validate_pb2 as buf_dot_validate_dot_validate
 from contracts.riskpipe.v1 import transaction_pb2 as riskpipe_dot_v1_dot_transaction__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&riskpipe/v1/enriched_transaction.proto\x12\x0briskpipe.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1driskpipe/v1/transaction.proto\"\xff\x01\n\x0f\x43ustomerProfile\x12\x17\n\x07\x63\x61rd_id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01\x12\x1e\n\x0chome_country\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x98\x01\x02\x12)\n\x08home_lat\x18\x03 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80V@)\x00\x00\x00\x00\x00\x80V\xc0\x12)\n\x08home_lon\x18\x04 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80\x66@)\x00\x00\x00\x00\x00\x80\x66\xc0\x12(\n\x0cusual_amount\x18\x05 \x01(\x0b\x32\x12.riskpipe.v1.Money\x12\x10\n\x08timezone\x18\x06 \x01(\t\x12!\n\x10\x61\x63\x63ount_age_days\x18\x07 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\"\x82\x02\n\x0fMerchantProfile\x12\x1b\n\x0bmerchant_id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1e\n\x03mcc\x18\x03 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[0-9]{4}$\x12\x19\n\x07\x63ountry\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x98\x01\x02\x12$\n\x03lat\x18\x05 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80V@)\x00\x00\x00\x00\x00\x80V\xc0\x12$\n\x03lon\x18\x06 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80\x66@)\x00\x00\x00\x00\x00\x80\x66\xc0\x12+\n\nrisk_score\x18\x07 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00\xf0?)\x00\x00\x00\x00\x00\x00\x00\x00\x12\x10\n\x08timezone\x18\x08 \x01(\t\"K\n\rFeatureVector\x12\x1b\n\x13\x66\x65\x61ture_set_version\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\x12\x0e\n\x06values\x18\x03 \x03(\x01\"\xb4\x02\n\x13\x45nrichedTransaction\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x18.riskpipe.v1.Transaction\x12.\n\x08\x63ustomer\x18\x02 \x01(\x0b\x32\x1c.riskpipe.v1.CustomerProfile\x12.\n\x08merchant\x18\x03 \x01(\x0b\x32\x1c.riskpipe.v1.MerchantProfile\x12\x32\n\x10missing_profiles\x18\x04 \x03(\x0e\x32\x18.riskpipe.v1.ProfileKind\x12,\n\x08\x66\x65\x61tures\x18\x05 \x01(\x0b\x32\x1a.riskpipe.v1.FeatureVector\x12,\n\x08velocity\x18\x06 \x01(\x0b\x32\x1a.riskpipe.v1.FeatureVector*a\n\x0bProfileKind\x12\x1c\n\x18PROFILE_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15PROFILE_KIND_CUSTOMER\x10\x01\x12\x19\n\x15PROFILE_KIND_MERCHANT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&riskpipe/v1/enriched_transaction.proto\x12\x0briskpipe.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1driskpipe/v1/transaction.proto\"\xbb\x02\n\x0f\x43ustomerProfile\x12\x17\n\x07\x63\x61rd_id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01\x12\x1e\n\x0chome_country\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x98\x01\x02\x12)\n\x08home_lat\x18\x03 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80V@)\x00\x00\x00\x00\x00\x80V\xc0\x12)\n\x08home_lon\x18\x04 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80\x66@)\x00\x00\x00\x00\x00\x80\x66\xc0\x12(\n\x0cusual_amount\x18\x05 \x01(\x0b\x32\x12.riskpipe.v1.Money\x12\x10\n\x08timezone\x18\x06 \x01(\t\x12!\n\x10\x61\x63\x63ount_age_days\x18\x07 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12:\n\nbirth_date\x18\x08 \x01(\tB&\xbaH#r!2\x1f^([0-9]{4}-[0-9]{2}-[0-9]{2})?$\"\x82\x02\n\x0fMerchantProfile\x12\x1b\n\x0bmerchant_id\x18\x01 \x01(\tB\x06\xbaH\x03\xc8\x01\x01\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1e\n\x03mcc\x18\x03 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[0-9]{4}$\x12\x19\n\x07\x63ountry\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x98\x01\x02\x12$\n\x03lat\x18\x05 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80V@)\x00\x00\x00\x00\x00\x80V\xc0\x12$\n\x03lon\x18\x06 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x80\x66@)\x00\x00\x00\x00\x00\x80\x66\xc0\x12+\n\nrisk_score\x18\x07 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00\xf0?)\x00\x00\x00\x00\x00\x00\x00\x00\x12\x10\n\x08timezone\x18\x08 \x01(\t\"K\n\rFeatureVector\x12\x1b\n\x13\x66\x65\x61ture_set_version\x18\x01 \x01(\t\x12\r\n\x05names\x18\x02 \x03(\t\x12\x0e\n\x06values\x18\x03 \x03(\x01\"\xb4\x02\n\x13\x45nrichedTransaction\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x18.riskpipe.v1.Transaction\x12.\n\x08\x63ustomer\x18\x02 \x01(\x0b\x32\x1c.riskpipe.v1.CustomerProfile\x12.\n\x08merchant\x18\x03 \x01(\x0b\x32\x1c.riskpipe.v1.MerchantProfile\x12\x32\n\x10missing_profiles\x18\x04 \x03(\x0e\x32\x18.riskpipe.v1.ProfileKind\x12,\n\x08\x66\x65\x61tures\x18\x05 \x01(\x0b\x32\x1a.riskpipe.v1.FeatureVector\x12,\n\x08velocity\x18\x06 \x01(\x0b\x32\x1a.riskpipe.v1.FeatureVector*a\n\x0bProfileKind\x12\x1c\n\x18PROFILE_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15PROFILE_KIND_CUSTOMER\x10\x01\x12\x19\n\x15PROFILE_KIND_MERCHANT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CUSTOMERPROFILE'].fields_by_name['home_lon']._serialized_options = b'\272H\024\022\022\031\000\000\000\000\000\200f@)\000\000\000\000\000\200f\300'
   _globals['_CUSTOMERPROFILE'].fields_by_name['account_age_days']._loaded_options = None
   _globals['_CUSTOMERPROFILE'].fields_by_name['account_age_days']._serialized_options = b'\272H\004\032\002(\000'
+  _globals['_CUSTOMERPROFILE'].fields_by_name['birth_date']._loaded_options = None
+  _globals['_CUSTOMERPROFILE'].fields_by_name['birth_date']._serialized_options = b'\272H#r!2\037^([0-9]{4}-[0-9]{2}-[0-9]{2})?$'
   _globals['_MERCHANTPROFILE'].fields_by_name['merchant_id']._loaded_options = None
   _globals['_MERCHANTPROFILE'].fields_by_name['merchant_id']._serialized_options = b'\272H\003\310\001\001'
   _globals['_MERCHANTPROFILE'].fields_by_name['mcc']._loaded_options = None
@@ -55,14 +57,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MERCHANTPROFILE'].fields_by_name['lon']._serialized_options = b'\272H\024\022\022\031\000\000\000\000\000\200f@)\000\000\000\000\000\200f\300'
   _globals['_MERCHANTPROFILE'].fields_by_name['risk_score']._loaded_options = None
   _globals['_MERCHANTPROFILE'].fields_by_name['risk_score']._serialized_options = b'\272H\024\022\022\031\000\000\000\000\000\000\360?)\000\000\000\000\000\000\000\000'
-  _globals['_PROFILEKIND']._serialized_start=1022
-  _globals['_PROFILEKIND']._serialized_end=1119
+  _globals['_PROFILEKIND']._serialized_start=1082
+  _globals['_PROFILEKIND']._serialized_end=1179
   _globals['_CUSTOMERPROFILE']._serialized_start=116
-  _globals['_CUSTOMERPROFILE']._serialized_end=371
-  _globals['_MERCHANTPROFILE']._serialized_start=374
-  _globals['_MERCHANTPROFILE']._serialized_end=632
-  _globals['_FEATUREVECTOR']._serialized_start=634
-  _globals['_FEATUREVECTOR']._serialized_end=709
-  _globals['_ENRICHEDTRANSACTION']._serialized_start=712
-  _globals['_ENRICHEDTRANSACTION']._serialized_end=1020
+  _globals['_CUSTOMERPROFILE']._serialized_end=431
+  _globals['_MERCHANTPROFILE']._serialized_start=434
+  _globals['_MERCHANTPROFILE']._serialized_end=692
+  _globals['_FEATUREVECTOR']._serialized_start=694
+  _globals['_FEATUREVECTOR']._serialized_end=769
+  _globals['_ENRICHEDTRANSACTION']._serialized_start=772
+  _globals['_ENRICHEDTRANSACTION']._serialized_end=1080
 # @@protoc_insertion_point(module_scope)

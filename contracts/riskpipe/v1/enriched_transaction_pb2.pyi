@@ -19,7 +19,7 @@ PROFILE_KIND_CUSTOMER: ProfileKind
 PROFILE_KIND_MERCHANT: ProfileKind
 
 class CustomerProfile(_message.Message):
-    __slots__ = ("card_id", "home_country", "home_lat", "home_lon", "usual_amount", "timezone", "account_age_days")
+    __slots__ = ("card_id", "home_country", "home_lat", "home_lon", "usual_amount", "timezone", "account_age_days", "birth_date")
     CARD_ID_FIELD_NUMBER: _ClassVar[int]
     HOME_COUNTRY_FIELD_NUMBER: _ClassVar[int]
     HOME_LAT_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class CustomerProfile(_message.Message):
     USUAL_AMOUNT_FIELD_NUMBER: _ClassVar[int]
     TIMEZONE_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_AGE_DAYS_FIELD_NUMBER: _ClassVar[int]
+    BIRTH_DATE_FIELD_NUMBER: _ClassVar[int]
     card_id: str
     home_country: str
     home_lat: float
@@ -34,7 +35,8 @@ class CustomerProfile(_message.Message):
     usual_amount: _transaction_pb2.Money
     timezone: str
     account_age_days: int
-    def __init__(self, card_id: _Optional[str] = ..., home_country: _Optional[str] = ..., home_lat: _Optional[float] = ..., home_lon: _Optional[float] = ..., usual_amount: _Optional[_Union[_transaction_pb2.Money, _Mapping]] = ..., timezone: _Optional[str] = ..., account_age_days: _Optional[int] = ...) -> None: ...
+    birth_date: str
+    def __init__(self, card_id: _Optional[str] = ..., home_country: _Optional[str] = ..., home_lat: _Optional[float] = ..., home_lon: _Optional[float] = ..., usual_amount: _Optional[_Union[_transaction_pb2.Money, _Mapping]] = ..., timezone: _Optional[str] = ..., account_age_days: _Optional[int] = ..., birth_date: _Optional[str] = ...) -> None: ...
 
 class MerchantProfile(_message.Message):
     __slots__ = ("merchant_id", "name", "mcc", "country", "lat", "lon", "risk_score", "timezone")
