@@ -12,9 +12,17 @@ in event time (ties broken by transaction_id): a transaction never sees itself o
     v_prev_distance_km          great-circle distance from the previous transaction's merchant
     v_prev_speed_kmh            that distance over the time between them (at least one minute)
 
+and, from a summary of every transaction the card remembers (fs-v3; CARD_NAMES):
+
+    v_amount_log_z              log(1 + amount in EUR) as a z-score against the card's earlier
+                                amounts (their mean and standard deviation, the latter at least
+                                0.1); MISSING before the card has two amounts
+    v_days_since_first          days since the card's first remembered transaction (0 for its first)
+
 What a card remembers is bounded: the transactions of the 24 hours before its latest one, and at
-least its last 10. A card quiet for FORGET_AFTER_SECONDS (7 days) is forgotten: its next
-transaction has no history (MISSING where a feature needs one). The history is a list of plain
+least its last 10, and the summary (first use, count, mean and spread of its log amounts) of all
+it has remembered. A card quiet for FORGET_AFTER_SECONDS (7 days) is forgotten, summary included:
+its next transaction has no history (MISSING where a feature needs one). The history is a list of plain
 tuples, `Event`, kept sorted, so that it is cheap to hold in Beam state.
 """
 
@@ -44,7 +52,10 @@ VELOCITY_NAMES = (
     "v_prev_distance_km",
     "v_prev_speed_kmh",
 )
-VERSION = "velocity-v1"  # the velocity part of a record, 35_velocity's FeatureVector
+CARD_NAMES = ("v_amount_log_z", "v_days_since_first")
+ALL_NAMES = VELOCITY_NAMES + CARD_NAMES  # what 35_velocity attaches, whatever the feature set
+VERSION = "velocity-v2"  # the velocity part of a record, 35_velocity's FeatureVector
+MIN_LOG_STD = 0.1
 TEN_MINUTES, HOUR, DAY = 600, 3600, 86400
 KEEP_SECONDS = DAY  # the longest horizon
 KEEP_LAST = 10  # the median of the last 10 amounts
@@ -72,7 +83,7 @@ def attach(enriched: EnrichedTransaction, values: list[float]) -> None:
     enriched.ClearField("velocity")
     vector = enriched.velocity
     vector.feature_set_version = VERSION
-    vector.names.extend(VELOCITY_NAMES)
+    vector.names.extend(ALL_NAMES)
     vector.values.extend(values)
 
 
@@ -163,17 +174,49 @@ def features(earlier: Sequence[Event], event: Event) -> list[float]:
 
 
 class CardHistory:
-    """One card's remembered transactions, sorted, bounded by `remember`."""
+    """One card's remembered transactions, sorted, bounded by `remember`, and the summary of all
+    it has remembered: (first event seconds, count of known amounts, mean and sum of squared
+    deviations of their log amounts), kept by Welford's update."""
 
-    __slots__ = ("events",)
+    __slots__ = ("count", "events", "first", "m2", "mean")
 
-    def __init__(self, events: Sequence[Event] = ()):
+    def __init__(self, events: Sequence[Event] = (), summary: tuple[int, int, float, float] | None = None):
         self.events: list[Event] = list(events)
+        if summary is None:
+            summary = _summary_of(self.events)
+        self.first, self.count, self.mean, self.m2 = summary
+
+    @classmethod
+    def restored(cls, stored) -> CardHistory:
+        """The history from `stored()`'s value: None (no history) or (events, summary)."""
+        if stored is None:
+            return cls()
+        events, summary = stored
+        return cls(events, tuple(summary))
+
+    def stored(self) -> tuple[list[Event], tuple[int, int, float, float]]:
+        return self.events, self.summary()
+
+    def summary(self) -> tuple[int, int, float, float]:
+        return self.first, self.count, self.mean, self.m2
+
+    def set_summary(self, summary: tuple[int, int, float, float]) -> None:
+        self.first, self.count, self.mean, self.m2 = summary
 
     def score(self, event: Event) -> list[float]:
-        """Features of `event` from the transactions before it (a late one sees only those)."""
+        """Features of `event` from the transactions before it (a late one sees only those; the
+        summary is the card's as it stands)."""
         before = bisect.bisect_left(self.events, event[:3])
-        return features(self.events[:before] if before < len(self.events) else self.events, event)
+        earlier = self.events[:before] if before < len(self.events) else self.events
+        values = features(earlier, event)
+        if self.events and seconds_between(event, self.events[-1]) >= FORGET_AFTER_SECONDS:
+            return [*values, MISSING, 0.0]  # forgotten: the card starts again
+        z = MISSING
+        if self.count >= 2 and event.eur >= 0:
+            spread = math.sqrt(self.m2 / (self.count - 1))
+            z = (math.log1p(event.eur) - self.mean) / max(spread, MIN_LOG_STD)
+        days = max(0.0, (event.seconds - self.first) / DAY) if self.events else 0.0
+        return [*values, z, days]
 
     def take(self, event: Event) -> list[float]:
         """Features of `event`, which is then remembered: the step every caller takes, in order."""
@@ -186,7 +229,9 @@ class CardHistory:
         events = self.events
         if events and seconds_between(event, events[-1]) >= FORGET_AFTER_SECONDS:
             events.clear()
+            self.first, self.count, self.mean, self.m2 = _EMPTY
         bisect.insort(events, event)
+        self._add(event)
         latest = events[-1]
         drop = 0
         while len(events) - drop > KEEP_LAST and seconds_between(latest, events[drop]) >= KEEP_SECONDS:
@@ -194,6 +239,26 @@ class CardHistory:
         if drop:
             del events[:drop]
 
+    def _add(self, event: Event) -> None:
+        if event.seconds < self.first:  # _EMPTY's first is later than any event
+            self.first = event.seconds
+        if event.eur >= 0:
+            self.count += 1
+            x = math.log1p(event.eur)
+            delta = x - self.mean
+            self.mean += delta / self.count
+            self.m2 += delta * (x - self.mean)
+
     def forgotten_by(self, now_seconds: int) -> bool:
         """The card has been quiet long enough to be forgotten at event time `now_seconds`."""
         return not self.events or now_seconds - self.events[-1].seconds >= FORGET_AFTER_SECONDS
+
+
+_EMPTY = (2**62, 0, 0.0, 0.0)
+
+
+def _summary_of(events: Sequence[Event]) -> tuple[int, int, float, float]:
+    history = CardHistory((), _EMPTY)
+    for event in events:
+        history._add(event)
+    return history.summary()

@@ -2,13 +2,15 @@
 
 In:  EnrichedTransaction (profiles joined), with its event_time as its Beam timestamp (10_validate;
      a late record under streaming.late_policy score carries its arrival time).
-Out: the same record with `velocity` set: VELOCITY_NAMES of pipeline/shared/velocity.py, computed
-     from the same card's transactions that come before it in event time (then transaction_id),
-     never from itself or a later one; it keeps its Beam timestamp.
+Out: the same record with `velocity` set: ALL_NAMES of pipeline/shared/velocity.py (the velocity
+     features, then the card summary's), computed from the same card's transactions that come
+     before it in event time (then transaction_id), never from itself or a later one; it keeps its
+     Beam timestamp.
 Dead letters (stage 35_velocity):
   FEATURE_ERROR   a velocity feature came out non-finite; the violation names it
 The card's history is bounded (the last 24 hours and at least the last 10 transactions) and
-forgotten when the card has been quiet for 7 days (counted: velocity_cards_forgotten).
+forgotten when the card has been quiet for 7 days (counted: velocity_cards_forgotten), with the
+summary of its amounts and first use.
 
 Unbounded input (streaming), streaming.order `arrival` (the default): each record is scored as it
 comes, from its card's history as it stands, and then joins it. A record that comes after a later
@@ -77,7 +79,7 @@ class _ReleaseFn(beam.DoFn):
 
     def _with_features(self, enriched: EnrichedTransaction, values: list[float], at: Timestamp):
         txn = enriched.transaction
-        refused = feature_error(STAGE, "velocity", velocity.VELOCITY_NAMES, values, txn, self._clock.timestamp())
+        refused = feature_error(STAGE, "velocity", velocity.ALL_NAMES, values, txn, self._clock.timestamp())
         if refused is not None:
             return beam.pvalue.TaggedOutput(DEAD_LETTER, refused)
         out = EnrichedTransaction()
@@ -154,10 +156,10 @@ class VelocityFn(_ReleaseFn):
             release.set(Timestamp(micros=earliest) + self._wait)
         if not due:
             return
-        history = velocity.CardHistory(stored.read() or ())
+        history = velocity.CardHistory.restored(stored.read())
         records = [(Timestamp(micros=micros), EnrichedTransaction.FromString(data)) for micros, data in due]
         yield from self._release(history, records)
-        stored.write(history.events)
+        stored.write(history.stored())
         latest = history.events[-1]
         forget.set(Timestamp(seconds=latest.seconds) + Duration(seconds=velocity.FORGET_AFTER_SECONDS))
 
@@ -170,7 +172,7 @@ class VelocityFn(_ReleaseFn):
     ):
         if next_release.read() is not None:
             return  # records are waiting: their release moves this timer on
-        history = velocity.CardHistory(stored.read() or ())
+        history = velocity.CardHistory.restored(stored.read())
         if history.forgotten_by(int(fired.micros // 1_000_000)):
             stored.clear()
             self._forgotten.inc()
@@ -178,8 +180,10 @@ class VelocityFn(_ReleaseFn):
 
 class CardsShard(Contents):
     """A shard's cards: card_id -> its CardHistory. The log's entries are (card_id, Event as a
-    tuple); the clock is the latest event time the shard has seen, by which a rewrite of the log
-    forgets the cards quiet for 7 days (counted)."""
+    tuple), remembered in turn; a rewrite writes each card's events, then (card_id, None, summary):
+    the summary of all the card remembered, which its kept events alone would not give. The clock
+    is the latest event time the shard has seen, by which a rewrite of the log forgets the cards
+    quiet for 7 days (counted)."""
 
     def __init__(self, forgotten):
         self.cards: dict[str, velocity.CardHistory] = {}
@@ -193,6 +197,10 @@ class CardsShard(Contents):
         return history
 
     def replay(self, entry) -> None:
+        if len(entry) == 3:  # a rewrite's summary of the card, after its events
+            card, _, summary = entry
+            self.history(card).set_summary(tuple(summary))
+            return
         card, event = entry
         event = velocity.Event(*event)
         self.history(card).remember(event)
@@ -206,6 +214,7 @@ class CardsShard(Contents):
         for card, history in self.cards.items():
             for event in history.events:
                 yield card, tuple(event)
+            yield card, None, history.summary()
 
 
 class ArrivalVelocityFn(_ReleaseFn, ShardedStateFn):
