@@ -1,7 +1,7 @@
 """Train the fraud model on a labelled history and export it as ONNX with its model card.
 
     python -m tools.train --data DIR --out models/NAME [--feature-set fs-v2] [--seed S] [--max-iter N]
-                          [--served OUTPUT_DIR]
+                          [--served OUTPUT_DIR] [--ablation]
 
 DIR is any folder in the generator's layout: transactions.jsonl (the job's input format),
 customers.jsonl, merchants.jsonl and labels.jsonl (one row per transaction: transaction_id and
@@ -16,9 +16,11 @@ features are instead those a job served, read from its scored records (written w
 
 Evaluation, the way fraud teams do it: held out by event time (the latest --holdout share of the
 history; the velocity features of the training part see nothing of that period), with a random
-split beside it; ROC-AUC, PR-AUC and recall at 1% and 0.1% false-positive rate, for the model's
-feature set and for the stateless one on the same split. The exported model is the one trained on
-the earlier part and evaluated on the held-out part.
+split beside it; ROC-AUC, PR-AUC and recall at 1% and 0.1% false-positive rate, for every feature
+set on the same split. The exported model is the one trained on the earlier part and evaluated on
+the held-out part. With --ablation, the held-out split also measures each of fs-v3's additions
+(the holder's age and local hour, the exact MCC, the card's amount z-score and days since first
+use): fs-v2 with each one added, and fs-v3 with each one left out (model card: `ablation`).
 
 The learner is LightGBM. The job scores with the ONNX export (OUT/model.onnx) and explains its
 REVIEW and DECLINE decisions with the same trees in LightGBM's own format (OUT/model.txt): exact
@@ -56,7 +58,8 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from pipeline import config as job_config
 from pipeline import graph
 from pipeline.io import files
-from pipeline.shared import drift, feature_sets
+from pipeline.shared import drift, feature_sets, velocity
+from pipeline.shared import features as features_module
 from pipeline.shared.clock import RunClock, parse_rfc3339
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -84,7 +87,7 @@ def _row(enriched: EnrichedTransaction) -> bytes:
     return orjson.dumps([txn.transaction_id, txn.event_time.seconds, list(enriched.features.values)])
 
 
-def feature_table(data: pathlib.Path, feature_set: str = feature_sets.DEFAULT) -> FeatureTable:
+def feature_table(data: pathlib.Path, feature_set: str = feature_sets.WIDEST) -> FeatureTable:
     """Runs the job's stages 10_validate to 40_features over DIR/transactions.jsonl (FnApiRunner)."""
     config = job_config.load(
         ROOT / "config.yaml",
@@ -114,27 +117,34 @@ def feature_table(data: pathlib.Path, feature_set: str = feature_sets.DEFAULT) -
     return FeatureTable([row[0] for row in rows], np.asarray([row[1] for row in rows], dtype=np.int64), values)
 
 
-def served_table(folder: pathlib.Path) -> FeatureTable:
+def served_table(folder: pathlib.Path) -> tuple[str, FeatureTable]:
     """The feature vectors a job served, from its output folder: the scored records it wrote with
-    output.include_features (files under scored/, batch or streaming). What the live job saw, not
-    what a replay in event-time order would compute (see docs/model-and-data.md)."""
-    names = list(feature_sets.names(feature_sets.WITH_VELOCITY))
+    output.include_features (files under scored/, batch or streaming), and their feature set. What
+    the live job saw, not what a replay in event-time order would compute (see
+    docs/model-and-data.md)."""
+    by_names = {names: name for name, names in feature_sets.FEATURE_SETS.items()}
+    served: str | None = None
     rows = []
     for path in sorted((folder / "scored").glob("*.jsonl")):
         with path.open("rb") as f:
             for line in f:
                 row = orjson.loads(line)
                 features = row.get("features")
-                if features is None or list(features) != names:
+                found = by_names.get(tuple(features or ()))
+                if found is None or found == feature_sets.STATELESS or served not in (None, found):
                     raise ValueError(
-                        f"{path}: a scored record without the features of {feature_sets.WITH_VELOCITY} (run the "
-                        "job with --include_features true and a model of that feature set)"
+                        f"{path}: a scored record without the features of one feature set with velocity "
+                        f"({', '.join(n for n in feature_sets.FEATURE_SETS if feature_sets.uses_velocity(n))}; run "
+                        "the job with --include_features true and a model of that set)"
                     )
+                served = found
                 seconds = int(parse_rfc3339(row["event_time"]).timestamp())
                 rows.append((row["transaction_id"], seconds, list(features.values())))
     rows.sort(key=lambda row: (row[1], row[0]))
-    values = np.asarray([row[2] for row in rows], dtype=np.float32).reshape(len(rows), len(names))
-    return FeatureTable([row[0] for row in rows], np.asarray([row[1] for row in rows], dtype=np.int64), values)
+    width = len(feature_sets.names(served or feature_sets.WIDEST))
+    values = np.asarray([row[2] for row in rows], dtype=np.float32).reshape(len(rows), width)
+    table = FeatureTable([row[0] for row in rows], np.asarray([row[1] for row in rows], dtype=np.int64), values)
+    return served or feature_sets.WIDEST, table
 
 
 _TRUE = {"1", "true", "yes", "y", "t"}
@@ -194,11 +204,34 @@ def fit(x: np.ndarray, y: np.ndarray, seed: int, max_iter: int) -> lgb.LGBMClass
 
 
 def evaluate(
-    x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, width: int, seed: int, max_iter: int
+    x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, columns: list[int], seed: int, max_iter: int
 ) -> tuple[lgb.LGBMClassifier, dict[str, float]]:
-    """A model on the first `width` features of the training rows, scored on the test rows."""
-    model = fit(x[train][:, :width], y[train], seed, max_iter)
-    return model, metrics(y[test], np.asarray(model.predict_proba(x[test][:, :width]))[:, 1])
+    """A model on the given feature columns of the training rows, scored on the test rows."""
+    model = fit(x[train][:, columns], y[train], seed, max_iter)
+    return model, metrics(y[test], np.asarray(model.predict_proba(x[test][:, columns]))[:, 1])
+
+
+def columns_of(table_names: tuple[str, ...], names: tuple[str, ...]) -> list[int]:
+    return [table_names.index(name) for name in names]
+
+
+ADDITIONS = features_module.HOLDER_NAMES + velocity.CARD_NAMES  # what fs-v3 adds to fs-v2
+
+
+def ablation(x, y, train, test, table_names, seed, max_iter) -> list[dict[str, Any]]:
+    """fs-v2, fs-v2 with each of fs-v3's additions, fs-v3 without each, fs-v3: held-out metrics."""
+    base = feature_sets.names(feature_sets.WITH_VELOCITY)
+    full = feature_sets.names(feature_sets.WITH_HOLDER)
+    variants = [(feature_sets.WITH_VELOCITY, base)]
+    variants += [(f"{feature_sets.WITH_VELOCITY} + {name}", (*base, name)) for name in ADDITIONS]
+    variants += [(f"{feature_sets.WITH_HOLDER} - {name}", tuple(n for n in full if n != name)) for name in ADDITIONS]
+    variants.append((feature_sets.WITH_HOLDER, full))
+    rows = []
+    for label, names in variants:
+        _, scores = evaluate(x, y, train, test, columns_of(table_names, names), seed, max_iter)
+        rows.append({"features": label, **scores})
+        print(f"ablation: {label}: {scores}", file=sys.stderr)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,13 +248,24 @@ def main(argv: list[str] | None = None) -> int:
         help="train on the features a job served: its output folder, written with --include_features true "
         "(labels still from DIR/labels.jsonl)",
     )
+    parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also measure each of fs-v3's additions on the held-out split: fs-v2 with it, fs-v3 without it",
+    )
     args = parser.parse_args(argv)
 
-    # Always the full set: the stateless one is its first columns (compared on the same split).
+    # The widest set the source gives: every other set's columns are picked from it by name.
     try:
-        table = served_table(args.served) if args.served else feature_table(args.data, feature_sets.WITH_VELOCITY)
+        if args.served:
+            served, table = served_table(args.served)
+        else:
+            served, table = feature_sets.WIDEST, feature_table(args.data)
     except ValueError as exc:
         parser.error(str(exc))
+    table_names = feature_sets.names(served)
+    if not set(feature_sets.names(args.feature_set)) <= set(table_names):
+        parser.error(f"--served gives the features of {served}, not those of --feature-set {args.feature_set}")
     try:
         labels = read_labels(args.data)
     except ValueError as exc:
@@ -237,18 +281,25 @@ def main(argv: list[str] | None = None) -> int:
     cutoff = int(np.quantile(seconds, 1 - args.holdout))
     by_time = (np.flatnonzero(seconds < cutoff), np.flatnonzero(seconds >= cutoff))
     by_chance = train_test_split(np.arange(len(y)), test_size=args.holdout, random_state=args.seed, stratify=y)
-    stateless = len(feature_sets.names(feature_sets.STATELESS))
-    width = len(feature_sets.names(args.feature_set))
+    chosen = columns_of(table_names, feature_sets.names(args.feature_set))
     comparison: dict[str, Any] = {}
     shipped = None
     for split, (train, test) in (("by_time", by_time), ("random", by_chance)):
-        for name, cols in ((feature_sets.STATELESS, stateless), (feature_sets.WITH_VELOCITY, x.shape[1])):
-            model, scores = evaluate(x, y, train, test, cols, args.seed, args.max_iter)
+        for name, names in feature_sets.FEATURE_SETS.items():
+            if not set(names) <= set(table_names):
+                continue
+            model, scores = evaluate(x, y, train, test, columns_of(table_names, names), args.seed, args.max_iter)
             comparison.setdefault(split, {})[name] = scores
             if split == "by_time" and name == args.feature_set:
                 shipped = model
     assert shipped is not None
-    card = export(args, shipped, x[by_time[0]][:, :width], x[by_time[1]][:, :width], comparison, y, by_time)
+    ablated = None
+    if args.ablation:
+        if served != feature_sets.WITH_HOLDER:
+            parser.error(f"--ablation needs the features of {feature_sets.WITH_HOLDER}; --served gives {served}")
+        ablated = ablation(x, y, by_time[0], by_time[1], table_names, args.seed, args.max_iter)
+    x_train, x_test = x[by_time[0]][:, chosen], x[by_time[1]][:, chosen]
+    card = export(args, shipped, x_train, x_test, comparison, y, by_time, ablated)
     print(json.dumps({"model_version": card["model_version"], **card["held_out"], "out": str(args.out)}))
     return 0
 
@@ -269,7 +320,9 @@ def generator_of(data: pathlib.Path) -> tuple[dict | None, Any]:
     return (found if ours else None), found
 
 
-def export(args, model, x_train: np.ndarray, x_test: np.ndarray, comparison: dict, y: np.ndarray, by_time) -> dict:
+def export(
+    args, model, x_train: np.ndarray, x_test: np.ndarray, comparison: dict, y: np.ndarray, by_time, ablated=None
+) -> dict:
     names = feature_sets.names(args.feature_set)
     onnx_model = to_onnx(
         model, x_train[:1], options={id(model): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3}
@@ -320,6 +373,7 @@ def export(args, model, x_train: np.ndarray, x_test: np.ndarray, comparison: dic
             onnx_scores, x_test, names, f"the held-out period ({args.holdout:.0%} latest), scored out of sample"
         ),
         "comparison": comparison,
+        **({"ablation": ablated} if ablated is not None else {}),
         "onnx_vs_lightgbm_max_abs_diff": max_diff,
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -339,13 +393,21 @@ def model_card_text(card: dict, args) -> str:
         else f"the labelled history in `{data['folder']}`"
     )
     rows = []
+    kinds = {feature_sets.STATELESS: "stateless", feature_sets.WITH_VELOCITY: "with velocity"}
     for split, label in (("by_time", "held out by time"), ("random", "random split")):
         for name, scores in card["comparison"][split].items():
-            kind = "stateless" if name == feature_sets.STATELESS else "with velocity"
+            kind = kinds.get(name, "with holder and card summary")
             rows.append(
                 f"| {label} | {name} ({kind}) | {scores['roc_auc']} | {scores['pr_auc']} | "
                 f"{scores['recall_at_1pct_fpr']} | {scores['recall_at_0.1pct_fpr']} |"
             )
+    ablation_text = ""
+    if card.get("ablation"):
+        ablation_text = (
+            "Ablation, held out by time (each of fs-v3's additions to fs-v2, and fs-v3 without each):\n\n"
+            + ablation_table(card["ablation"])
+            + "\n\n"
+        )
     return (
         f"# {card['model_version']}\n\n"
         f"Gradient-boosted trees ({card['model_type']}, {args.max_iter} trees), exported to ONNX "
@@ -359,8 +421,11 @@ def model_card_text(card: dict, args) -> str:
         f"evaluated on {data['held_out']} ({data['held_out_records']:,} records); the velocity features of the "
         "training records see only earlier transactions, so nothing of the held-out period.\n\n"
         "| evaluation | feature set | ROC-AUC | PR-AUC | recall at 1% FPR | recall at 0.1% FPR |\n"
-        "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-        f"ONNX and LightGBM probabilities agree within {card['onnx_vs_lightgbm_max_abs_diff']:.1e}.\n\n"
+        "|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n"
+        + ablation_text
+        + f"ONNX and LightGBM probabilities agree within {card['onnx_vs_lightgbm_max_abs_diff']:.1e}.\n\n"
         "Limits: "
         + (
             "the data is synthetic and the model knows only the generator's fraud patterns; re-train on "
@@ -369,6 +434,16 @@ def model_card_text(card: dict, args) -> str:
             else "the model knows only the patterns of its training history.\n"
         )
     )
+
+
+def ablation_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| features | ROC-AUC | PR-AUC | recall at 1% FPR | recall at 0.1% FPR |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r['features']} | {r['roc_auc']} | {r['pr_auc']} | {r['recall_at_1pct_fpr']} "
+        f"| {r['recall_at_0.1pct_fpr']} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
