@@ -17,6 +17,11 @@ The same seed gives the same bytes. What is in it:
   online amounts a minute or two apart, then a large one within minutes), bursts of ordinary
   purchases at many merchants within an hour, and impossible travel (an ordinary purchase in
   another country minutes after one at home);
+- about 0.9% more in three patterns that need fs-v3's holder features: money transfers and gift
+  cards bought for scammers by older card holders in their daytime, online purchases abroad at
+  the card holder's night (the merchant's daytime), and gift-card shops (an MCC that shares its
+  coarse group with ordinary retail); beside them, legitimate transfers by younger holders;
+- customers carry a birth date (ages 18 to 90);
 - legitimate look-alikes: large purchases, travellers abroad at any hour, noisy merchant risk,
   shopping sprees of a few purchases within two hours;
 - a few cards without a customer profile (0.2%), to exercise the missing-profile policy;
@@ -44,7 +49,7 @@ import numpy as np
 import orjson
 
 # Bumped whenever the same seed would give other data (the benchmark caches data by it).
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 
 # country, currency, minor-unit exponent, time zone, lat, lon, weight
 COUNTRIES = (
@@ -101,6 +106,7 @@ MCCS = (
     ("6011", 6, 0.0),
     ("5912", 4, 0.1),
     ("4814", 2, 0.7),
+    ("5947", 2, 0.3),
 )
 RISKY_CNP = ("5816", "5967", "6051", "7995", "4829")
 TAKEOVER = ("5732", "5944")
@@ -114,8 +120,14 @@ PATTERNS = (
     "card_testing",
     "merchant_burst",
     "impossible_travel",
+    "elder_transfer",
+    "holder_night_online",
+    "gift_cards",
 )
 CARD_TESTING, MERCHANT_BURST, IMPOSSIBLE_TRAVEL = 5, 6, 7
+ELDER_TRANSFER, HOLDER_NIGHT_ONLINE, GIFT_CARDS = 8, 9, 10
+# Per record: (elder transfers, holder-night online, gift cards, legitimate transfers by younger holders).
+HOLDER_RATES = (0.003, 0.003, 0.0025, 0.004)
 # Episodes per record: (card testing, merchant bursts, impossible travel, legitimate sprees).
 EPISODE_RATES = (0.003, 0.0025, 0.008, 0.004)
 START = dt.datetime(2026, 10, 1, tzinfo=dt.UTC)
@@ -181,6 +193,11 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     cust_lon = np.array([COUNTRIES[c][5] for c in cust_country]) + rng.normal(0, 2.0, n_cust)
     usual_eur = rng.lognormal(np.log(35), 0.6, n_cust)
     age_days = rng.integers(5, 4000, n_cust)
+    # A stream of its own, so that birth dates do not move the draws above.
+    holder_rng = np.random.default_rng([seed, GENERATOR_VERSION])
+    birth = (START - dt.timedelta(days=1)).date().toordinal() - (holder_rng.uniform(18, 90, n_cust) * 365.25).astype(
+        int
+    )
     with open(out / "customers.jsonl", "wb") as f:
         for i in range(n_cust):
             c = COUNTRIES[cust_country[i]]
@@ -195,6 +212,7 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
                         "usual_amount": {"minor_units": str(usual_minor), "currency": c[1]},
                         "timezone": c[3],
                         "account_age_days": int(age_days[i]),
+                        "birth_date": dt.date.fromordinal(int(birth[i])).isoformat(),
                     }
                 )
                 + b"\n"
@@ -302,6 +320,15 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
         online,
         merchants_by_country,
     )
+    _holder_patterns(
+        holder_rng,
+        (card, merchant, ratio, event_seconds, fraud, pattern),
+        birth,
+        cust_country,
+        merch_country,
+        merch_mcc,
+        offsets,
+    )
     m_country = merch_country[merchant]
     m_mcc = merch_mcc[merchant]
     ecommerce_share = np.array([MCCS[i][2] for i in m_mcc])
@@ -311,7 +338,8 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
         2,
         np.where(channel_roll < ecommerce_share, 1, np.where(rng.random(records) < 0.45, 3, 0)),
     )
-    channel = np.where((fraud == 1) & ((pattern == 0) | (pattern == CARD_TESTING)), 1, channel)
+    online_fraud = (pattern == 0) | (pattern == CARD_TESTING) | (pattern == HOLDER_NIGHT_ONLINE)
+    channel = np.where((fraud == 1) & online_fraud, 1, channel)
     channel = np.where((channel == 1) & (rng.random(records) < 0.03), 4, channel)
     no_profile = rng.random(records) < 0.002
 
@@ -430,6 +458,60 @@ def _episodes(rng, rows, usual_eur, cust_country, merch_country, online, merchan
         event_seconds[row] = event_seconds[anchor] + int(rng.uniform(300, 5400))
         ratio[row] = rng.lognormal(0.1, 0.5)
         fraud[row], pattern[row] = 1, IMPOSSIBLE_TRAVEL
+
+
+def _holder_patterns(rng, rows, birth, cust_country, merch_country, merch_mcc, offsets) -> None:
+    """Rewrites some legitimate rows in place into the patterns that need the card holder's age and
+    local hour and the exact MCC, and legitimate transfers that look like the first. `rows` are the
+    per-row arrays card, merchant, ratio, event_seconds, fraud and pattern."""
+    card, merchant, ratio, event_seconds, fraud, pattern = rows
+    records = len(card)
+    free = rng.permutation(np.flatnonzero(fraud == 0))
+    elder_n, night_n, gift_n, legit_n = (int(records * rate) for rate in HOLDER_RATES)
+    start_day = START.date().toordinal()
+    age = (start_day - birth) / 365.25
+    elders, younger = np.flatnonzero(age >= 68), np.flatnonzero(age < 60)
+    transfers = np.flatnonzero(np.isin(merch_mcc, [i for i, m in enumerate(MCCS) if m[0] in ("4829", "5947")]))
+    gift_shops = np.flatnonzero(merch_mcc == next(i for i, m in enumerate(MCCS) if m[0] == "5947"))
+    online = np.flatnonzero(np.array([MCCS[i][2] >= 0.5 for i in merch_mcc]))
+    if not (len(elders) and len(younger) and len(transfers) and len(gift_shops)):
+        return
+    taken = 0
+
+    def take(n: int) -> np.ndarray:
+        nonlocal taken
+        picked = free[taken : taken + n]
+        taken += n
+        return picked
+
+    def at_holder_hour(row: int, hours) -> None:
+        day = (event_seconds[row] - int(START.timestamp())) // 86400
+        hour = rng.choice(hours)
+        home = cust_country[card[row]]
+        local = START.timestamp() + day * 86400 + hour * 3600 + rng.integers(0, 3600)
+        event_seconds[row] = int(local - offsets[home])
+
+    for row in take(elder_n):
+        card[row] = elders[rng.integers(len(elders))]
+        merchant[row] = transfers[rng.integers(len(transfers))]
+        ratio[row] = rng.uniform(2, 8)
+        at_holder_hour(row, np.arange(9, 18))
+        fraud[row], pattern[row] = 1, ELDER_TRANSFER
+    for row in take(legit_n):
+        card[row] = younger[rng.integers(len(younger))]
+        merchant[row] = transfers[rng.integers(len(transfers))]
+        ratio[row] = rng.uniform(1, 8)
+        at_holder_hour(row, np.arange(8, 23))
+    for row in take(night_n):
+        abroad = online[merch_country[online] != cust_country[card[row]]]
+        merchant[row] = abroad[rng.integers(len(abroad))] if len(abroad) else online[rng.integers(len(online))]
+        ratio[row] = rng.lognormal(0.3, 0.5)
+        at_holder_hour(row, np.arange(1, 5))
+        fraud[row], pattern[row] = 1, HOLDER_NIGHT_ONLINE
+    for row in take(gift_n):
+        merchant[row] = gift_shops[rng.integers(len(gift_shops))]
+        ratio[row] = rng.uniform(1.5, 6)
+        fraud[row], pattern[row] = 1, GIFT_CARDS
 
 
 def _card_number(seed_digits: str) -> str:
