@@ -1,9 +1,11 @@
 """The data generator and the model trainer."""
 
+import csv
 import datetime as dt
 import hashlib
 import json
 import random
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import onnxruntime as ort
@@ -249,24 +251,27 @@ def test_stream_files_makes_event_times_live_and_keeps_the_bad_ones_bad():
 @pytest.mark.slow
 def test_training_and_serving_compute_identical_feature_vectors(tmp_path):
     """tools.train's features and the job's scored records (output.include_features) agree on
-    every transaction of a generated history of 50,000, to the last bit."""
+    every transaction of a generated history of 50,000, to the last bit, for the widest feature
+    set (fs-v3: holder features and the card summary included)."""
     from apache_beam.testing.test_pipeline import TestPipeline
 
     from pipeline import runner
     from tests.helpers import job_config, read_jsonl
 
-    data, out = tmp_path / "data", tmp_path / "out"
+    data, out, model = tmp_path / "data", tmp_path / "out", tmp_path / "fs-v3"
     generate.generate(50000, seed=77, invalid_fraction=0.01, out=data)
-    table = train.feature_table(data)
+    table = train.feature_table(data)  # the widest set, fs-v3
+    # a model of fs-v3 makes the job compute every feature the trainer does
+    assert train.main(["--data", str(data), "--out", str(model), "--feature-set", "fs-v3", "--max-iter", "10"]) == 0
     summary = runner.run(
-        ["--config", job_config(data, out), "--include_features", "true"],
+        ["--config", job_config(data, out), "--include_features", "true", "--model", str(model / "model.onnx")],
         test_pipeline=TestPipeline(runner="FnApiRunner"),
     )
-    assert summary["balanced"] and summary["feature_set"] == feature_sets.WITH_VELOCITY
+    assert summary["balanced"] and summary["feature_set"] == feature_sets.WITH_HOLDER
     served = {}
     for line in read_jsonl(out / "scored"):
         row = orjson.loads(line)
-        assert list(row["features"]) == list(feature_sets.names(feature_sets.WITH_VELOCITY))
+        assert list(row["features"]) == list(feature_sets.names(feature_sets.WITH_HOLDER))
         served[row["transaction_id"]] = np.asarray(list(row["features"].values()), dtype=np.float32)
     assert len(served) == len(table.ids) == summary["scored"] >= 49000
     mismatches = [
@@ -277,7 +282,8 @@ def test_training_and_serving_compute_identical_feature_vectors(tmp_path):
     assert mismatches == []
     # The scored output is a log of the features served: the trainer reads it back as the same table
     # and trains on it (labels from the data folder).
-    log = train.served_table(out)
+    served_set, log = train.served_table(out)
+    assert served_set == feature_sets.WITH_HOLDER
     assert log.ids == table.ids and np.array_equal(log.values, table.values)
     assert np.array_equal(log.seconds, table.seconds)
     assert (
@@ -296,3 +302,40 @@ def test_labels_as_other_sources_write_them(tmp_path):
     (tmp_path / "labels.jsonl").write_text('{"transaction_id": "a", "is_fraud": "maybe"}\n')
     with pytest.raises(ValueError, match=r"line 1: is_fraud must be"):
         train.read_labels(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_sparkov_shaped_history_converts_and_trains_with_an_ablation(tmp_path):
+    """Another generator's shape (Sparkov's columns, card numbers in clear, local times, categories)
+    through tools.convert_sparkov into the trainer's layout, then fs-v3 with its ablation."""
+    from tools import convert_sparkov, sparkov_like
+
+    csv_file, data, out = tmp_path / "sparkov.csv", tmp_path / "converted", tmp_path / "model"
+    made = sparkov_like.generate(40, seed=3, out=csv_file, start=dt.date(2019, 1, 1), days=120)
+    again = tmp_path / "again.csv"
+    sparkov_like.generate(40, seed=3, out=again, start=dt.date(2019, 1, 1), days=120)
+    assert again.read_bytes() == csv_file.read_bytes()  # the same seed, the same bytes
+    header = csv_file.read_text().splitlines()[0].split(",")
+    assert header == list(sparkov_like.COLUMNS) and made["fraud"] > 0
+    counts = convert_sparkov.convert([csv_file], data, profile_days=30)
+    assert counts["records"] == made["records"] and counts["fraud"] == made["fraud"]
+    txns = [json.loads(line) for line in (data / "transactions.jsonl").read_text().splitlines()]
+    first = next(csv.DictReader(csv_file.open()))
+    assert txns[0]["card_id"] == convert_sparkov.card_id(first["cc_num"]) and first["cc_num"] not in txns[0]["card_id"]
+    assert {t["channel"] for t in txns} == {"ECOMMERCE", "POS"}
+    assert {t["mcc"] for t in txns} <= set(convert_sparkov.CATEGORY_MCC.values())
+    # the holder's local time, in their state's zone
+    local = dt.datetime.fromisoformat(first["trans_date_trans_time"]).replace(
+        tzinfo=ZoneInfo(convert_sparkov.STATE_ZONE[first["state"]])
+    )
+    assert txns[0]["event_time"] == local.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    customers = [json.loads(line) for line in (data / "customers.jsonl").read_text().splitlines()]
+    assert all(c["birth_date"] and c["timezone"].startswith("America/") for c in customers)
+    args = ["--data", str(data), "--out", str(out), "--feature-set", "fs-v3", "--max-iter", "20", "--ablation"]
+    assert train.main(args) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["feature_set_version"] == feature_sets.WITH_HOLDER and card["training_data"]["generator"] is None
+    rows = {row["features"]: row for row in card["ablation"]}
+    assert len(rows) == 2 + 2 * len(train.ADDITIONS)
+    assert rows["fs-v3"]["pr_auc"] == card["comparison"]["by_time"]["fs-v3"]["pr_auc"]
+    assert "Ablation" in (out / "MODEL_CARD.md").read_text()
