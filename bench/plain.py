@@ -83,15 +83,14 @@ class PlainScorer:
         self._parse = validate.TransactionParser(clock, config.validate_.max_future_skew_seconds)
         self._join = enrich.ProfileJoiner(config.enrich.missing_profile_policy, clock)
         card = model_check.read_model_card(config.predict.model)
-        feature_set = model_check.feature_set(card)
-        self._compute = featurize.FeatureComputer(clock, feature_set)
-        self._velocity = feature_sets.uses_velocity(feature_set)
+        model = model_of(config, config.predict.model, card, model_version)
+        self._compute = featurize.FeatureComputer(clock, model.computed_set)
+        self._velocity = feature_sets.uses_velocity(model.computed_set)
         self._in_order = in_order  # batch: hold the records and take each card's in event-time order
         # (card_id, event seconds, nanos, transaction_id, serialized record): compact, sorted as tuples
         self._held: list[tuple[str, int, int, str, bytes]] = []
         self.histories: dict[str, velocity.CardHistory] = defaultdict(velocity.CardHistory)
         thresholds = predict.Thresholds(config.thresholds.version, config.thresholds.review, config.thresholds.decline)
-        model = model_of(config, config.predict.model, card, model_version)
         extras = scoring_extras(config, model, thresholds)
         self._session = predict.SingleThreadOnnxModelHandler(
             config.predict.model, providers=["CPUExecutionProvider"], extras=extras

@@ -52,6 +52,15 @@ class Model(NamedTuple):
     path: str = ""
     watch: Watch | None = None
 
+    @property
+    def computed_set(self) -> str:
+        """The feature set the job computes: the model's, or a challenger's that holds it as its
+        first columns (the champion then reads those)."""
+        shadow = self.shadow.feature_set if self.shadow is not None else ""
+        if shadow and len(feature_sets.names(shadow)) > len(feature_sets.names(self.feature_set)):
+            return shadow
+        return self.feature_set
+
 
 class Run(NamedTuple):
     """What a launch adds to the configuration: the run's id, its Kafka read and expansion service
@@ -121,7 +130,7 @@ def build_pipeline(
         )  # fmt: skip
     else:
         raw, refused_00 = raw_records, p | "00_source" >> beam.Create([]).with_output_types(DeadLetter)
-    featured, refused = featurize(raw, config, clock, model.feature_set)
+    featured, refused = featurize(raw, config, clock, model.computed_set)
     thresholds = predict.Thresholds(config.thresholds.version, config.thresholds.review, config.thresholds.decline)
     scored, refused_50 = featured | "50_predict" >> predict.Predict(
         model_path=model.path or config.predict.model,
@@ -149,6 +158,9 @@ def build_pipeline(
 
 def scoring_extras(config: JobConfig, model: Model, thresholds: predict.Thresholds) -> predict.Extras:
     """What 50_predict scores with besides the model: reasons, a challenger, drift bins."""
+    longer = (
+        model.computed_set != model.feature_set
+    )  # a challenger's longer vector: the champion reads its first columns
     return predict.Extras(
         trees=model.trees,
         explain_from=predict.explain_from(config.predict.explain, thresholds),
@@ -157,6 +169,8 @@ def scoring_extras(config: JobConfig, model: Model, thresholds: predict.Threshol
         drift_reference=model.drift_reference,
         feature_names=feature_sets.names(model.feature_set),
         watch=model.watch,
+        feature_set=model.feature_set if longer else "",
+        champion_width=len(feature_sets.names(model.feature_set)) if longer else 0,
     )
 
 

@@ -100,21 +100,22 @@ def model_of(
 
 
 def challenger(config: JobConfig, champion_set: str) -> Challenger | None:
-    """predict.shadow_model, checked as the champion is; its features must be the champion's or
-    their first columns (fs-v1 beside fs-v2), since the job computes the champion's."""
+    """predict.shadow_model, checked as the champion is. Its features must be the champion's, their
+    first columns (fs-v1 beside fs-v2) or hold them as theirs (fs-v3 beside fs-v2): the job computes
+    the longer vector and each model reads its first columns."""
     path = config.predict.shadow_model
     if path is None:
         return None
     card = model_check.check_model(path, "predict.shadow_model")
     named_set = model_check.feature_set(card)
     names, champion = feature_sets.names(named_set), feature_sets.names(champion_set)
-    if champion[: len(names)] != names:
+    if champion[: len(names)] != names and names[: len(champion)] != champion:
         raise ConfigError(
-            f"predict.shadow_model: {path} takes feature set {named_set}, which is not the champion's "
-            f"({champion_set}) nor its first columns: the job computes only the champion's features"
+            f"predict.shadow_model: {path} takes feature set {named_set}; neither it nor the champion's "
+            f"({champion_set}) starts with the other's features, so no one vector serves both"
         )
     sha256 = card["sha256"].lower() if card is not None else file_digest(path)
-    return Challenger(path, card_version(card, sha256), sha256, len(names))
+    return Challenger(path, card_version(card, sha256), sha256, len(names), named_set)
 
 
 def check_store(config: JobConfig) -> None:

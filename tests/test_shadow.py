@@ -100,9 +100,33 @@ def test_the_summary_compares_the_two_models(dataset, tmp_path):
     assert sum(shadow["score_tenths"]["challenger"]) == sum(shadow["score_tenths"]["champion"]) == len(rows)
 
 
-def test_a_challenger_needing_features_the_job_does_not_compute_is_refused(dataset, tmp_path, capsys):
-    out = tmp_path / "out"
-    # champion stateless (fs-v1), challenger with velocity (fs-v2): the job would not compute its features
-    config = job_config(dataset, out, predict__model=str(STATELESS), predict__shadow_model=str(MODEL))
-    assert runner.main(["--config", config, "--runner=FnApiRunner"]) == 2
-    assert "predict.shadow_model" in capsys.readouterr().err
+def test_a_challenger_of_a_longer_feature_set_gets_its_features_and_the_champion_reads_its_own(dataset, tmp_path):
+    """Champion stateless (fs-v1), challenger with velocity (fs-v2, which starts with fs-v1's
+    features): the job computes fs-v2, each model reads its columns, and the champion's scores and
+    decisions are those it gives alone. The path by which a model of a new feature set (fs-v3 beside
+    fs-v2) is tried on live traffic before it decides anything."""
+    alone, beside = tmp_path / "alone", tmp_path / "beside"
+    config = job_config(dataset, alone, predict__model=str(STATELESS))
+    assert runner.main(["--config", config, "--runner=FnApiRunner"]) == 0
+    config = job_config(
+        dataset, beside, predict__model=str(STATELESS), predict__shadow_model=str(MODEL), output__include_features=True
+    )
+    assert runner.main(["--config", config, "--runner=FnApiRunner"]) == 0
+    summary = json.loads((beside / "summary.json").read_text())
+    assert summary["feature_set"] == feature_sets.STATELESS and summary["shadow"]["records"] == summary["scored"]
+    before = {row["transaction_id"]: row for row in map(json.loads, read_jsonl(alone / "scored"))}
+    rows = [json.loads(line) for line in read_jsonl(beside / "scored")]
+    assert len(rows) == len(before) > 0
+    with_velocity = list(feature_sets.names(feature_sets.WITH_VELOCITY))
+    for row in rows:
+        was = before[row["transaction_id"]]
+        assert (row["score"], row["decision"], row["feature_set_version"]) == (
+            was["score"],
+            was["decision"],
+            feature_sets.STATELESS,
+        )
+        assert list(row["features"]) == with_velocity  # the vector served, the challenger's
+    challenger = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    x = np.asarray([list(row["features"].values()) for row in rows], dtype=np.float32)
+    expected = challenger.run(["probabilities"], {challenger.get_inputs()[0].name: x})[0][:, 1]
+    assert [row["shadow"]["score"] for row in rows] == pytest.approx(list(map(float, expected)), abs=1e-6)

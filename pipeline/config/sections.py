@@ -298,7 +298,8 @@ class PredictConfig(Section):
         None,
         "A challenger ONNX model (with its model card) scored beside the champion on every record: its "
         "score and decision go into the output beside the champion's and never change the decision; "
-        "the summary compares the two. Its features must be the champion's or their first columns.",
+        "the summary compares the two. One model's features must start with the other's (fs-v3 beside fs-v2, "
+        "or fs-v1): the job computes the longer vector and each model reads its own first columns.",
     )
 
     @model_validator(mode="after")

@@ -95,12 +95,14 @@ class Scored(NamedTuple):
 
 class Challenger(NamedTuple):
     """A shadow model (predict.shadow_model) as checked before the run: it takes the first `width`
-    features of the champion's vector."""
+    features of the vector the job computes (the champion's, or its own when it is the longer; the
+    champion's set is then its first columns)."""
 
     path: str
     version: str
     sha256: str
     width: int
+    feature_set: str = ""
 
 
 class Extras(NamedTuple):
@@ -114,6 +116,10 @@ class Extras(NamedTuple):
     shadow: Challenger | None = None
     drift_reference: dict[str, Any] | None = None
     feature_names: tuple[str, ...] = ()
+    # The champion's feature set and width when the job computes a longer vector for a challenger
+    # (0: the whole vector is the champion's).
+    feature_set: str = ""
+    champion_width: int = 0
     watch: Watch | None = None
 
 
@@ -185,6 +191,7 @@ class Scorer:
     # the version stamped on what this scorer scores ("": the job's); a watcher may replace the model
     version: str = ""
     watcher: ModelWatcher | None = None
+    width: int = 0  # the champion's first columns of a longer vector (0: all of it)
 
 
 def _fraud_probabilities(session, inputs: np.ndarray) -> list[float]:
@@ -231,11 +238,12 @@ class DriftBins:
 def _scored(scorer: Scorer, batch: Sequence[np.ndarray]) -> list[Scored]:
     if scorer.watcher is not None:
         scorer.watcher.swap_if_newer(scorer)
-    inputs = np.stack(batch).astype(np.float32, copy=False)
+    computed = np.stack(batch).astype(np.float32, copy=False)
+    inputs = np.ascontiguousarray(computed[:, : scorer.width]) if scorer.width else computed
     scores = _fraud_probabilities(scorer.session, inputs)
     if scorer.drift is not None:
         scorer.drift.count(inputs, scores)
-    shadows = _shadow_scores(scorer, inputs)
+    shadows = _shadow_scores(scorer, computed)
     explained = [i for i, score in enumerate(scores) if score >= scorer.explain_from]
     reasons: dict[int, tuple[tuple[int, float], ...]] = {}
     if scorer.explainer is not None and explained:
@@ -301,7 +309,18 @@ class SingleThreadOnnxModelHandler(OnnxModelHandlerNumpy):
         watcher = None
         if extras.watch is not None:
             watcher = ModelWatcher(extras.watch, explain, options)
-        return Scorer(champion, explainer, extras.explain_from, extras.reasons, shadow, width, bins, "", watcher)
+        return Scorer(
+            champion,
+            explainer,
+            extras.explain_from,
+            extras.reasons,
+            shadow,
+            width,
+            bins,
+            "",
+            watcher,
+            extras.champion_width,
+        )
 
 
 def _checked_session(path: str, sha256: str, options: ort.SessionOptions) -> ort.InferenceSession:
@@ -373,9 +392,11 @@ class Decider:
         include_features: bool = False,
         feature_names: Sequence[str] = (),
         shadow_version: str = "",
+        feature_set: str = "",
     ):
         self._names = tuple(feature_names)
         self._shadow_version = shadow_version
+        self._feature_set = feature_set  # the champion's, when the record's vector is a challenger's longer one
         # champion decision x challenger decision (UNSPECIFIED: no probability), and both scores' tenths
         self._pairs = {
             (a, b): metrics.counter(f"{metrics.SHADOW_PREFIX}{_NAMES[a]}.{_NAMES[b]}")
@@ -441,7 +462,7 @@ class Decider:
             decision=self._thresholds.decide(score),
             model_version=version,
             thresholds_version=self._thresholds.version,
-            feature_set_version=enriched.features.feature_set_version,
+            feature_set_version=self._feature_set or enriched.features.feature_set_version,
             scored_at=self._clock.timestamp(),
             missing_profiles=enriched.missing_profiles,
             source=txn.origin.source,
@@ -507,7 +528,14 @@ class Predict(beam.PTransform):
         self._handler = model_handler(model_path, min_batch_size, max_batch_size, expected_sha256, extras)
         shadow = extras.shadow.version if extras.shadow is not None else ""
         self._decider = functools.partial(
-            Decider, model_version, thresholds, clock, include_features, extras.feature_names, shadow
+            Decider,
+            model_version,
+            thresholds,
+            clock,
+            include_features,
+            extras.feature_names,
+            shadow,
+            extras.feature_set,
         )
         self._clock = clock
 
