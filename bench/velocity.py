@@ -5,8 +5,9 @@ over a fixed set of cards.
 
 Generates (cached under .bench/) N and SCALE x N records over the same number of cards. On N, each
 in its own process, one after the other: the plain-Python loop and the job with the default model
-(fs-v2: 35_velocity in the graph) and with its stateless twin (models/fraud-gbm-stateless-v2,
-fs-v1: no 35_velocity); the plain loop's and the job's outputs must be identical for each model.
+(fs-v2: 35_velocity in the graph), with its stateless twin (models/fraud-gbm-stateless-v2,
+fs-v1: no 35_velocity) and with models/fraud-gbm-v3 (fs-v3: the holder features and the card
+summary besides); the plain loop's and the job's outputs must be identical for each model.
 On SCALE x N: the plain loop and the job with velocity again, for their peak memory and for what
 35_velocity's state holds at the end (cards with a history and their events, counted by the plain
 loop, which keeps the same histories). Prints a table and one JSON line.
@@ -23,6 +24,7 @@ import sys
 from bench.run import ROOT, dataset, plain_and_job, write_config
 
 STATELESS_MODEL = "models/fraud-gbm-stateless-v2/model.onnx"
+HOLDER_MODEL = "models/fraud-gbm-v3/model.onnx"
 
 
 def side(work: pathlib.Path, data: pathlib.Path, name: str, model: str | None) -> dict:
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     large, _ = dataset(work, args.records * args.scale, args.seed, 0.02, args.cards)
     with_v = side(work, small, "velocity", None)
     without = side(work, small, "stateless", STATELESS_MODEL)
+    holder = side(work, small, "fs-v3", HOLDER_MODEL)
     scaled = side(work, large, "velocity-scaled", None)
 
     cost = 1 - rps(with_v["job"]) / rps(without["job"])
@@ -60,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         ("plain loop, with velocity (fs-v2)", with_v["plain"]),
         ("Beam job, stateless (fs-v1)", without["job"]),
         ("Beam job, with velocity (fs-v2)", with_v["job"]),
+        ("plain loop, fs-v3", holder["plain"]),
+        ("Beam job, fs-v3", holder["job"]),
         (f"plain loop, with velocity, {args.scale}x records", scaled["plain"]),
         (f"Beam job, with velocity, {args.scale}x records", scaled["job"]),
     )
@@ -67,10 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         seconds, rss = figures["seconds"], figures["peak_rss_mb"]
         print(f"| {name:<34} | {seconds:>8.1f} | {rps(figures):>10,.0f} | {rss:>11,.0f} |")
     print(f"\nvelocity cost in the job's records/s: {cost:.1%} (target: at most 30%)")
+    holder_cost = 1 - rps(holder["job"]) / rps(with_v["job"])
+    print(f"fs-v3's cost over fs-v2 in the job's records/s: {holder_cost:.1%}")
     print(f"peak RSS growth from {args.records:,} to {args.records * args.scale:,} records: {growth:.1%} (target: 20%)")
     print(
         f"outputs identical to the plain loop: with velocity {with_v['identical']}, stateless {without['identical']}, "
-        f"{args.scale}x {scaled['identical']}"
+        f"fs-v3 {holder['identical']}, {args.scale}x {scaled['identical']}"
     )
     for label, run in ((f"{args.records:,}", with_v), (f"{args.records * args.scale:,}", scaled)):
         held, cards = run["plain"]["velocity_events_held"], run["plain"]["velocity_cards"]
@@ -86,21 +93,25 @@ def main(argv: list[str] | None = None) -> int:
                 "plain_stateless_records_per_s": round(rps(without["plain"])),
                 "ratio_job_plain_velocity": round(rps(with_v["job"]) / rps(with_v["plain"]), 3),
                 "velocity_cost": round(cost, 3),
+                "job_fs_v3_records_per_s": round(rps(holder["job"])),
+                "plain_fs_v3_records_per_s": round(rps(holder["plain"])),
+                "ratio_job_plain_fs_v3": round(rps(holder["job"]) / rps(holder["plain"]), 3),
+                "fs_v3_cost_over_fs_v2": round(holder_cost, 3),
                 "peak_rss_mb": round(with_v["job"]["peak_rss_mb"]),
                 "peak_rss_mb_scaled": round(scaled["job"]["peak_rss_mb"]),
                 "scaled_records": args.records * args.scale,
                 "peak_rss_growth": round(growth, 3),
-                "outputs_identical": with_v["identical"] and without["identical"] and scaled["identical"],
+                "outputs_identical": all(run["identical"] for run in (with_v, without, holder, scaled)),
                 "velocity_events_held": with_v["plain"]["velocity_events_held"],
                 "velocity_events_held_scaled": scaled["plain"]["velocity_events_held"],
                 "velocity_cards": with_v["plain"]["velocity_cards"],
-                "balanced": all(run["job"]["balanced"] for run in (with_v, without, scaled)),
+                "balanced": all(run["job"]["balanced"] for run in (with_v, without, holder, scaled)),
                 "job_stage_msecs": with_v["job"]["stage_msecs"],
                 "plain_stage_seconds": with_v["plain"]["stage_seconds"],
             }
         )
     )
-    return 0 if with_v["identical"] and without["identical"] and scaled["identical"] else 1
+    return 0 if all(run["identical"] for run in (with_v, without, holder, scaled)) else 1
 
 
 if __name__ == "__main__":
