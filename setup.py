@@ -39,6 +39,9 @@ setuptools.setup(
         "confluent-kafka>=2.6,<3",
         # The PostgreSQL profile store (enrich.backend postgres); the wheel bundles libpq.
         "psycopg[binary]>=3.2,<4",
+        # Metrics for monitoring (--metrics_port) and the run report (report.html, charts inlined).
+        "prometheus-client>=0.20,<1",
+        "plotly>=5.20,<8",
     ],
     extras_require={
         "train": ["scikit-learn>=1.6,<2", "skl2onnx>=1.18,<2", "onnxmltools>=1.13,<2"],
@@ -58,6 +61,8 @@ setuptools.setup(
             "pycountry>=24",
             "iso4217>=1.11",
             "hypothesis>=6.100",
+            # The run report's browser test drives Debian's Chromium (scripts/chromium.sh).
+            "playwright>=1.45,<2",
         ],
     },
 )

@@ -25,10 +25,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from pipeline import summary as run_summary
 from pipeline.config import JobConfig
 from pipeline.graph import Model, Run, build_pipeline
-from pipeline.io import drain, kafka, kafka_client, profile_store, progress
+from pipeline.io import drain, files, kafka, kafka_client, profile_store, progress
 from pipeline.io.kafka_expansion import JavaExpansion, KafkaSetupError
 from pipeline.io.output_folder import OutputFolder
 from pipeline.local import runners
+from pipeline.local.monitoring import Facts, Monitor, ProgressLine, progress_wanted
 from pipeline.local.streaming import StreamingWatch, in_main_thread
 from pipeline.local.watchdog import WorkerWatchdog, worker_processes
 from pipeline.shared import drift, feature_sets, model_check, model_versions
@@ -340,7 +341,7 @@ def launch(
                 if config.source.kind == "kafka" and kafka_commit(config, runner_name) == "written"
                 else contextlib.nullcontext()
             )
-            with committer:
+            with committer, monitor(config, model, runner_name, properties):
                 result = _run_to_end(pipeline, config, properties, write_summary, worker_lost)
         summary = run_summary.summarize(result)
         if resume is not None:
@@ -361,6 +362,35 @@ def launch(
         folder.abandon()
         raise
     return summary
+
+
+def monitor(config: JobConfig, model: Model, runner_name: str, properties: dict[str, str]) -> Any:
+    """The run's metrics endpoint (run.metrics_port) and progress line (run.progress), with the
+    live tally they read; nothing when neither is asked for."""
+    show_progress = config.source.kind == "files" and progress_wanted(config.run.progress, config.is_streaming)
+    if not config.run.metrics_port and not show_progress:
+        return contextlib.nullcontext()
+    lag = close = None
+    if config.source.kind == "kafka" and config.run.metrics_port:
+        group = kafka_client.GroupLag(config.kafka, properties)
+        lag, close = (lambda: group.pending(progress.read_positions())), group.close
+    facts = Facts(
+        model.version,
+        model.feature_set,
+        model.shadow.version if model.shadow is not None else "",
+        "streaming" if config.is_streaming else "batch",
+        runner_name,
+        model.drift_reference,
+        lag,
+        close,
+    )
+    line = None
+    if show_progress:
+        entries = [e for e in files.match_files(config.input.transactions or "") if isinstance(e, files.FileEntry)]
+        uncompressed = [e for e in entries if not files.is_compressed(e.path)]
+        total_bytes = sum(e.size for e in entries) if len(uncompressed) == len(entries) else 0
+        line = ProgressLine(len(entries), total_bytes)
+    return Monitor(facts, config.run.metrics_port, config.run.metrics_host, line)
 
 
 def _run_parts(

@@ -44,6 +44,8 @@ FIELDS = (
     Field("scored", "scored", "Records scored and handed to the scored output."),
     Field("dead_letters", "dead letters", "Records refused by a stage, each with its reason (source errors apart)."),
     Field("dead_letters_by_code", "", "Dead letters per error code (printed under `dead letters`)."),
+    Field("dead_letters_by_stage", "", "Dead letters per stage that refused them, then per error code."),
+    Field("decisions", "", "Scored records by decision: approve, review, decline."),
     Field("duplicates", "duplicates dropped", "Redeliveries 20_dedupe dropped (same transaction_id and content)."),
     Field("late_records", "late records", "Records later than streaming.allowed_lateness_seconds."),
     Field(
@@ -64,6 +66,14 @@ FIELDS = (
     Field("on_disk", "", "Streaming: lines in window files already renamed into place, per output folder."),
     Field("restart", "", "Streaming: what an earlier run of the output folder left, and what was skipped."),
     Field("stage_msecs", "", "Milliseconds spent in each stage (runners that sample execution time)."),
+    Field(
+        "latency",
+        "",
+        "Wall-clock time from a record's event time (event_to_decision) and from its read (read_to_decision, "
+        "not with a pinned run.as_of) to its decision in 50_predict: decisions, mean, p50/p90/p99 estimated "
+        "from the buckets (seconds, bucket upper bounds). Meaningful on a live feed; a replay's event times "
+        "are old.",
+    ),
     Field("model_version", "model", "The model version stamped on every score, and its feature set."),
     Field(
         "model_swaps",
@@ -93,6 +103,12 @@ def summarize(result: Any) -> dict[str, Any]:
     found = beam_compat.fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE))
     counters = {r.key.metric.name: r.committed for r in found["counters"]}
     distributions = {r.key.metric.name: r.committed for r in found["distributions"]}
+    return summarize_counters(counters, distributions)
+
+
+def summarize_counters(counters: dict[str, int], distributions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The summary from the job's counters by name (the runner's, or the live tally's)."""
+    distributions = distributions or {}
     by_code = {
         name: counters.get(metrics.DEAD_LETTER_CODE_PREFIX + name, 0)
         for name in ErrorCode.keys()  # noqa: SIM118 - protobuf enum wrapper
@@ -129,6 +145,11 @@ def summarize(result: Any) -> dict[str, Any]:
             "accepted": counters.get(metrics.MODEL_SWAPS_ACCEPTED, 0),
             "refused": counters.get(metrics.MODEL_SWAPS_REFUSED, 0),
         },
+        "decisions": {
+            name: counters.get(metrics.DECISIONS_PREFIX + name, 0) for name in ("approve", "review", "decline")
+        },
+        "dead_letters_by_stage": dead_letters_by_stage(counters),
+        "latency": latency_summary(counters),
     }
     written_out = on_disk(counters)
     if written_out:
@@ -138,6 +159,36 @@ def summarize(result: Any) -> dict[str, Any]:
     if compared is not None:
         summary["shadow"] = compared
     return summary
+
+
+def dead_letters_by_stage(counters: dict[str, int]) -> dict[str, dict[str, int]]:
+    """{stage: {code: dead letters}} (source errors apart: not records)."""
+    out: dict[str, dict[str, int]] = {}
+    for name, n in sorted(counters.items()):
+        if name.startswith(metrics.DEAD_LETTER_STAGE_PREFIX) and n:
+            stage, _, code = name[len(metrics.DEAD_LETTER_STAGE_PREFIX) :].partition("/")
+            if code != _SOURCE_UNREADABLE:
+                out.setdefault(stage, {})[code] = n
+    return out
+
+
+def latency_summary(counters: dict[str, int]) -> dict[str, Any]:
+    """From event time and from the read to the decision, on the wall clock: decisions counted,
+    mean, and p50 / p90 / p99 estimated from the buckets (seconds)."""
+    out: dict[str, Any] = {}
+    for kind, key in (("event", "event_to_decision"), ("read", "read_to_decision")):
+        buckets = metrics.latency_buckets(counters, kind)
+        count = sum(buckets)
+        if not count:
+            continue
+        quantiles = {f"p{round(q * 100)}": metrics.latency_quantile(buckets, q) for q in (0.5, 0.9, 0.99)}
+        out[key] = {
+            "decisions": count,
+            "mean_seconds": round(counters.get(metrics.LATENCY_MS_SUM_PREFIX + kind, 0) / count / 1000.0, 3),
+            **{name: round(value, 3) for name, value in quantiles.items() if value is not None},
+            "buckets": dict(zip([*map(str, metrics.LATENCY_BOUNDS_SECONDS), "+Inf"], buckets, strict=True)),
+        }
+    return out
 
 
 def drift_counts(counters: dict[str, int]) -> dict[str, list[int]]:

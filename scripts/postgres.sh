@@ -21,20 +21,7 @@ find_bin() {
 if find_bin; then
   exit 0
 fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "postgres: no PostgreSQL server binaries and no apt-get: install PostgreSQL 15+ and set RISKPIPE_PG_BIN" >&2
-  exit 1
-fi
-sudo=""
-if [[ "$(id -u)" != 0 ]]; then
-  if ! command -v sudo >/dev/null 2>&1; then
-    echo "postgres: installing the postgresql package needs root (or sudo)" >&2
-    exit 1
-  fi
-  sudo="sudo"
-fi
-echo "postgres: installing Debian's postgresql package with apt-get (once)" >&2
 # Do not start or create the package's own cluster: only its binaries are used.
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql >&2 ||
-  { $sudo apt-get update -q >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql >&2; }
+"$(dirname "${BASH_SOURCE[0]}")/apt_tool.sh" --install postgresql ||
+  { echo "postgres: no PostgreSQL server binaries: install PostgreSQL 15+ and set RISKPIPE_PG_BIN" >&2; exit 1; }
 find_bin

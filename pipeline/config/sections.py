@@ -147,6 +147,11 @@ class OutputConfig(Section):
         "Add `features` (feature name to value, in the model's order) to every scored record, for audit "
         "and for logging serving features for training.",
     )
+    report: Flag = setting(
+        True,
+        "Write report.html beside summary.json: the summary, score distribution, decisions over event time, "
+        "dead letters with masked examples, streaming throughput and latency, the model card (self-contained).",
+    )
 
 
 class ValidateConfig(Section):
@@ -334,6 +339,19 @@ class ThresholdsConfig(Section):
 class RunConfig(Section):
     as_of: Timestamp | None = setting(
         None, "Pin the run's clock (RFC 3339) for reproducible batch runs; default: wall clock."
+    )
+    metrics_port: Int = setting(
+        0,
+        "Serve Prometheus metrics (riskpipe_*) on this port while the job runs, batch or streaming; 0: none. "
+        "The figures are those of the workers that run in this process (FnApiRunner, Prism).",
+        ge=0,
+        le=65535,
+    )
+    metrics_host: Text = setting("127.0.0.1", "Address the metrics endpoint listens on (0.0.0.0: every interface).")
+    progress: Literal["auto", "on", "off"] = setting(
+        "auto",
+        "A batch run's progress line on stderr (files, records, rate, time left): auto shows it when stderr is "
+        "a terminal.",
     )
 
 

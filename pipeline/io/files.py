@@ -366,7 +366,7 @@ class ReadRangeFn(beam.DoFn):
         self._skipped = metrics.counter(metrics.ALREADY_WRITTEN)
 
     def process(self, line_range: LineRange):
-        read = blank = skipped = 0
+        read = blank = skipped = nbytes = 0
         uri = display_uri(line_range.path)
         unit = f"file:{uri}"
         resume, tracking = self._resume, progress.enabled()
@@ -374,6 +374,7 @@ class ReadRangeFn(beam.DoFn):
         for record in read_range(line_range, self._clock, self._max_record_bytes):
             if record is None:
                 blank += 1
+                nbytes += 1
                 continue
             if isinstance(record, SourceError):
                 self._errors.inc()
@@ -386,6 +387,8 @@ class ReadRangeFn(beam.DoFn):
             read += 1
             if tracking:
                 taken.append(line)
+            if isinstance(record, RawRecord):
+                nbytes += len(record.payload) + 1
             if isinstance(record, DeadLetter):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)  # a record, refused here
             else:
@@ -395,6 +398,9 @@ class ReadRangeFn(beam.DoFn):
         self._read.inc(read)
         self._blank.inc(blank)
         self._skipped.inc(skipped)
+        metrics.live_add(metrics.BYTES_READ, nbytes)  # about the bytes of an uncompressed file: for progress
+        if line_range.end < 0:
+            metrics.live_add(metrics.FILES_READ)
 
 
 def read_files(

@@ -35,6 +35,7 @@ from pipeline.io.files import (
     read_files,
     read_range,
 )
+from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock, parse_rfc3339_timestamp
 
 # Names a writer uses while a file is incomplete; never taken.
@@ -203,6 +204,7 @@ class WatchFolderFn(beam.DoFn):
         current = watermark.current_watermark()
         new = [e for e in files if (display_uri(e.path), e.size) not in self._emitted]
         self._emitted.update((display_uri(e.path), e.size) for e in new)
+        metrics.live_add(metrics.FILES_TAKEN, len(new))  # files waiting: taken, not yet read to their end
         for entry in new:
             earliest, latest = event_time_bounds(entry, self._clock, self._max_record_bytes)
             at = current if current is not None else MIN_TIMESTAMP

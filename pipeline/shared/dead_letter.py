@@ -190,6 +190,11 @@ class StageFn(beam.DoFn):
         else:
             yield result
 
+    def finish_bundle(self) -> None:
+        flush = getattr(self._fn, "flush", None)  # a stage function that counts per bundle
+        if flush is not None:
+            flush()
+
 
 def apply_stage(
     pcoll: beam.PCollection,

@@ -1,6 +1,17 @@
-"""Metric names shared by the stages and the run summary."""
+"""Metric names shared by the stages and the run summary, and the job's counters.
+
+Every counter is a Beam counter (the runner aggregates it; the summary reads it from the result).
+While `live` is on (a run that serves metrics or shows progress, pipeline.local.monitoring), each
+increment is also added to a tally in this process, where the workers of a run here (FnApiRunner,
+Prism) run: what a scrape or a progress line reads while the job runs. The tally counts what the
+workers did, retried bundles included; the summary's figures are the runner's committed ones.
+"""
 
 from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Mapping
 
 from apache_beam.metrics import Metrics
 
@@ -41,6 +52,116 @@ STORE_CACHE_MISSES = "profile_store.cache_misses"
 STORE_RETRIES = "profile_store.retries"
 STORE_FAILURES = "profile_store.failures"
 STORE_QUERY_MS = "profile_store.query_ms"
+# 90_dead_letter: + <stage>/<ERROR_CODE_NAME>: dead letters by the stage that refused them and code
+DEAD_LETTER_STAGE_PREFIX = "dead_letters_at."
+# 50_predict: + approve / review / decline
+DECISIONS_PREFIX = "decisions."
+# 50_predict: latency from a record's event time (event) and from its read (read) to its decision.
+# + <kind>.<i>: decisions whose latency fell in LATENCY_BOUNDS_SECONDS bucket i (the last: above
+# every bound); LATENCY_MS_SUM + <kind>: their latencies' sum in milliseconds.
+LATENCY_BUCKET_PREFIX = "latency."
+LATENCY_MS_SUM_PREFIX = "latency_ms_sum."
+LATENCY_KINDS = ("event", "read")
+LATENCY_BOUNDS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+# Live only (pipeline.io; not Beam counters): input bytes read, files read to their end, and files a
+# watched folder took (taken - read: files waiting).
+BYTES_READ = "bytes_read"
+FILES_READ = "files_read"
+FILES_TAKEN = "files_taken"
+
+_LOCK = threading.Lock()
+_LIVE: dict[str, int] | None = None
+
+
+def set_live(on: bool) -> None:
+    """Turns the process's live tally on (from zero) or off."""
+    global _LIVE
+    with _LOCK:
+        _LIVE = {} if on else None
+
+
+def live_counts() -> dict[str, int]:
+    """A copy of the live tally ({} while it is off)."""
+    with _LOCK:
+        return dict(_LIVE) if _LIVE is not None else {}
+
+
+def live_add(name: str, n: int = 1) -> None:
+    """Adds to the live tally only (figures the runner does not need to aggregate)."""
+    if _LIVE is not None:
+        with _LOCK:
+            _LIVE[name] = _LIVE.get(name, 0) + n
+
+
+class Counter:
+    """A Beam counter in the job's namespace, mirrored in the live tally while it is on."""
+
+    __slots__ = ("_beam", "_name")
+
+    def __init__(self, name: str):
+        self._name = name
+        self._beam = Metrics.counter(NAMESPACE, name)
+
+    def inc(self, n: int = 1) -> None:
+        self._beam.inc(n)
+        if _LIVE is not None:
+            with _LOCK:
+                _LIVE[self._name] = _LIVE.get(self._name, 0) + n
+
+    def dec(self, n: int = 1) -> None:
+        self.inc(-n)
+
+
+class LatencyTally:
+    """Latencies counted into LATENCY_BOUNDS_SECONDS buckets in plain ints, handed to the counters by
+    flush() (once a bundle): a decision costs a bisect and two additions, not four counter calls."""
+
+    def __init__(self) -> None:
+        width = len(LATENCY_BOUNDS_SECONDS) + 1
+        self._counters = {
+            kind: [counter(f"{LATENCY_BUCKET_PREFIX}{kind}.{i}") for i in range(width)] for kind in LATENCY_KINDS
+        }
+        self._sums = {kind: counter(LATENCY_MS_SUM_PREFIX + kind) for kind in LATENCY_KINDS}
+        self._counts = {kind: [0] * width for kind in LATENCY_KINDS}
+        self._ms = dict.fromkeys(LATENCY_KINDS, 0.0)
+
+    def observe(self, kind: str, seconds: float) -> None:
+        self._counts[kind][bisect.bisect_left(LATENCY_BOUNDS_SECONDS, seconds)] += 1
+        self._ms[kind] += seconds * 1000.0
+
+    def flush(self) -> None:
+        for kind, counts in self._counts.items():
+            for i, n in enumerate(counts):
+                if n:
+                    self._counters[kind][i].inc(n)
+                    counts[i] = 0
+            if self._ms[kind]:
+                self._sums[kind].inc(round(self._ms[kind]))
+                self._ms[kind] = 0.0
+
+
+def latency_buckets(counters: Mapping[str, int], kind: str) -> list[int]:
+    """The bucket counts of `kind` (one per bound, then the overflow) from a counters mapping."""
+    width = len(LATENCY_BOUNDS_SECONDS) + 1
+    return [int(counters.get(f"{LATENCY_BUCKET_PREFIX}{kind}.{i}", 0)) for i in range(width)]
+
+
+def latency_quantile(buckets: list[int], q: float) -> float | None:
+    """The q-quantile of a bucketed latency, interpolated within its bucket (as Prometheus's
+    histogram_quantile does); None without observations; the last bound when it is beyond them."""
+    total = sum(buckets)
+    if not total:
+        return None
+    rank, seen, lower = q * total, 0, 0.0
+    for i, n in enumerate(buckets):
+        if i == len(LATENCY_BOUNDS_SECONDS):
+            return LATENCY_BOUNDS_SECONDS[-1]
+        upper = LATENCY_BOUNDS_SECONDS[i]
+        if n and seen + n >= rank:
+            return lower + (upper - lower) * (rank - seen) / n
+        seen += n
+        lower = upper
+    return LATENCY_BOUNDS_SECONDS[-1]
 
 
 def distribution(name: str):
@@ -48,6 +169,7 @@ def distribution(name: str):
     return Metrics.distribution(NAMESPACE, name)
 
 
-def counter(name: str):
-    """A Beam counter in the job's namespace; declare it once per DoFn, not per element."""
-    return Metrics.counter(NAMESPACE, name)
+def counter(name: str) -> Counter:
+    """A counter in the job's namespace (mirrored live while that is on); declare it once per DoFn,
+    not per element."""
+    return Counter(name)

@@ -412,6 +412,17 @@ class Decider:
         self._thresholds = thresholds
         self._clock = clock
         self._include_features = include_features
+        self._decisions = {
+            d: metrics.counter(metrics.DECISIONS_PREFIX + _NAMES[d]) for d in (_APPROVE, _REVIEW, _DECLINE)
+        }
+        # Latency to the decision, on the wall clock: from the event time, and from the read (its
+        # ingest_time, which a pinned run clock makes meaningless: then not counted).
+        self._latency = metrics.LatencyTally()
+        self._read_latency = not clock.pinned
+
+    def flush(self) -> None:
+        """Hands what the bundle's decisions counted to the counters (StageFn calls it at bundle end)."""
+        self._latency.flush()
 
     def __call__(self, keyed: tuple[EnrichedTransaction, PredictionResult]) -> ScoredTransaction | DeadLetter:
         enriched, result = keyed
@@ -468,6 +479,12 @@ class Decider:
             source=txn.origin.source,
             late=txn.late,
         )
+        self._decisions[out.decision].inc()
+        now = time.time()
+        self._latency.observe("event", now - (txn.event_time.seconds + txn.event_time.nanos * 1e-9))
+        ingest = txn.origin.ingest_time
+        if self._read_latency and ingest.seconds:
+            self._latency.observe("read", now - (ingest.seconds + ingest.nanos * 1e-9))
         if self._shadow_version:
             self._shadow(out, scored.shadow)
         if reasons:

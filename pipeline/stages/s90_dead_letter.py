@@ -41,14 +41,25 @@ class EncodeDeadLetterFn(beam.DoFn):
         self._by_code = {
             number: metrics.counter(metrics.DEAD_LETTER_CODE_PREFIX + name) for name, number in ErrorCode.items()
         }
+        self._at: dict[tuple[str, int], metrics.Counter] = {}
 
     def process(self, letter: DeadLetter):
         self._written.inc()
         self._by_code[letter.error_code].inc()
+        at_stage(self._at, letter.stage, letter.error_code).inc()
         yield self._encode(letter, redact(letter, self._payload_policy))
 
     def _encode(self, letter: DeadLetter, redacted: DeadLetter):
         return dead_letter_json(redacted)
+
+
+def at_stage(counters: dict[tuple[str, int], metrics.Counter], stage: str, code: int) -> metrics.Counter:
+    """The counter of dead letters refused by `stage` with `code` (made on first use)."""
+    found = counters.get((stage, code))
+    if found is None:
+        name = f"{metrics.DEAD_LETTER_STAGE_PREFIX}{stage}/{ErrorCode.Name(code)}"
+        found = counters[(stage, code)] = metrics.counter(name)
+    return found
 
 
 def handed(letter: DeadLetter) -> None:
@@ -91,6 +102,7 @@ class RejectedLetterFn(beam.DoFn):
         self._written = metrics.counter(metrics.DEAD_LETTERS_WRITTEN)
         self._rejected = metrics.counter(metrics.DEAD_LETTERS_REJECTED_BY_SINK)
         self._by_code = {name: metrics.counter(metrics.DEAD_LETTER_CODE_PREFIX + name) for name in ErrorCode.keys()}  # noqa: SIM118
+        self._at: dict[tuple[str, int], metrics.Counter] = {}
 
     def process(self, failure):
         row, errors = bigquery.refusal(failure)
@@ -99,6 +111,7 @@ class RejectedLetterFn(beam.DoFn):
         code = self._by_code.get(str(row.get("error_code")))
         if code is not None:
             code.dec()
+            at_stage(self._at, str(row.get("stage")), ErrorCode.Value(str(row.get("error_code")))).dec()
         logging.getLogger(__name__).error(
             "BigQuery refused the dead letter of %s from %s (%s): %s",
             row.get("transaction_id") or row.get("source"),
