@@ -8,6 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 scripts/bootstrap.sh --with-buf
 # PostgreSQL's server binaries, for the profile-store tests (installed with apt-get where missing).
 scripts/postgres.sh >/dev/null || echo "run_tests: PostgreSQL is not available; the profile-store tests will say so" >&2
+# Chromium for the run report's browser test, Graphviz for the graph picture (Debian packages).
+scripts/apt_tool.sh chromium chromium >/dev/null || echo "run_tests: Chromium is not available; the report's browser test will say so" >&2
+scripts/apt_tool.sh dot graphviz >/dev/null || echo "run_tests: Graphviz is not available; the graph picture's tests will say so" >&2
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"

@@ -22,6 +22,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
+from pipeline import report as run_report
 from pipeline import summary as run_summary
 from pipeline.config import JobConfig
 from pipeline.graph import Model, Run, build_pipeline
@@ -222,6 +223,8 @@ def written_to(config: JobConfig) -> dict[str, str]:
     if config.pubsub.alerts_topic:
         places["alerts (Pub/Sub)"] = config.pubsub.alerts_topic
     places["summary"] = f"{config.output.dir.rstrip('/')}/summary.json"
+    if config.output.report:
+        places["report"] = f"{config.output.dir.rstrip('/')}/{run_report.REPORT}"
     return places
 
 
@@ -308,8 +311,20 @@ def launch(
         summary["exit_code"] = run_summary.exit_code(summary)
         return summary
 
+    card = model_check.read_model_card(model.path or config.predict.model)
+    examples = run_report.DeadLetterExamples(os.path.join(staging, "dead_letters"))
+    history: list[dict[str, Any]] = []
+
     def write_summary(summary: dict[str, Any]) -> None:
-        folder.write_summary(json.dumps(finish(summary), indent=2, sort_keys=True).encode() + b"\n")
+        finished = finish(summary)
+        if config.output.report:  # before summary.json, which is written last
+            if config.is_streaming:
+                history.append(run_report.history_point(finished, time.monotonic() - started, history))
+            thresholds = (config.thresholds.version, config.thresholds.review, config.thresholds.decline)
+            found = examples.update(finished["dead_letters_by_code"])
+            page = run_report.render(finished, card, thresholds, found, history)
+            folder.write_file(run_report.REPORT, page.encode())
+        folder.write_summary(json.dumps(finished, indent=2, sort_keys=True).encode() + b"\n")
 
     expansion = (
         JavaExpansion(config.kafka.expansion_service, local_worker=runners.runs_here(runner_name))

@@ -3,6 +3,7 @@ and the exit code. summary.json, the printed table and docs/outputs.md all follo
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from typing import Any, NamedTuple
@@ -46,6 +47,8 @@ FIELDS = (
     Field("dead_letters_by_code", "", "Dead letters per error code (printed under `dead letters`)."),
     Field("dead_letters_by_stage", "", "Dead letters per stage that refused them, then per error code."),
     Field("decisions", "", "Scored records by decision: approve, review, decline."),
+    Field("score_histogram", "", "Scores in 20 bins of width 0.05 over [0, 1] (the last holds 1.0)."),
+    Field("decisions_by_hour", "", "Decisions by the hour of the records' event time (UTC), then by decision."),
     Field("duplicates", "duplicates dropped", "Redeliveries 20_dedupe dropped (same transaction_id and content)."),
     Field("late_records", "late records", "Records later than streaming.allowed_lateness_seconds."),
     Field(
@@ -150,6 +153,8 @@ def summarize_counters(counters: dict[str, int], distributions: dict[str, Any] |
         },
         "dead_letters_by_stage": dead_letters_by_stage(counters),
         "latency": latency_summary(counters),
+        "score_histogram": [counters.get(f"{metrics.SCORE_BINS_PREFIX}{i}", 0) for i in range(metrics.SCORE_BINS)],
+        "decisions_by_hour": decisions_by_hour(counters),
     }
     written_out = on_disk(counters)
     if written_out:
@@ -170,6 +175,19 @@ def dead_letters_by_stage(counters: dict[str, int]) -> dict[str, dict[str, int]]
             if code != _SOURCE_UNREADABLE:
                 out.setdefault(stage, {})[code] = n
     return out
+
+
+def decisions_by_hour(counters: dict[str, int]) -> dict[str, dict[str, int]]:
+    """{hour of event time (UTC, RFC 3339): {decision: records}}, in time order."""
+    out: dict[int, dict[str, int]] = {}
+    for name, n in counters.items():
+        if name.startswith(metrics.DECISIONS_BY_HOUR_PREFIX) and n:
+            hour, _, decision = name[len(metrics.DECISIONS_BY_HOUR_PREFIX) :].partition(".")
+            out.setdefault(int(hour), {})[decision] = n
+    return {
+        dt.datetime.fromtimestamp(hour * 3600, dt.UTC).strftime("%Y-%m-%dT%H:00:00Z"): dict(sorted(found.items()))
+        for hour, found in sorted(out.items())
+    }
 
 
 def latency_summary(counters: dict[str, int]) -> dict[str, Any]:

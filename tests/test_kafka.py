@@ -148,6 +148,46 @@ def test_kafka_to_kafka_scores_every_transaction_once_and_explains_the_rest(data
         )
 
 
+def test_a_streaming_run_serves_metrics_that_a_scrape_reads_while_records_flow(
+    dataset, tmp_path, broker, expansion_jar
+):
+    """The job in this process (its Prism workers run here), records produced at 200 a second while
+    a scraper reads /metrics twice a second: the counters grow while records flow, the consumer
+    lag is there, and the endpoint's last figures equal the summary's."""
+    from pipeline import runner
+    from pipeline.local import monitoring
+    from tests.test_monitoring import check_against_summary, free_port, samples, scrape
+
+    bootstrap = broker.bootstrap
+    names = topics("metrics")
+    kafka_tool.create_topics(bootstrap, names.values(), partitions=3)
+    lines, _ = labelled_lines(dataset)
+    port, out = free_port(), tmp_path / "out"
+    config = kafka_job_config(dataset, out, bootstrap, names, run__metrics_port=port)
+    done: dict = {}
+    job = threading.Thread(target=lambda: done.update(summary=runner.run(["--config", config])))
+    job.start()
+    producing = threading.Thread(target=kafka_tool.produce, args=(bootstrap, names["in"], lines, 200.0))
+    producing.start()
+    seen = []
+    while job.is_alive():
+        text = scrape(port)
+        if text is not None:
+            seen.append((producing.is_alive(), samples(text)))
+        time.sleep(0.5)
+    job.join()
+    producing.join()
+    summary = done["summary"]
+    assert summary["balanced"] and summary["read"] == len(lines)
+    reads = [s[("riskpipe_records_read_total", ())] for _, s in seen]
+    assert reads == sorted(reads)
+    flowing = [s for alive, s in seen if alive]
+    assert any(0 < s[("riskpipe_records_read_total", ())] < len(lines) for s in flowing), "scraped mid-flow"
+    assert any(("riskpipe_source_lag_records", ()) in s for _, s in seen)
+    assert any(s.get(("riskpipe_scoring_latency_seconds_count", ()), 0) > 0 for _, s in seen)
+    check_against_summary(samples(monitoring.last_exposition().decode()), summary)
+
+
 def test_a_job_stopped_mid_topic_goes_on_from_the_committed_offsets(dataset, tmp_path, broker, expansion_jar):
     bootstrap = broker.bootstrap
     names = topics("restart")

@@ -42,12 +42,15 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.shared.errors import ConfigError
 
-OURS = frozenset({"scored", "dead_letters", "scored_parquet", "summary.json", ".riskpipe-run", "ledger.jsonl"})
+OURS = frozenset(
+    {"scored", "dead_letters", "scored_parquet", "summary.json", "report.html", ".riskpipe-run", "ledger.jsonl"}
+)
 MARKER = ".riskpipe-run"
 
 
 def _is_ours(folder: pathlib.Path) -> bool:
-    entries = {e for e in os.listdir(folder) if not e.startswith(".summary.json.")}  # a refresh cut short
+    # a refresh cut short leaves its temporary file
+    entries = {e for e in os.listdir(folder) if not e.startswith((".summary.json.", ".report.html."))}
     if not entries:
         return True
     if not entries <= OURS:
@@ -171,12 +174,17 @@ class OutputFolder:
 
     def write_summary(self, data: bytes) -> None:
         """summary.json, written last (still into the staging folder for local folders)."""
+        self.write_file("summary.json", data)
+
+    def write_file(self, name: str, data: bytes) -> None:
+        """A file of the run's own beside its outputs (summary.json, report.html): replaced whole
+        in a folder that a streaming run refreshes, else written into the staging folder."""
         if self.appending and not self.remote:
-            temporary = self._path / f".summary.json.{os.getpid()}.tmp"
+            temporary = self._path / f".{name}.{os.getpid()}.tmp"
             temporary.write_bytes(data)
-            os.replace(temporary, self._path / "summary.json")
+            os.replace(temporary, self._path / name)
             return
-        with FileSystems.create(f"{self.staging.rstrip('/')}/summary.json") as f:
+        with FileSystems.create(f"{self.staging.rstrip('/')}/{name}") as f:
             f.write(data)
 
     def publish(self) -> None:

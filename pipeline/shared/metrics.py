@@ -56,6 +56,11 @@ STORE_QUERY_MS = "profile_store.query_ms"
 DEAD_LETTER_STAGE_PREFIX = "dead_letters_at."
 # 50_predict: + approve / review / decline
 DECISIONS_PREFIX = "decisions."
+# 50_predict, for the run report: + <i>: scores in [i/20, (i+1)/20) (the last bin holds 1.0); and
+# + <hour>.<decision>: decisions by the hour of their event time (Unix hours).
+SCORE_BINS_PREFIX = "score_bins."
+SCORE_BINS = 20
+DECISIONS_BY_HOUR_PREFIX = "decisions_by_hour."
 # 50_predict: latency from a record's event time (event) and from its read (read) to its decision.
 # + <kind>.<i>: decisions whose latency fell in LATENCY_BOUNDS_SECONDS bucket i (the last: above
 # every bound); LATENCY_MS_SUM + <kind>: their latencies' sum in milliseconds.
@@ -112,32 +117,28 @@ class Counter:
         self.inc(-n)
 
 
-class LatencyTally:
-    """Latencies counted into LATENCY_BOUNDS_SECONDS buckets in plain ints, handed to the counters by
-    flush() (once a bundle): a decision costs a bisect and two additions, not four counter calls."""
+class BundleTally:
+    """Counts kept in plain ints and handed to their counters by flush() (once a bundle): a record
+    costs a few additions, not a counter call per figure. Counters are made on first use."""
 
     def __init__(self) -> None:
-        width = len(LATENCY_BOUNDS_SECONDS) + 1
-        self._counters = {
-            kind: [counter(f"{LATENCY_BUCKET_PREFIX}{kind}.{i}") for i in range(width)] for kind in LATENCY_KINDS
-        }
-        self._sums = {kind: counter(LATENCY_MS_SUM_PREFIX + kind) for kind in LATENCY_KINDS}
-        self._counts = {kind: [0] * width for kind in LATENCY_KINDS}
-        self._ms = dict.fromkeys(LATENCY_KINDS, 0.0)
+        self._counts: dict[str, int] = {}
+        self._counters: dict[str, Counter] = {}
 
-    def observe(self, kind: str, seconds: float) -> None:
-        self._counts[kind][bisect.bisect_left(LATENCY_BOUNDS_SECONDS, seconds)] += 1
-        self._ms[kind] += seconds * 1000.0
+    def add(self, name: str, n: int = 1) -> None:
+        self._counts[name] = self._counts.get(name, 0) + n
+
+    def observe_latency(self, kind: str, seconds: float) -> None:
+        self.add(f"{LATENCY_BUCKET_PREFIX}{kind}.{bisect.bisect_left(LATENCY_BOUNDS_SECONDS, seconds)}")
+        self.add(LATENCY_MS_SUM_PREFIX + kind, round(seconds * 1000.0))
 
     def flush(self) -> None:
-        for kind, counts in self._counts.items():
-            for i, n in enumerate(counts):
-                if n:
-                    self._counters[kind][i].inc(n)
-                    counts[i] = 0
-            if self._ms[kind]:
-                self._sums[kind].inc(round(self._ms[kind]))
-                self._ms[kind] = 0.0
+        counts, self._counts = self._counts, {}
+        for name, n in counts.items():
+            found = self._counters.get(name)
+            if found is None:
+                found = self._counters[name] = counter(name)
+            found.inc(n)
 
 
 def latency_buckets(counters: Mapping[str, int], kind: str) -> list[int]:

@@ -415,14 +415,15 @@ class Decider:
         self._decisions = {
             d: metrics.counter(metrics.DECISIONS_PREFIX + _NAMES[d]) for d in (_APPROVE, _REVIEW, _DECLINE)
         }
-        # Latency to the decision, on the wall clock: from the event time, and from the read (its
-        # ingest_time, which a pinned run clock makes meaningless: then not counted).
-        self._latency = metrics.LatencyTally()
+        # Per bundle: latency to the decision on the wall clock, from the event time and from the
+        # read (its ingest_time, which a pinned run clock makes meaningless: then not counted); the
+        # scores and the decisions by event hour, for the run report.
+        self._tally = metrics.BundleTally()
         self._read_latency = not clock.pinned
 
     def flush(self) -> None:
         """Hands what the bundle's decisions counted to the counters (StageFn calls it at bundle end)."""
-        self._latency.flush()
+        self._tally.flush()
 
     def __call__(self, keyed: tuple[EnrichedTransaction, PredictionResult]) -> ScoredTransaction | DeadLetter:
         enriched, result = keyed
@@ -480,11 +481,13 @@ class Decider:
             late=txn.late,
         )
         self._decisions[out.decision].inc()
-        now = time.time()
-        self._latency.observe("event", now - (txn.event_time.seconds + txn.event_time.nanos * 1e-9))
+        tally, now = self._tally, time.time()
+        tally.observe_latency("event", now - (txn.event_time.seconds + txn.event_time.nanos * 1e-9))
         ingest = txn.origin.ingest_time
         if self._read_latency and ingest.seconds:
-            self._latency.observe("read", now - (ingest.seconds + ingest.nanos * 1e-9))
+            tally.observe_latency("read", now - (ingest.seconds + ingest.nanos * 1e-9))
+        tally.add(f"{metrics.SCORE_BINS_PREFIX}{min(int(score * metrics.SCORE_BINS), metrics.SCORE_BINS - 1)}")
+        tally.add(f"{metrics.DECISIONS_BY_HOUR_PREFIX}{txn.event_time.seconds // 3600}.{_NAMES[out.decision]}")
         if self._shadow_version:
             self._shadow(out, scored.shadow)
         if reasons:
