@@ -23,8 +23,9 @@ lint-imports
 python -m tools.check_stages
 echo "== contracts"
 python -m tools.contracts check
-echo "== generated references (Flex Template parameters, docs/configuration.md)"
+echo "== generated references (Flex Template parameters, docs/configuration.md, the graph's picture)"
 python -m tools.template_metadata --check
 python -m tools.config_docs --check
+python -m tools.graph_picture --check
 echo "== pytest"
 python -m pytest "$@"

@@ -22,6 +22,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
+from pipeline import picture
 from pipeline import report as run_report
 from pipeline import summary as run_summary
 from pipeline.config import JobConfig
@@ -406,6 +407,47 @@ def monitor(config: JobConfig, model: Model, runner_name: str, properties: dict[
         total_bytes = sum(e.size for e in entries) if len(uncompressed) == len(entries) else 0
         line = ProgressLine(len(entries), total_bytes)
     return Monitor(facts, config.run.metrics_port, config.run.metrics_host, line)
+
+
+def source_label(config: JobConfig) -> str:
+    """Where the job's records come from, in words, for the graph's picture."""
+    kind = config.source.kind
+    if kind == "watch":
+        return f"watched folder {config.source.watch_dir}"
+    if kind == "kafka":
+        return f"Kafka topic {', '.join(config.kafka.topics)}"
+    if kind == "pubsub":
+        return f"Pub/Sub {config.pubsub.subscription}"
+    return f"files {config.input.transactions}"
+
+
+def render_graph(options: PipelineOptions, config: JobConfig, path: str) -> str:
+    """Builds the job for `config` as a run would (the model checked, Kafka expanded), runs
+    nothing, and draws its graph to `path` (.svg with Graphviz, .dot as text); returns the DOT."""
+    runner_name = runners.choose_runner(options, config.is_streaming, config.uses_kafka, config.source.kind)
+    model = model_in_use(config)
+    expansion = (
+        JavaExpansion(config.kafka.expansion_service, local_worker=runners.runs_here(runner_name))
+        if config.uses_kafka
+        else contextlib.nullcontext()
+    )
+    try:
+        with expansion as java:
+            pipeline = beam.Pipeline(options=options)
+            properties = kafka_properties(config)
+            build_pipeline(pipeline, config, model, _run_parts(config, java, runner_name, properties))
+    except KafkaSetupError as exc:
+        raise ConfigError(f"kafka: {exc}") from None
+    outputs = {
+        what: picture.shown(where) for what, where in written_to(config).items() if what not in ("summary", "report")
+    }
+    dot = picture.dot_of(pipeline, picture.shown(source_label(config)), outputs)
+    if path.endswith(".dot"):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(dot)
+    else:
+        picture.render_svg(dot, path)
+    return dot
 
 
 def _run_parts(

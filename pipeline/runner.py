@@ -5,6 +5,8 @@ r"""The job's entry point: the command line and the printed summary.
     source -> validate -> dedupe -> lateness -> enrich -> velocity -> features -> predict -> sink
                  \__________\__________\__________\__________\___________\__________\________\--> dead letters
 
+`--render_graph PATH.svg` (or .dot) draws the job's graph as built for the configuration (its stages,
+contracts and dead-letter paths) and exits without running it.
 Every config key has an option (`--help` lists them by section, with their defaults); Beam's own
 options (--runner, --direct_num_workers, --flink_master, ...) pass through; an option that neither
 the job nor Beam knows is an error. Every run names its runner: the FnApiRunner for batch, Prism
@@ -28,6 +30,23 @@ import apache_beam as beam
 from pipeline import config as job_config
 from pipeline import launch, options
 from pipeline.summary import EXIT_CONFIG, EXIT_OK, EXIT_RUN_FAILED, exit_code, format_summary
+
+
+def render(argv: Sequence[str], path: str) -> str:
+    """--render_graph: the job's graph for these options, drawn to `path`; nothing runs."""
+    parsed = options.parse_options(list(argv))
+    config_file, overrides = options.overrides(parsed)
+    return launch.render_graph(parsed, job_config.load(config_file, overrides), path)
+
+
+def _render_target(args: list[str]) -> tuple[list[str], str | None]:
+    """(the arguments without --render_graph PATH, PATH or None)."""
+    for i, arg in enumerate(args):
+        if arg == "--render_graph" and i + 1 < len(args):
+            return args[:i] + args[i + 2 :], args[i + 1]
+        if arg.startswith("--render_graph="):
+            return args[:i] + args[i + 1 :], arg.split("=", 1)[1]
+    return args, None
 
 
 def run(argv: Sequence[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
@@ -58,7 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "-h" in args or "--help" in args:
         options.help_parser("python -m pipeline.runner", __doc__ or "").print_help()
         return EXIT_OK
+    args, graph_path = _render_target(args)
     try:
+        if graph_path is not None:
+            render(args, graph_path)
+            print(f"the job's graph: {graph_path}")
+            return EXIT_OK
         summary = run(args)
     except job_config.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
