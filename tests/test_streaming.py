@@ -208,6 +208,9 @@ def test_a_watched_folder_scores_every_dropped_file_once_and_matches_batch(datas
     assert summary["balanced"] and summary["read"] == lines_in_folder == fed["lines_written"] + 80
     assert summary["stopped_by"] == "idle" and summary["mode"] == "streaming" and summary["runner"] == "PrismRunner"
     assert summary["duplicates"] > 0 and summary["source_errors"] == 0, summary
+    # the run report, kept current as the run went: its last version is the final summary's
+    page = (out / "report.html").read_text()
+    assert f'data-key="read">{summary["read"]:,}<' in page and 'data-chart="throughput"' in page
 
     scored_ids = [orjson.loads(line)["transaction_id"] for line in read_jsonl(out / "scored")]
     assert len(scored_ids) == len(set(scored_ids)) == summary["scored"]
