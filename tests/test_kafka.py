@@ -151,7 +151,7 @@ def test_kafka_to_kafka_scores_every_transaction_once_and_explains_the_rest(data
 def test_a_streaming_run_serves_metrics_that_a_scrape_reads_while_records_flow(
     dataset, tmp_path, broker, expansion_jar
 ):
-    """The job in this process (its Prism workers run here), records produced at 200 a second while
+    """The job in this process (its Prism workers run here), records produced at 100 a second while
     a scraper reads /metrics twice a second: the counters grow while records flow, the consumer
     lag is there, and the endpoint's last figures equal the summary's."""
     from pipeline import runner
@@ -164,20 +164,29 @@ def test_a_streaming_run_serves_metrics_that_a_scrape_reads_while_records_flow(
     lines, _ = labelled_lines(dataset)
     port, out = free_port(), tmp_path / "out"
     config = kafka_job_config(dataset, out, bootstrap, names, run__metrics_port=port)
-    done: dict = {}
-    job = threading.Thread(target=lambda: done.update(summary=runner.run(["--config", config])))
-    job.start()
-    producing = threading.Thread(target=kafka_tool.produce, args=(bootstrap, names["in"], lines, 200.0))
-    producing.start()
-    seen = []
-    while job.is_alive():
-        text = scrape(port)
-        if text is not None:
-            seen.append((producing.is_alive(), samples(text)))
-        time.sleep(0.5)
-    job.join()
-    producing.join()
-    summary = done["summary"]
+    producing = threading.Thread(target=kafka_tool.produce, args=(bootstrap, names["in"], lines, 100.0))
+    seen: list = []
+    stop = threading.Event()
+
+    def scraper():  # the job runs in the main thread (Beam's job service wants it), this one scrapes
+        while not stop.wait(0.5):
+            text = scrape(port)
+            if text is None:
+                continue
+            found = samples(text)
+            if not producing.is_alive() and not seen:
+                producing.start()  # the job is up: records flow from now, for about 30 s
+            seen.append((producing.is_alive(), found))
+
+    scraping = threading.Thread(target=scraper)
+    scraping.start()
+    try:
+        summary = runner.run(["--config", config])
+    finally:
+        stop.set()
+        scraping.join()
+        if producing.ident is not None:
+            producing.join()
     assert summary["balanced"] and summary["read"] == len(lines)
     reads = [s[("riskpipe_records_read_total", ())] for _, s in seen]
     assert reads == sorted(reads)
