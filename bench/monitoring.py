@@ -1,13 +1,15 @@
 """What the run report and the metrics endpoint cost the job: records/s with and without them, in one
 run, beside the plain loop doing the same work.
 
-    python -m bench.monitoring [--records 150000] [--rounds 2]
+    python -m bench.monitoring [--records 150000] [--rounds 2] [--before REV]
 
 Generates the data once (cached under .bench/), then, each in its own process, one after the other:
 the plain loop (bench.plain), and the batch job (bench.job, FnApiRunner) three ways, in turn for
 each round: without report and endpoint (output.report false: the baseline), with the report (the
 default), and with the report and the endpoint (run.metrics_port) scraped once a second by this
-process. Prints each variant's best records/s, its cost against the baseline, and the time to
+process. With --before REV, also the job as it was at commit REV (a git worktree, the same
+config): the cost of the counters the report and the metrics read, which every variant above
+keeps. Prints each variant's best records/s, its cost against the baseline, and the time to
 render report.html from the run's summary. Timings vary with the machine's load: compare figures
 from one run, not across runs.
 """
@@ -19,10 +21,13 @@ import json
 import pathlib
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
 import urllib.request
+
+import yaml
 
 from bench.run import ROOT, dataset, run_child, write_config
 from pipeline import report
@@ -68,12 +73,46 @@ class Scraper:
                 pass
 
 
+def worktree(work: pathlib.Path, rev: str) -> pathlib.Path:
+    """The project at commit `rev`, checked out under WORK (once)."""
+    sha = subprocess.run(["git", "rev-parse", rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    folder = work / f"worktree-{sha[:10]}"
+    if not folder.exists():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(folder), sha], cwd=ROOT, check=True, capture_output=True
+        )
+    return folder
+
+
+def config_at(folder: pathlib.Path, data: pathlib.Path, work: pathlib.Path) -> pathlib.Path:
+    """The bench's config from another checkout's config.yaml (its keys), on the same data."""
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["input"]["transactions"] = str(data / "transactions.jsonl")
+    config["reference"]["customers"] = str(data / "customers.jsonl")
+    config["reference"]["merchants"] = str(data / "merchants.jsonl")
+    config["predict"]["model"] = str(folder / config["predict"]["model"])
+    config["run"]["as_of"] = "2026-11-15T00:00:00Z"
+    path = work / "monitoring-before-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def job_at(folder: pathlib.Path, args: list[str]) -> dict:
+    """bench.job run from another checkout of the project (its code, this environment)."""
+    result = subprocess.run([sys.executable, "-m", "bench.job", *args], cwd=folder, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout + result.stderr)
+        raise SystemExit(f"bench.job at {folder} failed with exit code {result.returncode}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=150_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--work-dir", type=pathlib.Path, default=ROOT / ".bench")
+    parser.add_argument("--before", help="a commit to run the job at too (before the counters were added)")
     args = parser.parse_args(argv)
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
@@ -84,15 +123,20 @@ def main(argv: list[str] | None = None) -> int:
     plain = run_child("bench.plain", ["--config", str(config), "--output_dir", str(plain_out)])
     shutil.rmtree(plain_out, ignore_errors=True)
 
+    before = worktree(work, args.before) if args.before else None
+    variants = list(VARIANTS) + ([(f"at {args.before}", [])] if before is not None else [])
     best: dict[str, float] = {}
     scrapes = 0
     summary_path = None
     for _ in range(args.rounds):
-        for name, extra in VARIANTS:
+        for name, extra in variants:
             out = work / "monitoring-job"
             shutil.rmtree(out, ignore_errors=True)
             job_args = ["--config", str(config), "--output_dir", str(out), "--runner=FnApiRunner"]
-            if extra is None:
+            if before is not None and name == f"at {args.before}":
+                old_config = config_at(before, data, work)
+                figures = job_at(before, ["--config", str(old_config), *job_args[2:]])
+            elif extra is None:
                 port = free_port()
                 with Scraper(port) as scraper:
                     figures = run_child("bench.job", [*job_args, "--metrics_port", str(port)])
