@@ -403,21 +403,26 @@ def generate(records: int, seed: int, invalid_fraction: float, out: pathlib.Path
     return counts
 
 
+class _FreeRows:
+    """The rows still legitimate, in a random order, handed out without repeats."""
+
+    def __init__(self, rng: np.random.Generator, fraud: np.ndarray):
+        self._free = rng.permutation(np.flatnonzero(fraud == 0))
+        self._taken = 0
+
+    def take(self, n: int) -> np.ndarray:
+        picked = self._free[self._taken : self._taken + n]
+        self._taken += n
+        return picked
+
+
 def _episodes(rng, rows, usual_eur, cust_country, merch_country, online, merchants_by_country) -> None:
     """Rewrites some legitimate rows in place into episodes that only a card's history shows (and
     legitimate sprees that look a little like them). `rows` are the per-row arrays card, merchant,
     ratio, event_seconds, fraud and pattern."""
     card, merchant, ratio, event_seconds, fraud, pattern = rows
     records = len(card)
-    free = rng.permutation(np.flatnonzero(fraud == 0))
-    taken = 0
-
-    def take(n: int) -> np.ndarray:
-        nonlocal taken
-        picked = free[taken : taken + n]
-        taken += n
-        return picked
-
+    take = _FreeRows(rng, fraud).take
     testing, bursts, travel, sprees = (int(records * rate) for rate in EPISODE_RATES)
     for _ in range(testing):
         group = take(int(rng.integers(5, 10)))
@@ -466,7 +471,7 @@ def _holder_patterns(rng, rows, birth, cust_country, merch_country, merch_mcc, o
     per-row arrays card, merchant, ratio, event_seconds, fraud and pattern."""
     card, merchant, ratio, event_seconds, fraud, pattern = rows
     records = len(card)
-    free = rng.permutation(np.flatnonzero(fraud == 0))
+    take = _FreeRows(rng, fraud).take
     elder_n, night_n, gift_n, legit_n = (int(records * rate) for rate in HOLDER_RATES)
     start_day = START.date().toordinal()
     age = (start_day - birth) / 365.25
@@ -476,13 +481,6 @@ def _holder_patterns(rng, rows, birth, cust_country, merch_country, merch_mcc, o
     online = np.flatnonzero(np.array([MCCS[i][2] >= 0.5 for i in merch_mcc]))
     if not (len(elders) and len(younger) and len(transfers) and len(gift_shops)):
         return
-    taken = 0
-
-    def take(n: int) -> np.ndarray:
-        nonlocal taken
-        picked = free[taken : taken + n]
-        taken += n
-        return picked
 
     def at_holder_hour(row: int, hours) -> None:
         day = (event_seconds[row] - int(START.timestamp())) // 86400
