@@ -27,8 +27,6 @@ import threading
 import time
 import urllib.request
 
-import yaml
-
 from bench.run import ROOT, dataset, run_child, write_config
 from pipeline import report
 from pipeline.shared import model_check
@@ -84,28 +82,6 @@ def worktree(work: pathlib.Path, rev: str) -> pathlib.Path:
     return folder
 
 
-def config_at(folder: pathlib.Path, data: pathlib.Path, work: pathlib.Path) -> pathlib.Path:
-    """The bench's config from another checkout's config.yaml (its keys), on the same data."""
-    config = yaml.safe_load((folder / "config.yaml").read_text())
-    config["input"]["transactions"] = str(data / "transactions.jsonl")
-    config["reference"]["customers"] = str(data / "customers.jsonl")
-    config["reference"]["merchants"] = str(data / "merchants.jsonl")
-    config["predict"]["model"] = str(folder / config["predict"]["model"])
-    config["run"]["as_of"] = "2026-11-15T00:00:00Z"
-    path = work / "monitoring-before-config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def job_at(folder: pathlib.Path, args: list[str]) -> dict:
-    """bench.job run from another checkout of the project (its code, this environment)."""
-    result = subprocess.run([sys.executable, "-m", "bench.job", *args], cwd=folder, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.stderr.write(result.stdout + result.stderr)
-        raise SystemExit(f"bench.job at {folder} failed with exit code {result.returncode}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=150_000)
@@ -134,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out, ignore_errors=True)
             job_args = ["--config", str(config), "--output_dir", str(out), "--runner=FnApiRunner"]
             if before is not None and name == f"at {args.before}":
-                old_config = config_at(before, data, work)
-                figures = job_at(before, ["--config", str(old_config), *job_args[2:]])
+                old_config = write_config(work, data, name="monitoring-before", root=before)
+                figures = run_child("bench.job", ["--config", str(old_config), *job_args[2:]], cwd=before)
             elif extra is None:
                 port = free_port()
                 with Scraper(port) as scraper:

@@ -64,23 +64,27 @@ def dataset(
     return folder, time.perf_counter() - started
 
 
-def write_config(work: pathlib.Path, data: pathlib.Path, model: str | None = None, name: str = "bench") -> pathlib.Path:
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+def write_config(
+    work: pathlib.Path, data: pathlib.Path, model: str | None = None, name: str = "bench", root: pathlib.Path = ROOT
+) -> pathlib.Path:
+    """The bench's config on `data`, from the config.yaml of the project at `root` (its keys)."""
+    config = yaml.safe_load((root / "config.yaml").read_text())
     config["input"]["transactions"] = str(data / "transactions.jsonl")
     config["reference"]["customers"] = str(data / "customers.jsonl")
     config["reference"]["merchants"] = str(data / "merchants.jsonl")
-    config["predict"]["model"] = str(ROOT / (model or config["predict"]["model"]))
+    config["predict"]["model"] = str(root / (model or config["predict"]["model"]))
     config["run"]["as_of"] = "2026-11-15T00:00:00Z"
     path = work / f"{name}-config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def run_child(module: str, args: list[str]) -> dict:
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
+def run_child(module: str, args: list[str], cwd: pathlib.Path = ROOT) -> dict:
+    """`python -m module args` run from the project at `cwd` (its code, this environment): its last line's JSON."""
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         sys.stderr.write(result.stdout + result.stderr)
-        raise SystemExit(f"{module} failed with exit code {result.returncode}")
+        raise SystemExit(f"{module} at {cwd} failed with exit code {result.returncode}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

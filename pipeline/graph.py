@@ -51,6 +51,8 @@ class Model(NamedTuple):
     # The model file ("": predict.model); under predict.model_watch_dir, the version it started with.
     path: str = ""
     watch: Watch | None = None
+    # Its model card, as checked (None: a model without one), for the run report.
+    card: dict[str, Any] | None = None
 
     @property
     def computed_set(self) -> str:
@@ -158,9 +160,8 @@ def build_pipeline(
 
 def scoring_extras(config: JobConfig, model: Model, thresholds: predict.Thresholds) -> predict.Extras:
     """What 50_predict scores with besides the model: reasons, a challenger, drift bins."""
-    longer = (
-        model.computed_set != model.feature_set
-    )  # a challenger's longer vector: the champion reads its first columns
+    # A challenger's longer vector: the champion reads its own first columns.
+    longer = model.computed_set != model.feature_set
     return predict.Extras(
         trees=model.trees,
         explain_from=predict.explain_from(config.predict.explain, thresholds),

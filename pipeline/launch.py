@@ -99,6 +99,7 @@ def model_of(
         reference if isinstance(reference, dict) and drift.SCORE in reference else None,
         path,
         Watch(folder, config.predict.model_watch_seconds, started_with, named_set) if folder else None,
+        card,
     )
 
 
@@ -312,7 +313,6 @@ def launch(
         summary["exit_code"] = run_summary.exit_code(summary)
         return summary
 
-    card = model_check.read_model_card(model.path or config.predict.model)
     examples = run_report.DeadLetterExamples(os.path.join(staging, "dead_letters"))
     history: list[dict[str, Any]] = []
 
@@ -323,15 +323,11 @@ def launch(
                 history.append(run_report.history_point(finished, time.monotonic() - started, history))
             thresholds = (config.thresholds.version, config.thresholds.review, config.thresholds.decline)
             found = examples.update(finished["dead_letters_by_code"])
-            page = run_report.render(finished, card, thresholds, found, history)
+            page = run_report.render(finished, model.card, thresholds, found, history)
             folder.write_file(run_report.REPORT, page.encode())
         folder.write_summary(json.dumps(finished, indent=2, sort_keys=True).encode() + b"\n")
 
-    expansion = (
-        JavaExpansion(config.kafka.expansion_service, local_worker=runners.runs_here(runner_name))
-        if config.uses_kafka
-        else contextlib.nullcontext()
-    )
+    expansion = kafka_expansion(config, runner_name)
     try:
         folder.retire_previous()
         drain.reset()
@@ -426,11 +422,7 @@ def render_graph(options: PipelineOptions, config: JobConfig, path: str) -> str:
     nothing, and draws its graph to `path` (.svg with Graphviz, .dot as text); returns the DOT."""
     runner_name = runners.choose_runner(options, config.is_streaming, config.uses_kafka, config.source.kind)
     model = model_in_use(config)
-    expansion = (
-        JavaExpansion(config.kafka.expansion_service, local_worker=runners.runs_here(runner_name))
-        if config.uses_kafka
-        else contextlib.nullcontext()
-    )
+    expansion = kafka_expansion(config, runner_name)
     try:
         with expansion as java:
             pipeline = beam.Pipeline(options=options)
@@ -448,6 +440,13 @@ def render_graph(options: PipelineOptions, config: JobConfig, path: str) -> str:
     else:
         picture.render_svg(dot, path)
     return dot
+
+
+def kafka_expansion(config: JobConfig, runner_name: str) -> Any:
+    """KafkaIO's expansion service for a job that reads or writes Kafka (nothing otherwise)."""
+    if not config.uses_kafka:
+        return contextlib.nullcontext()
+    return JavaExpansion(config.kafka.expansion_service, local_worker=runners.runs_here(runner_name))
 
 
 def _run_parts(

@@ -387,11 +387,10 @@ class ReadRangeFn(beam.DoFn):
             read += 1
             if tracking:
                 taken.append(line)
-            if isinstance(record, RawRecord):
-                nbytes += len(record.payload) + 1
             if isinstance(record, DeadLetter):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, record)  # a record, refused here
             else:
+                nbytes += len(record.payload) + 1
                 yield record
         progress.taken(unit, taken)
         progress.range_read(uri)

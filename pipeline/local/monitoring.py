@@ -184,13 +184,11 @@ class Monitor:
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(JobCollector(facts))
         self._server: Any = None
-        self.port = 0
 
     def __enter__(self) -> Monitor:
         metrics.set_live(True)
         if self._port:
             self._server, _ = start_http_server(self._port, addr=self._host, registry=self._registry)
-            self.port = self._server.server_address[1]
         if self._progress is not None:
             self._progress.start()
         return self

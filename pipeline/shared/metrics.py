@@ -110,8 +110,7 @@ class Counter:
     def inc(self, n: int = 1) -> None:
         self._beam.inc(n)
         if _LIVE is not None:
-            with _LOCK:
-                _LIVE[self._name] = _LIVE.get(self._name, 0) + n
+            live_add(self._name, n)
 
     def dec(self, n: int = 1) -> None:
         self.inc(-n)

@@ -412,12 +412,9 @@ class Decider:
         self._thresholds = thresholds
         self._clock = clock
         self._include_features = include_features
-        self._decisions = {
-            d: metrics.counter(metrics.DECISIONS_PREFIX + _NAMES[d]) for d in (_APPROVE, _REVIEW, _DECLINE)
-        }
-        # Per bundle: latency to the decision on the wall clock, from the event time and from the
-        # read (its ingest_time, which a pinned run clock makes meaningless: then not counted); the
-        # scores and the decisions by event hour, for the run report.
+        # Per bundle: the decisions; latency to the decision on the wall clock, from the event time
+        # and from the read (its ingest_time, which a pinned run clock makes meaningless: then not
+        # counted); the scores and the decisions by event hour, for the run report.
         self._tally = metrics.BundleTally()
         self._read_latency = not clock.pinned
 
@@ -480,14 +477,15 @@ class Decider:
             source=txn.origin.source,
             late=txn.late,
         )
-        self._decisions[out.decision].inc()
         tally, now = self._tally, time.time()
+        decision = _NAMES[out.decision]
+        tally.add(metrics.DECISIONS_PREFIX + decision)
         tally.observe_latency("event", now - (txn.event_time.seconds + txn.event_time.nanos * 1e-9))
         ingest = txn.origin.ingest_time
         if self._read_latency and ingest.seconds:
             tally.observe_latency("read", now - (ingest.seconds + ingest.nanos * 1e-9))
         tally.add(f"{metrics.SCORE_BINS_PREFIX}{min(int(score * metrics.SCORE_BINS), metrics.SCORE_BINS - 1)}")
-        tally.add(f"{metrics.DECISIONS_BY_HOUR_PREFIX}{txn.event_time.seconds // 3600}.{_NAMES[out.decision]}")
+        tally.add(f"{metrics.DECISIONS_BY_HOUR_PREFIX}{txn.event_time.seconds // 3600}.{decision}")
         if self._shadow_version:
             self._shadow(out, scored.shadow)
         if reasons:
