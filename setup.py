@@ -30,6 +30,8 @@ setuptools.setup(
         "onnx>=1.17,<2",
         # The trees of the model in LightGBM's format give each decision its reasons (TreeSHAP).
         "lightgbm>=4.5,<5",
+        # The same contributions from per-leaf tables, compiled (pipeline.shared.tree_shap).
+        "numba>=0.61,<1",
         "numpy>=2,<3",
         "orjson>=3.10,<4",
         "pyarrow>=16",

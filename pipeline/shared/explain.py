@@ -10,6 +10,7 @@ before the job starts). A record's reasons are its features with the largest upw
 
 from __future__ import annotations
 
+import logging
 import math
 import subprocess
 import sys
@@ -19,6 +20,11 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.shared.model_card import card_path
+from pipeline.shared.tree_shap import PathTables, probe_vectors
+
+log = logging.getLogger(__name__)
+# The tables and LightGBM add the same terms in another order: they agree to about 1e-14.
+TABLES_TOLERANCE = 1e-9
 
 
 class TreeFile(NamedTuple):
@@ -65,13 +71,37 @@ def read_text(path: str) -> str:
 
 
 class Explainer:
-    """Contributions of each feature to the raw score, from the model's trees in LightGBM's format."""
+    """Contributions of each feature to the raw score, from the model's trees in LightGBM's format.
+
+    They are computed from per-leaf tables (pipeline.shared.tree_shap: the same TreeSHAP numbers,
+    13 times faster on batches) once the tables have given LightGBM's own `pred_contrib` numbers on
+    probe records; a model whose tables cannot be built or differ is explained by LightGBM."""
 
     def __init__(self, model_text: str):
         import lightgbm  # imported where used: only a job that explains pays for it
 
         self._booster = lightgbm.Booster(model_str=model_text)
         self.width = self._booster.num_feature()
+        self.tables = self._checked_tables()
+
+    def _lightgbm(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._booster.predict(x, pred_contrib=True, num_threads=1))
+
+    def _checked_tables(self) -> PathTables | None:
+        model = self._booster.dump_model()
+        tables = PathTables.build(model)
+        if tables is None:
+            log.info("reasons: the model has a split the tables do not decide; LightGBM explains it")
+            return None
+        probe = probe_vectors(model, self.width)
+        expected = self._lightgbm(probe)
+        # both ways of computing them: a few records (record by record) and a batch (leaf by leaf)
+        few = tables.contributions(probe[:2]) - expected[:2]
+        worst = float(max(np.max(np.abs(few)), np.max(np.abs(tables.contributions(probe) - expected))))
+        if not worst <= TABLES_TOLERANCE:
+            log.warning("reasons: the tables differ from LightGBM's contributions by %.3g; LightGBM explains", worst)
+            return None
+        return tables
 
     def contributions(self, vectors: np.ndarray) -> np.ndarray:
         """(rows, width + 1): each feature's contribution to the raw score, then the base value.
@@ -79,7 +109,7 @@ class Explainer:
         The vectors are taken as the ONNX model takes them (float32), so both see the same values;
         one thread, so that the job's other work keeps the other cores."""
         x = np.asarray(vectors, dtype=np.float32).astype(np.float64)
-        return np.asarray(self._booster.predict(x, pred_contrib=True, num_threads=1))
+        return self.tables.contributions(x) if self.tables is not None else self._lightgbm(x)
 
     def top(self, vectors: np.ndarray, count: int) -> list[tuple[tuple[int, float], ...]]:
         """Per row, up to `count` (feature index, contribution) with the largest upward push first;
