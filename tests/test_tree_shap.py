@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.shared import tree_shap
 from pipeline.shared.explain import Explainer
-from pipeline.shared.tree_shap import PathTables, probe_vectors
+from pipeline.shared.tree_shap import PathTables, split_probe
 from tests.conftest import ROOT
 
 SHIPPED = sorted((ROOT / "models").glob("*/model.txt"))
@@ -19,8 +19,8 @@ def lightgbm_contributions(booster: lightgbm.Booster, x: np.ndarray) -> np.ndarr
 
 
 def realistic(booster: lightgbm.Booster, rows: int, seed: int) -> np.ndarray:
-    """Records drawn around the model's own thresholds, as probe_vectors, with another seed."""
-    return probe_vectors(booster.dump_model(), booster.num_feature(), rows=rows, seed=seed)
+    """Records drawn around the model's own thresholds, as split_probe, with another seed."""
+    return split_probe(booster.dump_model(), booster.num_feature(), rows=rows, seed=seed)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.parent.name)
@@ -114,3 +114,11 @@ def test_tables_that_differ_from_lightgbm_are_not_used(monkeypatch, caplog):
 
 def test_the_shipped_model_is_explained_from_its_tables():
     assert Explainer(SHIPPED[0].read_text()).tables is not None
+
+
+def test_a_process_builds_a_models_explainer_once():
+    from pipeline.shared.explain import explainer_of
+
+    text = SHIPPED[0].read_text()
+    assert explainer_of(text) is explainer_of(text)
+    assert explainer_of(SHIPPED[1].read_text()) is not explainer_of(text)

@@ -10,17 +10,19 @@ before the job starts). A record's reasons are its features with the largest upw
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import subprocess
 import sys
+import threading
 from typing import Any, NamedTuple
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.shared.model_card import card_path
-from pipeline.shared.tree_shap import PathTables, probe_vectors
+from pipeline.shared.tree_shap import PathTables, split_probe
 
 log = logging.getLogger(__name__)
 # The tables and LightGBM add the same terms in another order: they agree to about 1e-14.
@@ -93,7 +95,7 @@ class Explainer:
         if tables is None:
             log.info("reasons: the model has a split the tables do not decide; LightGBM explains it")
             return None
-        probe = probe_vectors(model, self.width)
+        probe = split_probe(model, self.width)
         expected = self._lightgbm(probe)
         # both ways of computing them: a few records (record by record) and a batch (leaf by leaf)
         few = tables.contributions(probe[:2]) - expected[:2]
@@ -122,6 +124,25 @@ class Explainer:
             tuple((int(i), float(row[i])) for i in ranked if row[i] > 0.0)
             for row, ranked in zip(contributions, order, strict=True)
         ]
+
+
+_LOADED: dict[str, Explainer] = {}
+_LOADED_LOCK = threading.Lock()
+_KEEP = 4  # models whose explainer a process keeps (the running one, a challenger, swaps)
+
+
+def explainer_of(model_text: str) -> Explainer:
+    """The process's Explainer of these trees, built the first time. A worker runs several instances
+    of 50_predict (one per bundle processor the runner asks for), and a model's tables take about a
+    second to build and check; the checks before the run (model_check) build the same one."""
+    key = hashlib.sha256(model_text.encode()).hexdigest()
+    with _LOADED_LOCK:
+        found = _LOADED.get(key)
+        if found is None:
+            found = _LOADED[key] = Explainer(model_text)
+            while len(_LOADED) > _KEEP:
+                _LOADED.pop(next(iter(_LOADED)))
+        return found
 
 
 def raw_score(probability: float) -> float:

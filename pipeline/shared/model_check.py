@@ -35,7 +35,7 @@ from contracts.riskpipe.v1.enriched_transaction_pb2 import (
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
 from pipeline.shared import feature_sets, velocity
 from pipeline.shared.errors import ConfigError
-from pipeline.shared.explain import Explainer, loads_in_a_child, raw_score, read_text, tree_file
+from pipeline.shared.explain import explainer_of, loads_in_a_child, raw_score, read_text, tree_file
 from pipeline.shared.model_card import card_path, file_digest, read_card_bytes
 
 PROBABILITIES = "probabilities"
@@ -221,16 +221,16 @@ def check_trees(
     if failure is not None:
         raise ConfigError(f"{where} cannot be loaded: {failure}")
     try:
-        explainer = Explainer(text)
+        trees_explainer = explainer_of(text)
     except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error types
         raise ConfigError(f"{where} cannot be loaded: {exc}") from None
-    if explainer.width != probe.shape[1]:
+    if trees_explainer.width != probe.shape[1]:
         raise ConfigError(
-            f"{where} is not the model that scores: its trees take {explainer.width} features, "
+            f"{where} is not the model that scores: its trees take {trees_explainer.width} features, "
             f"the model {probe.shape[1]}"
         )
     try:
-        contributions = explainer.contributions(probe)
+        contributions = trees_explainer.contributions(probe)
     except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error types
         raise ConfigError(f"{where} fails on the probe batch: {exc}") from None
     expected = [raw_score(p) for p in probe_scores(session, probe)]

@@ -114,7 +114,7 @@ class PathTables(NamedTuple):
         return out
 
 
-def probe_vectors(model: dict[str, Any], width: int, rows: int = 64, seed: int = 0) -> np.ndarray:
+def split_probe(model: dict[str, Any], width: int, rows: int = 64, seed: int = 0) -> np.ndarray:
     """Records that take every side of the model's splits: each feature's value drawn from its split
     thresholds, just below or just above one, with some zeros and NaNs (the missing-value rules)."""
     thresholds: list[list[float]] = [[] for _ in range(width)]

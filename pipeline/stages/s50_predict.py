@@ -50,7 +50,7 @@ from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, Reason, Score
 from pipeline.shared import drift, metrics, model_versions
 from pipeline.shared.clock import RunClock, beam_time
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
-from pipeline.shared.explain import Explainer, TreeFile, read_text, tree_file
+from pipeline.shared.explain import Explainer, TreeFile, explainer_of, read_text, tree_file
 from pipeline.shared.model_card import file_digest
 from pipeline.shared.model_check import PROBABILITIES
 
@@ -335,7 +335,7 @@ def _checked_explainer(trees: TreeFile | None) -> Explainer | None:
     if trees is None:
         return None
     _check_digest(trees.path, trees.sha256)
-    return Explainer(read_text(trees.path))
+    return explainer_of(read_text(trees.path))
 
 
 def _check_digest(path: str, expected: str) -> None:
