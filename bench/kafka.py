@@ -36,7 +36,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench.plain import PlainScorer
 from bench.run import dataset, side_by_side_parser, write_config
-from bench.streaming import latency_figures, run_job
+from bench.streaming import latency_figures, run_job, with_reasons_share
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from pipeline import config as job_config
 from pipeline.io import kafka_expansion
@@ -167,6 +167,7 @@ def latency_run(
         "achieved_records_per_s": round(achieved),
         "seconds": seconds,
         "scored": summary["scored"],
+        "with_reasons_share": with_reasons_share(summary),
         # the feed's own Python thread (librdkafka's threads not counted), as a share of one core
         "feed_cpu_share": round(feed_cpu[0] / seconds, 3) if feed_cpu else None,
         **latency_figures(timed, seconds),
@@ -229,15 +230,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {'job, sustained (Prism, KafkaIO)':<44} | {sustained:>10,.0f} | {span:>8.2f} |")
     print(f"\njob start to last scored record: {seconds:.1f} s for {n:,}, {small_seconds:.1f} s for {SMALL_BACKLOG:,}")
     print(f"\njob / plain loop: {sustained / plain_rps:.2f}   (target: 5,000 records/s and 0.4 of the plain loop)")
+    print(f"REVIEW or DECLINE (with reasons) on the backlog: {with_reasons_share(summary):.1%}")
     print(
-        "\n| offered records/s (achieved) | seconds | scored | p50 s | p95 s | p99 s "
+        "\n| offered records/s (achieved) | seconds | scored | with reasons | p50 s | p95 s | p99 s "
         "| p50 s, first / last third | feed CPU |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in latency_rows:
         print(
             f"| {row['offered_records_per_s']:,} ({row['achieved_records_per_s']:,}) | {row['seconds']:.0f} | "
-            f"{row['scored']:,} | {row['p50_s']:.2f} | {row['p95_s']:.2f} | {row['p99_s']:.2f} | "
+            f"{row['scored']:,} | {row['with_reasons_share']:.1%} | {row['p50_s']:.2f} | {row['p95_s']:.2f} | "
+            f"{row['p99_s']:.2f} | "
             f"{row['p50_first_third_s']:.2f} / {row['p50_last_third_s']:.2f} | {row['feed_cpu_share']:.0%} |"
         )
     print(
@@ -253,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 "job_seconds_to_last_scored": round(seconds, 2),
                 "job_seconds_to_last_scored_small_backlog": round(small_seconds, 2),
                 "sustained_scored": summary["scored"],
+                "sustained_with_reasons_share": with_reasons_share(summary),
                 "partitions": args.partitions,
                 "latency": latency_rows,
             }
