@@ -339,3 +339,16 @@ def test_a_sparkov_shaped_history_converts_and_trains_with_an_ablation(tmp_path)
     assert len(rows) == 2 + 2 * len(train.ADDITIONS)
     assert rows["fs-v3"]["pr_auc"] == card["comparison"]["by_time"]["fs-v3"]["pr_auc"]
     assert "Ablation" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_a_replay_is_in_event_time_order_and_keeps_its_event_times():
+    from tools.stream_files import in_event_time_order
+
+    lines = [
+        b'{"transaction_id":"a","event_time":"2026-10-03T10:00:00Z"}',
+        b'{"transaction_id":"b","event_time":"2026-10-01T10:00:00Z"}',
+        b"not json at all",  # no event time: stays after the line before it
+        b'{"transaction_id":"c","event_time":"2026-10-02T10:00:00Z"}',
+        b'{"transaction_id":"d","event_time":"2091-01-01T00:00:00Z"}',  # out of range: follows "c"
+    ]
+    assert in_event_time_order(lines) == [lines[1], lines[3], lines[4], lines[0], lines[2]]

@@ -56,6 +56,25 @@ def newest_event_time(lines: list[bytes]) -> float:
     return max((t for t in times if not out_of_range(t)), default=time.time())
 
 
+def in_event_time_order(lines: list[bytes]) -> list[bytes]:
+    """The lines sorted by their event time, which they keep: a replay of the data as it happened
+    (a backlog after an outage). A line without a readable event time stays after the line before
+    it."""
+    keyed: list[tuple[float, int, bytes]] = []
+    last = 0.0
+    for number, line in enumerate(lines):
+        match = _EVENT_TIME.search(line)
+        if match is not None:
+            try:
+                seconds = _parse(match)
+                if not out_of_range(seconds):
+                    last = seconds
+            except ValueError:
+                pass
+        keyed.append((last, number, line))
+    return [line for _, _, line in sorted(keyed)]
+
+
 def rebase(line: bytes, now: float, newest: float, jitter: float, rng: random.Random) -> bytes:
     """The line with its event_time set to about `now`; an event time out of range keeps its
     offset from the data's newest time (so it stays out of range)."""
