@@ -347,8 +347,8 @@ def test_a_replay_is_in_event_time_order_and_keeps_its_event_times():
     lines = [
         b'{"transaction_id":"a","event_time":"2026-10-03T10:00:00Z"}',
         b'{"transaction_id":"b","event_time":"2026-10-01T10:00:00Z"}',
-        b"not json at all",  # no event time: stays after the line before it
+        b"not json at all",  # no event time: stays right after the line before it ("b")
         b'{"transaction_id":"c","event_time":"2026-10-02T10:00:00Z"}',
         b'{"transaction_id":"d","event_time":"2091-01-01T00:00:00Z"}',  # out of range: follows "c"
     ]
-    assert in_event_time_order(lines) == [lines[1], lines[3], lines[4], lines[0], lines[2]]
+    assert in_event_time_order(lines) == [lines[1], lines[2], lines[3], lines[4], lines[0]]
