@@ -20,8 +20,9 @@ In one run, on one generated data set (cached under .bench/), with a broker of i
    squeezed into the moment of sending, which makes far more decisions REVIEW or DECLINE (and so
    explained) than in batch; the share is printed for each run. The plain loop reads the squeezed
    feed: compare it with the first backlog run.
-3. Latency, at each --offered rate: while a job of its own runs, records are produced at that
-   rate for --latency-seconds; a record's latency is its scored record's Kafka timestamp minus the
+3. Latency, at each --offered rate: a job of its own is started and given one record; once that
+   record is scored (the job's start, reported apart), records are produced at that rate for
+   --latency-seconds; a record's latency is its scored record's Kafka timestamp minus the
    moment it was produced; p50, p95, p99, and p50 over the first and the last third of the feed
    (a job that keeps up has about the same latency at the end as at the start).
 Prints a table; the last line is one JSON object with the figures.
@@ -143,6 +144,7 @@ def latency_run(
     offered: float,
     seconds: float,
     partitions: int,
+    warm_up: int,
 ) -> dict:
     """Records produced at `offered` records/s for `seconds` while a job runs; each one's latency
     from its production to its scored record's Kafka timestamp."""
@@ -152,9 +154,19 @@ def latency_run(
     count = int(offered * seconds)
 
     feed_cpu: list[float] = []
+    startup: list[float] = []
 
     def feed() -> None:
-        time.sleep(15)  # the job starts (Prism, the Java worker, the model)
+        # The feed starts once the job scores: one valid record that is not part of the feed first,
+        # then the feed as soon as that record is on the scored topic. What is measured is the
+        # running job's latency; its start (Prism, the Java worker, the model and its checks) is
+        # reported apart.
+        launched = time.time()
+        kafka_tool.produce(bootstrap, topic, kafka_tool.live([lines[warm_up]]))
+        for _ in kafka_tool.consume(bootstrap, f"{topic}-scored", idle_seconds=300, max_records=1):
+            startup.append(time.time() - launched)
+        if not startup:
+            raise RuntimeError("the job scored nothing within 300 s of its start")
         started = time.thread_time()
         produced.extend(kafka_tool.produce(bootstrap, topic, kafka_tool.live(lines[:count]), rate=offered))
         feed_cpu.append(time.thread_time() - started)
@@ -176,10 +188,20 @@ def latency_run(
         "with_reasons_share": with_reasons_share(summary),
         # the feed's own Python thread (librdkafka's threads not counted), as a share of one core
         "feed_cpu_share": round(feed_cpu[0] / seconds, 3) if feed_cpu else None,
+        "startup_s": round(startup[0], 1) if startup else None,
         **latency_figures(timed, seconds),
         "balanced": summary["balanced"],
         "summary": summary,
     }
+
+
+def first_valid_line(data: pathlib.Path, after: int) -> int:
+    """The index of the first line from `after` on that the generator made valid (labels.jsonl)."""
+    with open(data / "labels.jsonl", "rb") as f:
+        for number, line in enumerate(f):
+            if number >= after and json.loads(line)["expected_error_code"] is None:
+                return number
+    raise SystemExit(f"{data}: no valid record after line {after}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,9 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     latency_records = int(max(args.offered) * args.latency_seconds)
-    data, _ = dataset(work, max(args.records, latency_records), args.seed, args.invalid_fraction)
+    # a few lines beyond the longest feed: the warm-up record of each latency run is one of them
+    data, _ = dataset(work, max(args.records, latency_records + 1000), args.seed, args.invalid_fraction)
     base = write_config(work, data)
     lines = list(kafka_tool.file_lines([data / "transactions.jsonl"]))
+    warm_up = first_valid_line(data, after=latency_records)
     kafka_expansion.ensure_jar()
 
     with tempfile.TemporaryDirectory(prefix="riskpipe-bench-kafka-") as state, kafka_tool.Broker(state) as broker:
@@ -229,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3. Latency at each offered rate, each with a job of its own.
         latency_rows = [
-            latency_run(work, base, bootstrap, lines, rate, args.latency_seconds, args.partitions)
+            latency_run(work, base, bootstrap, lines, rate, args.latency_seconds, args.partitions, warm_up)
             for rate in args.offered
         ]
         latency_summaries = [row.pop("summary") for row in latency_rows]
@@ -249,15 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "\n| offered records/s (achieved) | seconds | scored | with reasons | p50 s | p95 s | p99 s "
-        "| p50 s, first / last third | feed CPU |"
+        "| p50 s, first / last third | feed CPU | job start s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in latency_rows:
         print(
             f"| {row['offered_records_per_s']:,} ({row['achieved_records_per_s']:,}) | {row['seconds']:.0f} | "
             f"{row['scored']:,} | {row['with_reasons_share']:.1%} | {row['p50_s']:.2f} | {row['p95_s']:.2f} | "
             f"{row['p99_s']:.2f} | "
-            f"{row['p50_first_third_s']:.2f} / {row['p50_last_third_s']:.2f} | {row['feed_cpu_share']:.0%} |"
+            f"{row['p50_first_third_s']:.2f} / {row['p50_last_third_s']:.2f} | {row['feed_cpu_share']:.0%} | "
+            f"{row['startup_s']} |"
         )
     print(
         json.dumps(

@@ -10,8 +10,10 @@ In one run, on one generated data set (cached under .bench/):
    rebased to now, as tools.stream_files does), then the streaming job (Prism, default settings but
    --window-seconds, --order and --order-wait) is started on it and stops when idle.
    Sustained records/s = records scored / the time between the first and the last scored_at.
-3. Latency, at each --offered rate: tools.stream_files offers the data at that rate, one file a
-   second, for --latency-seconds, while a streaming job of its own runs. A record's latency is the
+3. Latency, at each --offered rate: a streaming job of its own is started (with its metrics
+   endpoint) and given a file of one record; once the endpoint counts it scored (the job's start,
+   reported apart), tools.stream_files offers the data at that rate, one file a second, for
+   --latency-seconds. A record's latency is the
    time from its file's appearance (its rename into the folder) to the appearance of the output
    file that holds it (that file's rename, after its window closed); p50, p95 and p99 over all
    scored records, and p50 over the first and the last third of the feed: a job that keeps up
@@ -24,16 +26,19 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import random
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import orjson
 import yaml
 
 from bench.run import ROOT, run_side_by_side, side_by_side_parser, write_config
+from pipeline.io.kafka_expansion import free_port
 from pipeline.shared.clock import parse_rfc3339
 from tools import stream_files
 
@@ -46,8 +51,10 @@ def streaming_config(
     idle: float = 5,
     order_wait: int | None = None,
     order: str = "arrival",
+    metrics_port: int = 0,
 ) -> pathlib.Path:
     config = yaml.safe_load(batch_config.read_text())
+    config["run"]["metrics_port"] = metrics_port
     config.setdefault("velocity", {})["order_wait_seconds"] = order_wait
     config["streaming"]["order"] = order
     config["source"]["kind"] = "watch"
@@ -102,12 +109,19 @@ def latency_run(
     shutil.rmtree(watch, ignore_errors=True)
     watch.mkdir(parents=True)
     out = work / f"stream-latency-{offered:.0f}-out"
-    config = streaming_config(work, batch_config, watch, window, idle=20, order=order)
+    port = free_port()
+    config = streaming_config(work, batch_config, watch, window, idle=20, order=order, metrics_port=port)
     fed: dict = {}
+    startup: list[float] = []
     limit = int(offered * seconds)
 
     def feed() -> None:
-        time.sleep(8)  # the job is starting (Prism, the model); it waits 20 s for a first file
+        # The feed starts once the job scores: a file of one record of its own first, then the feed
+        # as soon as the job's metrics endpoint counts that record scored. What is measured is the
+        # running job's latency; its start (Prism, the model and its checks) is reported apart.
+        launched = time.time()
+        stream_files.write_file(watch, WARM_UP, [warm_up_line(data)])
+        startup.append(wait_until_scored(port, launched))
         fed.update(stream_files.stream(data, watch, rate=offered, file_seconds=1.0, redeliver=0.0, limit=limit))
 
     feeder = threading.Thread(target=feed)
@@ -119,14 +133,17 @@ def latency_run(
     timed = []
     for path, written in scored_files(out):
         for line in path.read_bytes().splitlines():
-            came = appeared[orjson.loads(line)["source"]["uri"]]
-            timed.append((came - first, written - came))
+            uri = orjson.loads(line)["source"]["uri"]
+            if uri in appeared:  # not the warm-up record
+                came = appeared[uri]
+                timed.append((came - first, written - came))
     figures = latency_figures(timed, seconds)
     return {
         "offered_records_per_s": round(offered),
         "seconds": seconds,
         "scored": summary["scored"],
         "with_reasons_share": with_reasons_share(summary),
+        "startup_s": round(startup[0], 1) if startup else None,
         **figures,
         # Keeping up: the latency at the end of the feed is not growing past the start's by more
         # than a window (a job that falls behind adds the backlog to every later record).
@@ -134,6 +151,36 @@ def latency_run(
         "balanced": summary["balanced"],
         "summary": summary,
     }
+
+
+WARM_UP = "warm-up.jsonl"
+
+
+def warm_up_line(data: pathlib.Path) -> bytes:
+    """The data's first valid record under a transaction_id of its own (so that no record of the
+    feed is its duplicate), its event time made live."""
+    with open(data / "labels.jsonl", "rb") as labels, open(data / "transactions.jsonl", "rb") as lines:
+        for label, line in zip(labels, lines, strict=False):
+            if orjson.loads(label)["expected_error_code"] is None:
+                record = orjson.loads(line)
+                record["transaction_id"] = "warm-up-" + record["transaction_id"]
+                live = stream_files.rebase(orjson.dumps(record), time.time(), time.time(), 0.0, random.Random(0))
+                return live + b"\n"
+    raise SystemExit(f"{data}: no valid record")
+
+
+def wait_until_scored(port: int, launched: float, timeout: float = 300.0) -> float:
+    """Seconds from `launched` until the job's metrics endpoint counts a scored record."""
+    while time.time() - launched < timeout:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                for line in response.read().decode().splitlines():
+                    if line.startswith("riskpipe_records_scored_total ") and float(line.split()[1]) >= 1:
+                        return time.time() - launched
+        except OSError:
+            pass  # not serving yet
+        time.sleep(0.2)
+    raise RuntimeError(f"the job scored nothing within {timeout:.0f} s of its start")
 
 
 def with_reasons_share(summary: dict) -> float:
@@ -223,15 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"REVIEW or DECLINE (with reasons): batch {batch_reasons:.1%}, streaming {with_reasons_share(summary):.1%}")
     print(
         "\n| offered records/s | seconds | scored | with reasons | p50 s | p95 s | p99 s "
-        "| p50 s, first / last third | kept up |"
+        "| p50 s, first / last third | kept up | job start s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in latency_rows:
         print(
             f"| {row['offered_records_per_s']:,} | {row['seconds']:.0f} | {row['scored']:,} | "
             f"{row['with_reasons_share']:.1%} | {row['p50_s']:.2f} | "
             f"{row['p95_s']:.2f} | {row['p99_s']:.2f} | "
-            f"{row['p50_first_third_s']:.2f} / {row['p50_last_third_s']:.2f} | {'yes' if row['kept_up'] else 'no'} |"
+            f"{row['p50_first_third_s']:.2f} / {row['p50_last_third_s']:.2f} | {'yes' if row['kept_up'] else 'no'} | "
+            f"{row['startup_s']} |"
         )
     print(
         json.dumps(
