@@ -332,3 +332,33 @@ def test_a_topic_of_two_hours_read_from_earliest_is_scored_not_late(dataset, tmp
     scored_ids = {orjson.loads(line)["transaction_id"] for line in read_jsonl(out / "scored")}
     backlog_valid = {(kafka_tool.transaction_key(line) or b"").decode() for line in backlog} & valid
     assert backlog_valid <= scored_ids and "late-one" not in scored_ids
+
+
+def test_a_lone_record_is_scored_without_waiting_for_the_next_one(dataset, tmp_path, broker, expansion_jar):
+    """One record on a topic of four partitions: the three empty partitions move on with the wall
+    clock instead of holding the watermark at that record's event time, so 20_dedupe and
+    35_velocity (which Prism gives their records as the watermark moves) take it at once, not when
+    a later record comes. The second record is sent only once the first is scored or 75 s have
+    passed: the first must be out before it."""
+    bootstrap = broker.bootstrap
+    names = topics("lone")
+    kafka_tool.create_topics(bootstrap, list(names.values()), partitions=4)
+    lines, valid = labelled_lines(dataset)
+    first, second = [line for line in lines if (kafka_tool.transaction_key(line) or b"").decode() in valid][:2]
+    out = tmp_path / "out"
+    job = start_job(kafka_job_config(dataset, out, bootstrap, names, streaming__stop_after_idle_seconds=0))
+    try:
+        kafka_tool.produce(bootstrap, names["in"], [first])
+        early = list(kafka_tool.consume(bootstrap, names["scored"], idle_seconds=75, max_records=1))
+        assert job.poll() is None, job.communicate()[1].decode()[-3000:]
+        second_sent = time.time()
+        kafka_tool.produce(bootstrap, names["in"], [second])
+        both = list(kafka_tool.consume(bootstrap, names["scored"], idle_seconds=60, max_records=2))
+    finally:
+        os.killpg(job.pid, signal.SIGINT)  # Ctrl-C: drain
+    summary = finish(job, out)
+    assert summary["balanced"] and summary["read"] == 2
+    ids = {r["key"]: r["timestamp_ms"] / 1000 for r in both}
+    first_id = (kafka_tool.transaction_key(first) or b"").decode()
+    assert early and early[0]["key"] == first_id, "the lone record was not scored until another came"
+    assert ids[first_id] < second_sent and len(ids) == 2

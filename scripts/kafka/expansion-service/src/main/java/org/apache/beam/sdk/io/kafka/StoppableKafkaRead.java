@@ -177,6 +177,8 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
         Pattern.compile("\"event_time\"\\s*:\\s*\"([^\"]{1,64})\"");
     /** Per partition of this worker: {latest event time read (ms), wall clock when read (ms)}. */
     private static final Map<TopicPartition, long[]> LATEST = new ConcurrentHashMap<>();
+    /** Per partition of this worker: wall clock when its read began (ms). */
+    private static final Map<TopicPartition, Long> READING_SINCE = new ConcurrentHashMap<>();
     /** The contract's earliest event_time: a record before it is invalid and moves nothing. */
     private static final long YEAR_2000 = 946684800000L;
 
@@ -186,6 +188,7 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
     EventTimePolicy(TopicPartition partition, Optional<Instant> previousWatermark) {
       this.partition = partition;
       this.watermark = previousWatermark.orElse(BoundedWindow.TIMESTAMP_MIN_VALUE);
+      READING_SINCE.putIfAbsent(partition, System.currentTimeMillis());
     }
 
     static Long eventTimeMillis(byte[] value) {
@@ -234,7 +237,12 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
           latest = Math.max(latest, seen[0]);
         }
         if (latest != Long.MIN_VALUE) {
-          long quietFor = own == null ? 0 : Math.max(0, now - own[1]);
+          // Quiet since its last record, or, for a partition that has had none, since its read
+          // began: a partition without records must not hold the watermark at the others' latest
+          // event time, or a lone record would wait for the next one (runners such as Prism give
+          // a stateful stage its records only as the watermark moves).
+          long quietSince = own != null ? own[1] : READING_SINCE.getOrDefault(partition, now);
+          long quietFor = Math.max(0, now - quietSince);
           Instant idle = new Instant(Math.min(now, latest + quietFor));
           if (idle.isAfter(watermark)) {
             watermark = idle;
