@@ -173,7 +173,9 @@ def latency_run(
 
     feeder = threading.Thread(target=feed)
     feeder.start()
-    summary = run_job(job_config_file(work, base, bootstrap, topic, 20), work / f"kafka-{topic}-out")
+    # idle 60 s: the job must not stop between its warm-up record and the feed (its first bundles
+    # after a start are slow)
+    summary = run_job(job_config_file(work, base, bootstrap, topic, 60), work / f"kafka-{topic}-out")
     feeder.join()
     out_times = scored_times(bootstrap, f"{topic}-scored")
     sent = {key.decode(): d.produced_at for d in produced if (key := d.key) is not None and key.decode() in out_times}
