@@ -94,9 +94,6 @@ class PathTables(NamedTuple):
                 for child, left in ((node["right_child"], False), (node["left_child"], True)):
                     child_count = float(child["internal_count"] if "internal_count" in child else child["leaf_count"])
                     stack.append((child, [*path, (index, left, feature, child_count / count if count else 0.0)]))
-        sizes = [(2 ** len({f for _, _, f, _ in path})) * len({f for _, _, f, _ in path}) for _, path in leaves]
-        if sum(sizes) > MAX_TABLE_VALUES:
-            return None
         return _tables(int(model["max_feature_idx"]) + 1, base, nodes, leaves)
 
     def contributions(self, vectors: np.ndarray) -> np.ndarray:
@@ -145,7 +142,8 @@ def _tables(
     base: float,
     nodes: list[tuple[int, float, int, bool]],
     leaves: list[tuple[float, list[tuple[int, bool, int, float]]]],
-) -> PathTables:
+) -> PathTables | None:
+    """The tables of the leaves' paths; None when they would hold more than MAX_TABLE_VALUES."""
     cond_start, cond_node, cond_left, cond_bit = [0], [], [], []
     feature_start, leaf_feature, leaf_k, leaf_offset = [0], [], [], []
     by_k: dict[int, list[tuple[int, float, list[float]]]] = {}
@@ -170,6 +168,8 @@ def _tables(
         leaf_offset.append(offset)
         offset += (2**k) * k
         by_k.setdefault(k, []).append((number, value, [zero[f] for f in features]))
+    if offset > MAX_TABLE_VALUES:
+        return None
     table = np.zeros(offset)
     for k, items in by_k.items():
         if k == 0:
