@@ -42,7 +42,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bench.plain import PlainScorer
 from bench.run import dataset, side_by_side_parser, write_config
-from bench.streaming import latency_figures, run_job, with_reasons_share
+from bench.streaming import first_valid_line, latency_figures, run_job, with_reasons_share
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord, SourcePosition
 from pipeline import config as job_config
 from pipeline.io import kafka_expansion
@@ -195,15 +195,6 @@ def latency_run(
         "balanced": summary["balanced"],
         "summary": summary,
     }
-
-
-def first_valid_line(data: pathlib.Path, after: int) -> int:
-    """The index of the first line from `after` on that the generator made valid (labels.jsonl)."""
-    with open(data / "labels.jsonl", "rb") as f:
-        for number, line in enumerate(f):
-            if number >= after and json.loads(line)["expected_error_code"] is None:
-                return number
-    raise SystemExit(f"{data}: no valid record after line {after}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -159,17 +159,24 @@ def latency_run(
 WARM_UP = "warm-up.jsonl"
 
 
+def first_valid_line(data: pathlib.Path, after: int = 0) -> int:
+    """The index of the first line from `after` on that the generator made valid (labels.jsonl)."""
+    with open(data / "labels.jsonl", "rb") as f:
+        for number, line in enumerate(f):
+            if number >= after and orjson.loads(line)["expected_error_code"] is None:
+                return number
+    raise SystemExit(f"{data}: no valid record after line {after}")
+
+
 def warm_up_line(data: pathlib.Path) -> bytes:
     """The data's first valid record under a transaction_id of its own (so that no record of the
     feed is its duplicate), its event time made live."""
-    with open(data / "labels.jsonl", "rb") as labels, open(data / "transactions.jsonl", "rb") as lines:
-        for label, line in zip(labels, lines, strict=False):
-            if orjson.loads(label)["expected_error_code"] is None:
-                record = orjson.loads(line)
-                record["transaction_id"] = "warm-up-" + record["transaction_id"]
-                live = stream_files.rebase(orjson.dumps(record), time.time(), time.time(), 0.0, random.Random(0))
-                return live + b"\n"
-    raise SystemExit(f"{data}: no valid record")
+    wanted = first_valid_line(data)
+    with open(data / "transactions.jsonl", "rb") as lines:
+        line = next(line for number, line in enumerate(lines) if number == wanted)
+    record = orjson.loads(line)
+    record["transaction_id"] = "warm-up-" + record["transaction_id"]
+    return stream_files.rebase(orjson.dumps(record), time.time(), time.time(), 0.0, random.Random(0)) + b"\n"
 
 
 def wait_until_scored(port: int, launched: float, timeout: float = 300.0) -> float:
