@@ -25,12 +25,18 @@ In one run, on one generated data set (cached under .bench/), with a broker of i
    --latency-seconds; a record's latency is its scored record's Kafka timestamp minus the
    moment it was produced; p50, p95, p99, and p50 over the first and the last third of the feed
    (a job that keeps up has about the same latency at the end as at the start).
+4. CPU a record, by process (bench.cpu, from /proc): the job's Python, Prism, the Java worker
+   and expansion service and the broker, as the sustained run's CPU less the small backlog's over
+   the extra records (what a start costs cancels out); the plain loop's own process (its thread
+   and librdkafka's, from its first record) and the broker. Their sum says at what rate the
+   machine's cores are full, whichever process is the one that waits.
 Prints a table; the last line is one JSON object with the figures.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sys
 import tempfile
@@ -40,6 +46,7 @@ import time
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from bench.cpu import CpuSampler, broker_matcher, job_components, per_record_us
 from bench.plain import PlainScorer
 from bench.run import dataset, side_by_side_parser, write_config
 from bench.streaming import first_valid_line, latency_figures, run_job, with_reasons_share
@@ -88,12 +95,14 @@ def plain_loop(config: job_config.JobConfig, bootstrap: str, topic: str, n: int)
     )
     partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    started = None
+    started = cpu_started = None
     while scorer.read < n:
         for msg in consumer.consume(num_messages=5000, timeout=1.0):
             if msg.error():
                 continue
-            started = started or time.perf_counter()
+            if started is None:
+                # every thread of this process from here on: the loop's and librdkafka's
+                started, cpu_started = time.perf_counter(), time.process_time()
             scorer.take(
                 RawRecord(
                     payload=msg.value() or b"",
@@ -106,8 +115,9 @@ def plain_loop(config: job_config.JobConfig, bootstrap: str, topic: str, n: int)
     scorer.flush()
     producer.flush(120)
     seconds = time.perf_counter() - (started or time.perf_counter())
+    cpu_seconds = time.process_time() - (cpu_started or time.process_time())
     consumer.close()
-    return {"records": scorer.read, "scored": scorer.scored, "seconds": seconds}
+    return {"records": scorer.read, "scored": scorer.scored, "seconds": seconds, "cpu_seconds": cpu_seconds}
 
 
 def job_config_file(work: pathlib.Path, base: pathlib.Path, bootstrap: str, topic: str, idle: float) -> pathlib.Path:
@@ -219,18 +229,30 @@ def main(argv: list[str] | None = None) -> int:
         kafka_tool.create_topics(bootstrap, ["plain-in"], partitions=args.partitions)
         kafka_tool.produce(bootstrap, "plain-in", kafka_tool.live(lines[: args.records]))
         plain_config = job_config.load(job_config_file(work, base, bootstrap, "plain-in", 10))
-        plain = plain_loop(plain_config, bootstrap, "plain-in", args.records)
+        with CpuSampler({"Kafka broker": broker_matcher(state)}) as plain_broker:
+            plain = plain_loop(plain_config, bootstrap, "plain-in", args.records)
+        plain_cpu_us = {
+            "plain loop (Python, librdkafka)": round(plain["cpu_seconds"] / plain["records"] * 1e6, 1),
+            "Kafka broker": round(plain_broker.seconds["Kafka broker"] / plain["records"] * 1e6, 1),
+        }
         plain_rps = plain["records"] / plain["seconds"]
 
         # 2. The job on a backlog, twice: the whole backlog and a small one. The difference of
         # the two runs' times (job start to last scored record) is the time the extra records
         # took, without the fixed cost of a start (Prism, the Java worker, the model).
+        # The CPU each process of a run used (bench.cpu): the difference between the two runs, over
+        # the extra records, is each process's CPU a record.
+        cpu: dict[str, dict[str, float]] = {}
+
         def backlog_run(topic: str, count: int, replay: bool = False) -> tuple[dict, float, int]:
             kafka_tool.create_topics(bootstrap, [topic, f"{topic}-scored", f"{topic}-dead"], partitions=args.partitions)
             feed = stream_files.in_event_time_order(lines[:count]) if replay else kafka_tool.live(lines[:count])
             kafka_tool.produce(bootstrap, topic, feed)
+            config = job_config_file(work, base, bootstrap, topic, 5)
             started = time.time()
-            summary = run_job(job_config_file(work, base, bootstrap, topic, 5), work / f"kafka-{topic}-out")
+            with CpuSampler(job_components(str(config), state)) as sampler:
+                summary = run_job(config, work / f"kafka-{topic}-out")
+            cpu[topic] = sampler.seconds
             times = scored_times(bootstrap, f"{topic}-scored")
             return summary, max(times.values()) - started, len(times)
 
@@ -238,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         summary, seconds, scored = backlog_run("sustained", args.records)
         span = seconds - small_seconds
         sustained = (scored - small_scored) / span
+        job_cpu_us = per_record_us(cpu["sustained"], cpu["warmup"], scored - small_scored)
         # The same backlog replayed in event-time order with its own event times: each card's
         # history as it happened (a backlog after an outage), not squeezed into the present.
         replay_summary, replay_seconds, replay_scored = backlog_run("replay", args.records, replay=True)
@@ -263,6 +286,20 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"REVIEW or DECLINE (with reasons): backlog {with_reasons_share(summary):.1%}, "
         f"replayed {with_reasons_share(replay_summary):.1%}"
+    )
+    cores = os.cpu_count() or 1
+    print(f"\nCPU a record, µs (the sustained run less the {SMALL_BACKLOG:,}-record one, over the extra records):\n")
+    print("| process | job | plain loop |")
+    print("|---|---|---|")
+    for name, us in job_cpu_us.items():
+        plain_us = plain_cpu_us.get(name)
+        print(f"| {name} | {us:,.0f} | {'' if plain_us is None else f'{plain_us:,.0f}'} |")
+    print(f"| plain loop (Python, librdkafka) | | {plain_cpu_us['plain loop (Python, librdkafka)']:,.0f} |")
+    job_total, plain_total = sum(job_cpu_us.values()), sum(plain_cpu_us.values())
+    print(f"| **all** | **{job_total:,.0f}** | **{plain_total:,.0f}** |")
+    print(
+        f"\n{cores} cores are full at {cores * 1e6 / job_total:,.0f} records/s for the job, "
+        f"{cores * 1e6 / plain_total:,.0f} for the plain loop"
     )
     print(
         "\n| offered records/s (achieved) | seconds | scored | with reasons | p50 s | p95 s | p99 s "
@@ -296,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                 "replay_with_reasons_share": with_reasons_share(replay_summary),
                 "replay_balanced": replay_summary["balanced"],
                 "partitions": args.partitions,
+                "cpu_us_per_record": {"job": job_cpu_us, "plain": plain_cpu_us},
+                "cpu_seconds": cpu,
                 "latency": latency_rows,
             }
         )

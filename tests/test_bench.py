@@ -23,3 +23,20 @@ def test_the_profile_store_benchmark_runs_and_every_output_matches_the_plain_loo
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["balanced"] and all(figures["outputs_identical"].values())
     assert figures["queries_per_10k_cold"] > 0 == figures["queries_per_10k_warm"]
+
+
+def test_the_cpu_sampler_counts_what_a_matching_process_used_and_nothing_of_others():
+    import subprocess
+    import sys
+
+    from bench.cpu import CpuSampler, per_record_us
+
+    # The child burns half a second of CPU (not of wall time: a loaded machine only makes it take
+    # longer), then sleeps so that a sample sees its final count before it exits.
+    burn = "import time\nwhile time.process_time() < 0.5: pass\ntime.sleep(1.0)\n"
+    marker = "riskpipe-cpu-sampler-test"
+    with CpuSampler({"burner": lambda c: marker in c, "nothing": lambda c: "no-such-process-xyz" in c}) as cpu:
+        subprocess.run([sys.executable, "-c", burn, marker], check=True)
+    assert 0.45 <= cpu.seconds["burner"] <= 1.0
+    assert cpu.seconds["nothing"] == 0.0
+    assert per_record_us({"a": 3.0, "b": 1.0}, {"a": 1.0}, 1000) == {"a": 2000.0, "b": 1000.0}
