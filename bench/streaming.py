@@ -3,6 +3,7 @@ job and the plain loop on the same data.
 
     python -m bench.streaming --records 200000 [--latency-seconds 60] [--window-seconds 10]
                               [--offered 1000 2000 5000] [--order arrival|event_time] [--order-wait SECONDS]
+                              [--settle-seconds S] [--poll-seconds S]
 
 In one run, on one generated data set (cached under .bench/):
 1. bench.plain and bench.job (the batch job, FnApiRunner, one process) on the data, as bench.run.
@@ -17,7 +18,9 @@ In one run, on one generated data set (cached under .bench/):
    time from its file's appearance (its rename into the folder) to the appearance of the output
    file that holds it (that file's rename, after its window closed); p50, p95 and p99 over all
    scored records, and p50 over the first and the last third of the feed: a job that keeps up
-   has about the same latency at the end as at the start.
+   has about the same latency at the end as at the start. The feed renames each file into the
+   folder when it is whole, so --settle-seconds 0 (the settle guard is for writers that do not)
+   and a shorter --poll-seconds show what such a writer's files wait; unset, the job's defaults.
 Prints a table; the last line is one JSON object with the figures.
 """
 
@@ -52,8 +55,10 @@ def streaming_config(
     order_wait: int | None = None,
     order: str = "arrival",
     metrics_port: int = 0,
+    source: dict | None = None,
 ) -> pathlib.Path:
     config = yaml.safe_load(batch_config.read_text())
+    config["source"].update(source or {})
     config["run"]["metrics_port"] = metrics_port
     config.setdefault("velocity", {})["order_wait_seconds"] = order_wait
     config["streaming"]["order"] = order
@@ -102,6 +107,7 @@ def latency_run(
     seconds: float,
     window: int,
     order: str,
+    source: dict | None = None,
 ) -> dict:
     """The data offered at `offered` records/s, one file a second, for `seconds`, while a streaming
     job runs; each scored record's latency from its file's appearance to its output file's."""
@@ -110,7 +116,7 @@ def latency_run(
     watch.mkdir(parents=True)
     out = work / f"stream-latency-{offered:.0f}-out"
     port = free_port()
-    config = streaming_config(work, batch_config, watch, window, idle=20, order=order, metrics_port=port)
+    config = streaming_config(work, batch_config, watch, window, idle=20, order=order, metrics_port=port, source=source)
     fed: dict = {}
     startup: list[float] = []
     limit = int(offered * seconds)
@@ -235,7 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--order-wait", type=int, default=None, help="velocity.order_wait_seconds (default: the job's)")
     parser.add_argument("--order", choices=("arrival", "event_time"), default="arrival", help="streaming.order")
     parser.add_argument("--offered", type=float, nargs="+", default=[1000.0, 2000.0, 5000.0])
+    parser.add_argument("--settle-seconds", type=float, default=None, help="source.settle_seconds (default: the job's)")
+    parser.add_argument(
+        "--poll-seconds", type=float, default=None, help="source.poll_interval_seconds (default: the job's)"
+    )
     args = parser.parse_args(argv)
+    source = {
+        key: value
+        for key, value in (("settle_seconds", args.settle_seconds), ("poll_interval_seconds", args.poll_seconds))
+        if value is not None
+    }
     args.records = max(args.records, int(max(args.offered) * args.latency_seconds))
     work = args.work_dir
     side = run_side_by_side(work, args.records, args.seed, args.invalid_fraction, args.job_args, "stream-batch")
@@ -253,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     stream_files.stream(side.data, watch, rate=per_file, file_seconds=0.0, redeliver=0.0, per_file=per_file)
     out = work / "stream-sustained-out"
     window = args.window_seconds
-    config = streaming_config(work, batch_config, watch, window, order_wait=args.order_wait, order=args.order)
+    config = streaming_config(
+        work, batch_config, watch, window, order_wait=args.order_wait, order=args.order, source=source
+    )
     summary = run_job(config, out)
     times = [
         parse_rfc3339(orjson.loads(line)["scored_at"]).timestamp()
@@ -265,12 +282,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # Latency at each offered rate, each run for --latency-seconds while its own job runs.
     latency_rows = [
-        latency_run(work, side.data, batch_config, rate, args.latency_seconds, args.window_seconds, args.order)
+        latency_run(work, side.data, batch_config, rate, args.latency_seconds, args.window_seconds, args.order, source)
         for rate in args.offered
     ]
     latency_summaries = [row.pop("summary") for row in latency_rows]
 
-    print(f"records: {n:,}   window: {args.window_seconds} s   Prism streaming vs FnApiRunner batch, one process\n")
+    print(f"records: {n:,}   window: {args.window_seconds} s   Prism streaming vs FnApiRunner batch, one process")
+    folder_settings = source or "the job's settle and poll times"
+    print(f"watched folder: {folder_settings}\n")
     print(f"| {'run':<40} | {'records/s':>10} | {'seconds':>8} |")
     print(f"|{'-' * 42}|{'-' * 12}|{'-' * 10}|")
     print(f"| {'plain Python loop':<40} | {plain_rps:>10,.0f} | {side.plain['seconds']:>8.2f} |")
@@ -305,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_with_reasons_share": batch_reasons,
                 "sustained_with_reasons_share": with_reasons_share(summary),
                 "order": args.order,
+                "source": source,
                 "latency": latency_rows,
             }
         )
