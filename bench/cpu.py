@@ -2,8 +2,9 @@
 (the job's Python, Prism, the Java worker and expansion service, the Kafka broker) cost.
 
 A sampler thread lists /proc every `interval` seconds and keeps, for each process whose command
-line a component matches, the CPU time (user + system) last seen; a process already running when
-the sampler starts counts from what it had then. CPU spent in the last interval before a
+line a component matches, the CPU time (user + system) last seen, under the component its command
+line matched last (a child forked from the job has the job's command line until it runs its own
+program); a process already running when the sampler starts counts from what it had then. CPU spent in the last interval before a
 process exits is not seen (at most `interval` of one core per process).
 """
 
@@ -70,8 +71,7 @@ class CpuSampler:
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
-            known = self._last.get(pid)
-            name = known[0] if known else self._component(pid)
+            name = self._component(pid)
             if name is None:
                 continue
             try:
