@@ -33,7 +33,7 @@ def test_the_cpu_sampler_counts_what_a_matching_process_used_and_nothing_of_othe
 
     # The child burns half a second of CPU (not of wall time: a loaded machine only makes it take
     # longer), then sleeps so that a sample sees its final count before it exits.
-    burn = "import time\nwhile time.process_time() < 0.5: pass\ntime.sleep(1.0)\n"
+    burn = "import time\nwhile time.process_time() < 0.5: pass\ntime.sleep(2.0)\n"
     marker = "riskpipe-cpu-sampler-test"
     with CpuSampler({"burner": lambda c: marker in c, "nothing": lambda c: "no-such-process-xyz" in c}) as cpu:
         subprocess.run([sys.executable, "-c", burn, marker], check=True)
