@@ -4,8 +4,9 @@
 A sampler thread lists /proc every `interval` seconds and keeps, for each process whose command
 line a component matches, the CPU time (user + system) last seen, under the component its command
 line matched last (a child forked from the job has the job's command line until it runs its own
-program); a process already running when the sampler starts counts from what it had then. CPU spent in the last interval before a
-process exits is not seen (at most `interval` of one core per process).
+program); a process already running when the sampler starts counts from what it had then. CPU
+spent in the last interval before a process exits is not seen (at most `interval` of one core per
+process).
 """
 
 from __future__ import annotations
