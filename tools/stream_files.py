@@ -50,10 +50,21 @@ def out_of_range(seconds: float) -> bool:
     return seconds < _YEAR_2000 or seconds > time.time() + 86400
 
 
+def _event_seconds(line: bytes) -> float | None:
+    """The line's event time, None when it has none that reads as a date or it is out of range."""
+    match = _EVENT_TIME.search(line)
+    if match is None:
+        return None
+    try:
+        seconds = _parse(match)
+    except ValueError:
+        return None  # not a calendar date
+    return None if out_of_range(seconds) else seconds
+
+
 def newest_event_time(lines: list[bytes]) -> float:
     """The newest event time of the data that is not out of range."""
-    times = [_parse(m) for line in lines if (m := _EVENT_TIME.search(line))]
-    return max((t for t in times if not out_of_range(t)), default=time.time())
+    return max((t for line in lines if (t := _event_seconds(line)) is not None), default=time.time())
 
 
 def in_event_time_order(lines: list[bytes]) -> list[bytes]:
@@ -63,14 +74,9 @@ def in_event_time_order(lines: list[bytes]) -> list[bytes]:
     keyed: list[tuple[float, int, bytes]] = []
     last = 0.0
     for number, line in enumerate(lines):
-        match = _EVENT_TIME.search(line)
-        if match is not None:
-            try:
-                seconds = _parse(match)
-                if not out_of_range(seconds):
-                    last = seconds
-            except ValueError:
-                pass
+        seconds = _event_seconds(line)
+        if seconds is not None:
+            last = seconds
         keyed.append((last, number, line))
     return [line for _, _, line in sorted(keyed)]
 
