@@ -50,16 +50,21 @@ def out_of_range(seconds: float) -> bool:
     return seconds < _YEAR_2000 or seconds > time.time() + 86400
 
 
-def _event_seconds(line: bytes) -> float | None:
-    """The line's event time, None when it has none that reads as a date or it is out of range."""
+def _read_event_time(line: bytes) -> tuple[re.Match[bytes], float] | None:
+    """The line's event_time field and its seconds; None when it has none that reads as a date."""
     match = _EVENT_TIME.search(line)
     if match is None:
         return None
     try:
-        seconds = _parse(match)
+        return match, _parse(match)
     except ValueError:
-        return None  # not a calendar date
-    return None if out_of_range(seconds) else seconds
+        return None  # not a calendar date: left for the job to refuse
+
+
+def _event_seconds(line: bytes) -> float | None:
+    """The line's event time, None when it has none that reads as a date or it is out of range."""
+    found = _read_event_time(line)
+    return None if found is None or out_of_range(found[1]) else found[1]
 
 
 def newest_event_time(lines: list[bytes]) -> float:
@@ -84,13 +89,10 @@ def in_event_time_order(lines: list[bytes]) -> list[bytes]:
 def rebase(line: bytes, now: float, newest: float, jitter: float, rng: random.Random) -> bytes:
     """The line with its event_time set to about `now`; an event time out of range keeps its
     offset from the data's newest time (so it stays out of range)."""
-    match = _EVENT_TIME.search(line)
-    if match is None:
+    found = _read_event_time(line)
+    if found is None:
         return line
-    try:
-        original = _parse(match)
-    except ValueError:
-        return line  # not a calendar date: left for the job to refuse
+    match, original = found
     shifted = now + (original - newest) if out_of_range(original) else now - rng.uniform(0, jitter)
     if not _YEAR_2000 < shifted < TIMESTAMP_MAX_SECONDS:
         return line
