@@ -12,7 +12,9 @@ import functools
 import re
 import time
 
+from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp as BeamTimestamp
+from apache_beam.utils.windowed_value import WindowedValue
 from google.protobuf.timestamp_pb2 import Timestamp
 
 
@@ -113,6 +115,17 @@ def parse_rfc3339_timestamp(text: str) -> Timestamp:
 def beam_time(ts: Timestamp) -> BeamTimestamp:
     """A protobuf Timestamp as a Beam element timestamp (microseconds; finer digits dropped)."""
     return BeamTimestamp(seconds=ts.seconds, micros=ts.nanos // 1000)
+
+
+_GLOBAL_WINDOWS = (GlobalWindow(),)
+
+
+def stamped(value: object, at: BeamTimestamp) -> WindowedValue:
+    """`value` output at Beam timestamp `at` in the global window, where every stage before
+    60_sink's windowing runs: what a TimestampedValue gives there, without Beam assigning the
+    window anew for each record (a GlobalWindow built and its end read from a proto constant each
+    time, about 2 µs a record and stage)."""
+    return WindowedValue(value, at, _GLOBAL_WINDOWS)
 
 
 def parse_rfc3339(text: str) -> dt.datetime:

@@ -32,7 +32,6 @@ from typing import Any
 import apache_beam as beam
 import orjson
 import protovalidate
-from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
 from google.protobuf.descriptor import Descriptor
 
@@ -41,7 +40,7 @@ from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldVi
 from contracts.riskpipe.v1.raw_record_pb2 import RawRecord
 from contracts.riskpipe.v1.transaction_pb2 import Channel, Money, Transaction
 from pipeline.shared.card_numbers import looks_like_pan
-from pipeline.shared.clock import RunClock, beam_time, parse_rfc3339_timestamp
+from pipeline.shared.clock import RunClock, beam_time, parse_rfc3339_timestamp, stamped
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 
 STAGE = "10_validate"
@@ -277,7 +276,7 @@ class EventTimeFn(beam.DoFn):
     def process(self, txn: Transaction, arrival=beam.DoFn.TimestampParam):
         event = beam_time(txn.event_time)
         if arrival - event <= self._allowed:
-            yield TimestampedValue(txn, event)
+            yield stamped(txn, event)
             return
         flagged = Transaction()
         flagged.CopyFrom(txn)
