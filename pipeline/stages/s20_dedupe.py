@@ -38,14 +38,13 @@ import apache_beam as beam
 from apache_beam.coders import BytesCoder, StrUtf8Coder, TupleCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
 from pipeline.io import progress
 from pipeline.shared import metrics
-from pipeline.shared.clock import RunClock, beam_time
+from pipeline.shared.clock import RunClock, beam_time, stamped
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, make_dead_letter
 from pipeline.shared.shard_state import DEFAULT_SHARDS, Contents, ShardedStateFn, by_shard
 
@@ -180,7 +179,7 @@ class FirstCopiesFn(_FirstCopyFn):
                 yield from self._judge(txn, key[-1], kept_print)
                 continue
             kept_print = key[-1]
-            yield TimestampedValue(txn, event)
+            yield stamped(txn, event)
 
 
 class IdsShard(Contents):
