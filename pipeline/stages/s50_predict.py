@@ -42,13 +42,12 @@ import onnxruntime as ort
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.onnx_inference import OnnxModelHandlerNumpy
-from apache_beam.transforms.window import TimestampedValue
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, Reason, ScoredTransaction
 from pipeline.shared import drift, metrics, model_versions
-from pipeline.shared.clock import RunClock, beam_time
+from pipeline.shared.clock import RunClock, beam_time, stamped
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 from pipeline.shared.explain import Explainer, TreeFile, explainer_of, read_text, tree_file
 from pipeline.shared.model_card import file_digest
@@ -524,7 +523,7 @@ def record_time(keyed: tuple[EnrichedTransaction, PredictionResult], now: RunClo
     """A prediction at its record's Beam timestamp again (RunInference's batching stamps its
     outputs with the end of the window): the event_time, or now for a record scored late."""
     txn = keyed[0].transaction
-    return TimestampedValue(keyed, beam_time(now.timestamp() if txn.late else txn.event_time))
+    return stamped(keyed, beam_time(now.timestamp() if txn.late else txn.event_time))
 
 
 class Predict(beam.PTransform):
