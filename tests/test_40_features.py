@@ -11,6 +11,7 @@ from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, ProfileKind
 from contracts.riskpipe.v1.transaction_pb2 import Channel
 from pipeline.shared import feature_sets, features, velocity
+from pipeline.shared.dead_letter import feature_error
 from pipeline.stages import s40_features as stage
 from tests.helpers import customer, merchant, transaction
 
@@ -150,3 +151,16 @@ def test_holder_age_counts_birthdays_and_is_missing_when_unknown():
         assert features.age_years(unknown, day) == features.MISSING
     missing = features.holder(transaction(), customer(), customer_missing=True)
     assert missing[:2] == [features.MISSING, features.MISSING]
+
+
+def test_feature_error_names_each_non_finite_value_and_passes_finite_values_whose_sum_overflows(clock):
+    names = ["a", "b", "c", "d"]
+    txn = transaction()
+    assert feature_error("40_features", "features", names, [1.0, -2.0, 0.0, 3.5], txn, clock.timestamp) is None
+    # finite values whose sum is infinite: each is checked, none refused
+    assert feature_error("40_features", "features", names, [1e308, 1e308, -0.0, 1.0], txn, clock.timestamp) is None
+    letter = feature_error("40_features", "features", names, [math.inf, 1.0, math.nan, -math.inf], txn, clock.timestamp)
+    assert [v.field_path for v in letter.violations] == ["features.a", "features.c", "features.d"]
+    assert letter.failed_at == clock.timestamp()
+    with pytest.raises(ValueError):
+        feature_error("40_features", "features", names, [1.0], txn, clock.timestamp)

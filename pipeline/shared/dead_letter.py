@@ -104,10 +104,19 @@ def internal_error(stage: str, element: Any, exc: BaseException, failed_at: Time
 
 
 def feature_error(
-    stage: str, group: str, names: Sequence[str], values: Sequence[float], txn: Transaction, failed_at: Timestamp
+    stage: str,
+    group: str,
+    names: Sequence[str],
+    values: Sequence[float],
+    txn: Transaction,
+    now: Callable[[], Timestamp],
 ) -> DeadLetter | None:
     """A FEATURE_ERROR naming every non-finite value (NaN, infinite) of named features, one
-    violation each at `group.name`; None when all are finite."""
+    violation each at `group.name`, failed at `now()`; None when all are finite."""
+    if len(names) != len(values):
+        raise ValueError(f"{len(values)} values for {len(names)} {group} features")
+    if math.isfinite(sum(values)):  # every value finite (one NaN or infinity makes the sum so)
+        return None
     bad = [(name, value) for name, value in zip(names, values, strict=True) if not math.isfinite(value)]
     if not bad:
         return None
@@ -116,7 +125,7 @@ def feature_error(
         ErrorCode.ERROR_CODE_FEATURE_ERROR,
         f"non-finite {group}: " + ", ".join(name for name, _ in bad),
         txn.origin,
-        failed_at,
+        now(),
         [
             FieldViolation(
                 field_path=f"{group}.{name}",

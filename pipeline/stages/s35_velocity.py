@@ -45,12 +45,11 @@ import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder, TupleCoder, VarIntCoder
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
-from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
 from pipeline.shared import metrics, velocity
-from pipeline.shared.clock import RunClock, beam_time
+from pipeline.shared.clock import RunClock, beam_time, stamped
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, feature_error
 from pipeline.shared.shard_state import DEFAULT_SHARDS, Contents, ShardedStateFn, by_shard
 
@@ -79,13 +78,13 @@ class _ReleaseFn(beam.DoFn):
 
     def _with_features(self, enriched: EnrichedTransaction, values: list[float], at: Timestamp):
         txn = enriched.transaction
-        refused = feature_error(STAGE, "velocity", velocity.ALL_NAMES, values, txn, self._clock.timestamp())
+        refused = feature_error(STAGE, "velocity", velocity.ALL_NAMES, values, txn, self._clock.timestamp)
         if refused is not None:
             return beam.pvalue.TaggedOutput(DEAD_LETTER, refused)
         out = EnrichedTransaction()
         out.CopyFrom(enriched)
         velocity.attach(out, values)  # idempotent: a record that already has them gets them anew
-        return TimestampedValue(out, at)
+        return stamped(out, at)
 
 
 class CardHistoryFn(_ReleaseFn):

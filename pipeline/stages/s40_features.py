@@ -45,7 +45,7 @@ class FeatureComputer:
             enriched.velocity.values,
         )
         txn = enriched.transaction
-        refused = feature_error(STAGE, "features", self._names, values, txn, self._clock.timestamp())
+        refused = feature_error(STAGE, "features", self._names, values, txn, self._clock.timestamp)
         if refused is not None:
             return refused
         # Elements are immutable in Beam: the output is a new message.
