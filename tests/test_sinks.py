@@ -15,8 +15,10 @@ from google.protobuf import json_format
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode, FieldViolation
 from contracts.riskpipe.v1.enriched_transaction_pb2 import ProfileKind
+from contracts.riskpipe.v1.raw_record_pb2 import SourcePosition
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
 from contracts.riskpipe.v1.transaction_pb2 import Money
+from pipeline.shared import json_codec
 from pipeline.shared.dead_letter import StageFn, apply_stage, make_dead_letter
 from pipeline.shared.json_codec import dead_letter_json, scored_json, timestamp_text
 from pipeline.stages import s60_sink as sink
@@ -51,9 +53,23 @@ def test_scored_json_is_the_proto3_json_mapping():
         scored(5, nanos=7),
         ScoredTransaction(transaction_id="bare"),
     ]
+    for partition, offset in ((0, 0), (3, 0), (0, 9_000_000_000), (2, 17)):  # a Kafka record's position
+        kafka = scored(6)
+        kafka.source.Clear()
+        kafka.source.topic, kafka.source.partition, kafka.source.offset = "in", partition, offset
+        samples.append(kafka)
+    pubsub = scored(7)
+    pubsub.source.Clear()
+    pubsub.source.message_id = "m-1"
+    samples.append(pubsub)
     for s in samples:
         assert orjson.loads(scored_json(s)) == json_format.MessageToDict(s, preserving_proto_field_name=True)
         assert json_format.Parse(scored_json(s), ScoredTransaction()) == s
+
+
+def test_the_source_position_encoder_knows_every_field_of_the_contract():
+    fields = [(f.name, f.type in (f.TYPE_INT64, f.TYPE_UINT64)) for f in SourcePosition.DESCRIPTOR.fields]
+    assert fields == list(json_codec._SOURCE_FIELDS)
 
 
 def test_timestamp_text():

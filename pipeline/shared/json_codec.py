@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter
 from contracts.riskpipe.v1.enriched_transaction_pb2 import ProfileKind
+from contracts.riskpipe.v1.raw_record_pb2 import SourcePosition
 from contracts.riskpipe.v1.scored_transaction_pb2 import Decision, ScoredTransaction
 
 _DECISIONS = {number: name for name, number in Decision.items()}
@@ -70,11 +71,7 @@ def scored_dict(s: ScoredTransaction) -> dict:
     if s.missing_profiles:
         out["missing_profiles"] = [_PROFILE_KINDS.get(k, k) for k in s.missing_profiles]
     if s.HasField("source"):
-        out["source"] = (
-            json_format.MessageToDict(s.source, preserving_proto_field_name=True)
-            if (s.source.topic or s.source.message_id or s.source.partition or s.source.offset)
-            else _file_source(s)
-        )
+        out["source"] = source_dict(s.source)
     if s.late:
         out["late"] = True
     if s.HasField("features"):
@@ -93,12 +90,18 @@ def reason_dicts(s: ScoredTransaction) -> list[dict]:
     return [{"feature": r.feature, "value": r.value, "contribution": r.contribution} for r in s.reasons]
 
 
-def _file_source(s: ScoredTransaction) -> dict:
+# SourcePosition's fields in field order, and whether proto3 JSON writes each as a string (64-bit).
+_SOURCE_FIELDS = (("uri", False), ("line", True), ("topic", False), ("partition", False), ("offset", True),
+                  ("message_id", False))  # fmt: skip
+
+
+def source_dict(position: SourcePosition) -> dict:
+    """A SourcePosition as proto3 JSON writes it (json_format.MessageToDict with the proto's field
+    names): the fields that are set, in field order, 64-bit integers as strings."""
     source: dict = {}
-    if s.source.uri:
-        source["uri"] = s.source.uri
-    if s.source.line:
-        source["line"] = str(s.source.line)
+    for name, as_text in _SOURCE_FIELDS:
+        if value := getattr(position, name):
+            source[name] = str(value) if as_text else value
     return source
 
 
