@@ -12,8 +12,9 @@ process).
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable
+
+from pipeline.shared.periodic import Every
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -54,11 +55,9 @@ class CpuSampler:
 
     def __init__(self, components: dict[str, Matcher], interval: float = 0.25):
         self._components = components
-        self._interval = interval
         self._baseline: dict[str, float] = {}
         self._last: dict[str, tuple[str, float]] = {}  # pid -> (component, CPU seconds)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ticks = Every(interval, self._sample, "cpu-sampler")
         self.seconds: dict[str, float] = {}
 
     def _component(self, pid: str) -> str | None:
@@ -83,18 +82,13 @@ class CpuSampler:
                 self._baseline[pid] = used
             self._last[pid] = (name, used)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._sample()
-
     def __enter__(self) -> CpuSampler:
         self._sample(first=True)
-        self._thread.start()
+        self._ticks.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._ticks.stop()
         self._sample()
         totals = dict.fromkeys(self._components, 0.0)
         for pid, (name, used) in self._last.items():

@@ -23,13 +23,13 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
 from bench.run import ROOT, dataset, run_child, write_config
 from pipeline import report
 from pipeline.shared import model_check
+from pipeline.shared.periodic import Every
 
 VARIANTS: tuple[tuple[str, list[str] | None], ...] = (
     ("baseline", ["--report", "false"]),
@@ -49,26 +49,23 @@ class Scraper:
 
     def __init__(self, port: int):
         self._url = f"http://127.0.0.1:{port}/metrics"
-        self._done = threading.Event()
         self.answers = 0
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._ticks = Every(1.0, self._scrape, "metrics-scraper")
 
     def __enter__(self) -> Scraper:
-        self._thread.start()
+        self._ticks.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+        self._ticks.stop()
 
-    def _run(self) -> None:
-        while not self._done.wait(1.0):
-            try:
-                with urllib.request.urlopen(self._url, timeout=2) as response:
-                    response.read()
-                self.answers += 1
-            except OSError:
-                pass
+    def _scrape(self) -> None:
+        try:
+            with urllib.request.urlopen(self._url, timeout=2) as response:
+                response.read()
+            self.answers += 1
+        except OSError:
+            pass
 
 
 def worktree(work: pathlib.Path, rev: str) -> pathlib.Path:

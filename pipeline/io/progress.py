@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from pipeline.shared.periodic import Every
+
 LEDGER = "ledger.jsonl"
 OUTPUT_FOLDERS = ("scored", "dead_letters")
 _LOG = logging.getLogger(__name__)
@@ -367,22 +369,16 @@ class KafkaCommitter:
         self._consumer = Consumer(python_client_config(bootstrap, group_id, properties))
         self._interval = interval
         self._committed: dict[tuple[str, int], int] = {}
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="riskpipe-kafka-commit", daemon=True)
+        self._ticks = Every(interval, self.commit, "riskpipe-kafka-commit")
 
     def __enter__(self) -> KafkaCommitter:
-        self._thread.start()
+        self._ticks.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+        self._ticks.stop()
         self.commit()
         self._consumer.close()
-
-    def _run(self) -> None:
-        while not self._done.wait(self._interval):
-            self.commit()
 
     def commit(self) -> None:
         from confluent_kafka import KafkaException, TopicPartition

@@ -15,7 +15,6 @@ import contextlib
 import math
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,6 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from pipeline.shared import drift, metrics
+from pipeline.shared.periodic import Every
 from pipeline.shared.version import PIPELINE_VERSION
 from pipeline.summary import summarize_counters
 
@@ -222,24 +222,20 @@ class ProgressLine:
         self._files = files
         self._bytes = total_bytes
         self._stream = stream if stream is not None else sys.stderr
-        self._interval = interval
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="riskpipe-progress", daemon=True)
+        self._ticks = Every(interval, self._show, "riskpipe-progress")
         self._started = 0.0
         self._width = 0
 
     def start(self) -> None:
         self._started = time.monotonic()
-        self._thread.start()
+        self._ticks.start()
 
     def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
+        self._ticks.stop()
         self._write(self.line(metrics.live_counts(), time.monotonic() - self._started, final=True) + "\n")
 
-    def _run(self) -> None:
-        while not self._done.wait(self._interval):
-            self._write(self.line(metrics.live_counts(), time.monotonic() - self._started))
+    def _show(self) -> None:
+        self._write(self.line(metrics.live_counts(), time.monotonic() - self._started))
 
     def _write(self, text: str) -> None:
         pad = max(0, self._width - len(text.rstrip("\n")))

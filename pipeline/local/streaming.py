@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from pipeline.io import drain
+from pipeline.shared.periodic import Every
 from pipeline.summary import live_summary
 
 
@@ -17,17 +18,16 @@ class StreamingWatch:
 
     def __init__(self, result: Any, interval: float, write, idle_seconds: float = 0.0, pending=None):
         self._result = result
-        self._interval = interval
         self._write = write
         self._idle = idle_seconds
         self._pending = pending  # () -> records waiting at the source (-1: unknown); None: not asked
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._refresh, name="riskpipe-summary", daemon=True)
+        self._refreshes = Every(interval, self._refresh, "riskpipe-summary")
         self._idle_thread = threading.Thread(target=self._stop_when_idle, name="riskpipe-idle", daemon=True)
         self._previous: Any = None
 
     def __enter__(self) -> StreamingWatch:
-        self._thread.start()
+        self._refreshes.start()
         if self._idle:
             self._idle_thread.start()
         if in_main_thread():
@@ -36,7 +36,7 @@ class StreamingWatch:
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
-        self._thread.join()  # a refresh in flight must not outlive the run (nor overwrite its summary)
+        self._refreshes.stop()  # a refresh in flight must not outlive the run (nor overwrite its summary)
         if self._idle_thread.is_alive():
             self._idle_thread.join()
         if self._previous is not None:
@@ -66,11 +66,10 @@ class StreamingWatch:
                 return
 
     def _refresh(self) -> None:
-        while not self._done.wait(self._interval):
-            summary = live_summary(self._result)
-            if summary is not None:
-                summary["running"] = True
-                self._write(summary)
+        summary = live_summary(self._result)
+        if summary is not None:
+            summary["running"] = True
+            self._write(summary)
 
 
 def in_main_thread() -> bool:

@@ -1,0 +1,31 @@
+"""A function called every few seconds on a thread of its own while something runs: the job's
+offset commits, progress line and summary refresh, and the benchmarks' samplers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+
+class Every:
+    """Calls `tick` every `interval` seconds on a daemon thread, from start() until stop(); the
+    first call is one interval after start(). stop() returns once a call in flight has ended, so
+    nothing the thread does outlives it."""
+
+    def __init__(self, interval: float, tick: Callable[[], object], name: str):
+        self._interval = interval
+        self._tick = tick
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self._tick()
