@@ -20,7 +20,6 @@ import argparse
 import json
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import urllib.request
 
 from bench.run import ROOT, dataset, run_child, write_config
 from pipeline import report
+from pipeline.io.kafka_expansion import free_port
 from pipeline.shared import model_check
 from pipeline.shared.periodic import Every
 
@@ -36,12 +36,6 @@ VARIANTS: tuple[tuple[str, list[str] | None], ...] = (
     ("report", []),
     ("report + metrics, scraped 1/s", None),  # the port is chosen per run
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Scraper:

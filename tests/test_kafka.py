@@ -155,8 +155,9 @@ def test_a_streaming_run_serves_metrics_that_a_scrape_reads_while_records_flow(
     a scraper reads /metrics twice a second: the counters grow while records flow, the consumer
     lag is there, and the endpoint's last figures equal the summary's."""
     from pipeline import runner
+    from pipeline.io.kafka_expansion import free_port
     from pipeline.local import monitoring
-    from tests.test_monitoring import check_against_summary, free_port, samples, scrape
+    from tests.test_monitoring import check_against_summary, samples, scrape
 
     bootstrap = broker.bootstrap
     names = topics("metrics")

@@ -2,7 +2,6 @@
 
 import io
 import json
-import socket
 import threading
 import time
 import urllib.request
@@ -10,15 +9,10 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import runner
+from pipeline.io.kafka_expansion import free_port
 from pipeline.local import monitoring
 from pipeline.shared import metrics
 from tests.helpers import job_config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
