@@ -104,9 +104,16 @@ FIELDS = (
 
 def summarize(result: Any) -> dict[str, Any]:
     found = beam_compat.fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE))
-    counters = {r.key.metric.name: r.committed for r in found["counters"]}
-    distributions = {r.key.metric.name: r.committed for r in found["distributions"]}
-    return summarize_counters(counters, distributions)
+    return summarize_counters(*committed(found))
+
+
+def committed(found: dict[str, list]) -> tuple[dict[str, int], dict[str, Any]]:
+    """Counters and distributions by name, as committed. While a streaming job runs, a metric a bundle
+    has reported but no finished bundle has committed yet has no committed value (None): a counter
+    reads 0 and a distribution is left out, as if not yet reported."""
+    counters = {r.key.metric.name: r.committed or 0 for r in found["counters"]}
+    distributions = {r.key.metric.name: r.committed for r in found["distributions"] if r.committed is not None}
+    return counters, distributions
 
 
 def summarize_counters(counters: dict[str, int], distributions: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -89,3 +89,33 @@ def test_since_gives_the_records_counted_between_two_readings():
     now = {"score": [7, 3, 2], "a": [4, 1], "b": [2]}
     assert drift.since(before, now) == {"score": [2, 0, 2], "a": [3, 1], "b": [2]}
     assert drift.since({}, now) == {k: list(v) for k, v in now.items()}
+
+
+def test_a_live_reading_with_counters_not_yet_committed_still_summarizes():
+    # While a streaming job runs, a counter that bundles have reported but none has committed yet
+    # comes with committed=None; the periodic summary must read it as 0, not fail on it.
+    from apache_beam.metrics.execution import MetricKey, MetricResult
+    from apache_beam.metrics.metricbase import MetricName
+
+    from pipeline.shared import metrics
+
+    def result(name, committed, attempted):
+        return MetricResult(MetricKey("50_predict", MetricName(metrics.NAMESPACE, name)), committed, attempted)
+
+    ref = drift.reference(np.arange(1000, dtype=np.float64))
+    found = {
+        "counters": [
+            result(metrics.DRIFT_PREFIX + "score.0", 5, 7),
+            result(metrics.DRIFT_PREFIX + "score.3", None, 2),
+            result(metrics.DRIFT_PREFIX + "a.1", None, 4),
+        ],
+        "distributions": [result("query_ms", None, None)],
+    }
+    counters, distributions = run_summary.committed(found)
+    assert counters == {metrics.DRIFT_PREFIX + "score.0": 5, metrics.DRIFT_PREFIX + "score.3": 0,
+                        metrics.DRIFT_PREFIX + "a.1": 0}  # fmt: skip
+    assert distributions == {}
+    counts = run_summary.summarize_counters(counters, distributions)["drift_counts"]
+    assert counts == {"score": [5, 0, 0, 0], "a": [0, 0]}
+    report = drift.summarize({"score": ref, "features": {"a": ref}}, counts, 0.2)
+    assert report["records"] == 5 and report["feature_psi"] == {"a": None}

@@ -31,3 +31,20 @@ def test_every_calls_until_stopped_and_stop_waits_for_a_call_in_flight():
 
 def test_stop_before_start_returns():
     Every(1.0, lambda: None, "test-every").stop()
+
+
+def test_a_call_that_raises_is_logged_and_the_calls_go_on(caplog):
+    calls: list[int] = []
+    twice = threading.Event()
+
+    def tick() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("the first call fails")
+        twice.set()
+
+    every = Every(0.01, tick, "test-every")
+    every.start()
+    assert twice.wait(5)
+    every.stop()
+    assert any("test-every: this call failed" in r.getMessage() and r.exc_info for r in caplog.records)
