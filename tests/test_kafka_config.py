@@ -200,3 +200,41 @@ def test_prism_cannot_commit_on_finalize_and_says_so(dataset, tmp_path):
     assert bundle.commit_in_bundles
     with pytest.raises(job_config.ConfigError, match="workers run elsewhere"):
         launch.kafka_read(load(dataset, tmp_path, kafka__commit="written"), java, "FlinkRunner", {})
+
+
+def test_committed_offsets_wait_for_a_group_coordinator_that_is_not_ready(monkeypatch):
+    # A broker just started answers "not coordinator" for a while; a restart asks again rather than
+    # reading every output file back. Another error, or the same one past the patience, is raised.
+    from types import SimpleNamespace
+
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    class Consumer:
+        def __init__(self, failures: list[int]):
+            self.failures, self.calls = failures, 0
+
+        def list_topics(self, topic, timeout):
+            return SimpleNamespace(topics={topic: SimpleNamespace(partitions={0: None, 1: None})})
+
+        def committed(self, partitions, timeout):
+            self.calls += 1
+            if self.failures:
+                raise KafkaException(KafkaError(self.failures.pop(0)))
+            return [TopicPartition("t", 0, 5), TopicPartition("t", 1, -1001)]  # partition 1: none committed
+
+    def lag_with(consumer):
+        lag = kafka_client.GroupLag.__new__(kafka_client.GroupLag)
+        lag._consumer, lag._topics = consumer, ["t"]
+        return lag
+
+    monkeypatch.setattr(kafka_client.time, "sleep", lambda seconds: None)
+    waiting = Consumer([KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS])
+    assert lag_with(waiting).committed() == {("t", 0): 5} and waiting.calls == 3
+    refused = Consumer([KafkaError.GROUP_AUTHORIZATION_FAILED])
+    with pytest.raises(KafkaException):
+        lag_with(refused).committed()
+    assert refused.calls == 1
+    never = Consumer([KafkaError.NOT_COORDINATOR] * 3)
+    with pytest.raises(KafkaException):
+        lag_with(never).committed(patience_seconds=0)
+    assert never.calls == 1

@@ -9,6 +9,7 @@ job's graph: use a secret store or file on the workers for real credentials.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 
 from pipeline.config import KafkaConfig
@@ -69,6 +70,10 @@ def producer_config(bootstrap: str, properties: Mapping[str, str]) -> dict[str, 
     return {**PRODUCER_DEFAULTS, **properties, "bootstrap.servers": bootstrap}
 
 
+# Kafka's protocol error codes for a group coordinator that is not ready yet (passing):
+# COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
+_COORDINATOR_NOT_READY = frozenset({14, 15, 16})
+
 _SHARED_CLIENT_PROPERTIES = (
     "security.protocol",
     "sasl.mechanism",
@@ -125,20 +130,35 @@ class GroupLag:
         except (KafkaException, KeyError):
             return -1
 
-    def committed(self) -> dict[tuple[str, int], int]:
-        """The group's committed offset of each partition of the topics (those it committed)."""
-        from confluent_kafka import TopicPartition
+    def committed(self, patience_seconds: float = 20.0) -> dict[tuple[str, int], int]:
+        """The group's committed offset of each partition of the topics (those it committed). A
+        broker that has just started, or whose group coordinator has just moved, answers "not
+        coordinator" or "coordinator load in progress" for a while: asked again every half second
+        for up to `patience_seconds` (a restart that cannot read the offsets reads every output
+        file back); any other error, or the same one after that, is raised."""
+        from confluent_kafka import KafkaException, TopicPartition
 
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in self._topics
-            for p in self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ]
-        return {
-            (tp.topic, tp.partition): tp.offset
-            for tp in self._consumer.committed(partitions, timeout=10)
-            if tp.offset >= 0
-        }
+        deadline = time.monotonic() + patience_seconds
+        while True:
+            try:
+                partitions = [
+                    TopicPartition(topic, p)
+                    for topic in self._topics
+                    for p in self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+                ]
+                return {
+                    (tp.topic, tp.partition): tp.offset
+                    for tp in self._consumer.committed(partitions, timeout=10)
+                    if tp.offset >= 0
+                }
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                passing = getattr(error, "code", lambda: None)() in _COORDINATOR_NOT_READY or bool(
+                    getattr(error, "retriable", lambda: False)()
+                )
+                if not passing or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
 
     def _first_offset(self, tp, low: int, high: int) -> int:
         """Where the read starts in a partition the group has not committed in."""
