@@ -5,7 +5,8 @@
 A live feed gives each record the moment it is sent as its event time (tools.kafka --live, the
 Kafka and streaming benchmarks): a generated data set of weeks then arrives within minutes, and its
 busiest cards hold hundreds of transactions in their 24-hour window. On the generated records
-(cached under .bench/), in file order, with event times one record every 1/rate s, the velocity
+(cached under .bench/), in file order, with event times one record every 1/rate s and amounts
+in EUR as the job converts them (merchant locations left out: they feed no window), the velocity
 step (velocity.CardHistory.take: the features, then the record remembered), each record in turn in
 one loop: once with every window counted by the plain loop over the card's history, once as the
 job counts them (the loop up to velocity.LOOP_UP_TO remembered transactions, bisected slices
@@ -24,6 +25,7 @@ import orjson
 
 from bench.run import ROOT, dataset
 from pipeline.shared import velocity
+from pipeline.shared.features import amount_eur
 
 T0 = 1793700000  # 2026-11-03T11:20:00Z
 
@@ -35,13 +37,14 @@ def events(path, rate: float) -> list[tuple[str, velocity.Event]]:
         for line in f:
             try:
                 record = orjson.loads(line)
-                card, amount = record["card_id"], record["amount"]["minor_units"] / 100
+                card, money = record["card_id"], record["amount"]
+                amount = amount_eur(money["minor_units"], money["currency"])
                 merchant, country, txn = record["merchant_id"], record.get("country", ""), record["transaction_id"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 continue
             at = len(out) / rate
             seconds, nanos = T0 + int(at), int(at % 1 * 1e9)
-            out.append((card, velocity.Event(seconds, nanos, txn, float(amount), merchant, country, 0.0, 0.0, False)))
+            out.append((card, velocity.Event(seconds, nanos, txn, amount, merchant, country, 0.0, 0.0, False)))
     return out
 
 

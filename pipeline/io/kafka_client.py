@@ -70,10 +70,6 @@ def producer_config(bootstrap: str, properties: Mapping[str, str]) -> dict[str, 
     return {**PRODUCER_DEFAULTS, **properties, "bootstrap.servers": bootstrap}
 
 
-# Kafka's protocol error codes for a group coordinator that is not ready yet (passing):
-# COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
-_COORDINATOR_NOT_READY = frozenset({14, 15, 16})
-
 _SHARED_CLIENT_PROPERTIES = (
     "security.protocol",
     "sasl.mechanism",
@@ -136,8 +132,13 @@ class GroupLag:
         coordinator" or "coordinator load in progress" for a while: asked again every half second
         for up to `patience_seconds` (a restart that cannot read the offsets reads every output
         file back); any other error, or the same one after that, is raised."""
-        from confluent_kafka import KafkaException, TopicPartition
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+        not_ready = (
+            KafkaError.NOT_COORDINATOR,
+            KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+            KafkaError.COORDINATOR_NOT_AVAILABLE,
+        )
         deadline = time.monotonic() + patience_seconds
         while True:
             try:
@@ -153,9 +154,7 @@ class GroupLag:
                 }
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
-                passing = getattr(error, "code", lambda: None)() in _COORDINATOR_NOT_READY or bool(
-                    getattr(error, "retriable", lambda: False)()
-                )
+                passing = isinstance(error, KafkaError) and (error.code() in not_ready or error.retriable())
                 if not passing or time.monotonic() >= deadline:
                     raise
                 time.sleep(0.5)
