@@ -25,9 +25,24 @@ _DECISIONS = {number: name for name, number in Decision.items()}
 _PROFILE_KINDS = {number: name for name, number in ProfileKind.items()}
 
 
+# Seconds -> their text, for the seconds seen lately: a stream's records share their seconds (every
+# record's scored_at, and event times close together), and strftime is most of what a text costs.
+_SECONDS_TEXT: dict[int, str] = {}
+_SECONDS_KEPT = 4096
+
+
+def _seconds_text(seconds: int) -> str:
+    text = _SECONDS_TEXT.get(seconds)
+    if text is None:
+        if len(_SECONDS_TEXT) >= _SECONDS_KEPT:
+            _SECONDS_TEXT.clear()
+        text = _SECONDS_TEXT[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return text
+
+
 def timestamp_text(ts: Timestamp) -> str:
     """RFC 3339 in UTC as json_format writes it: Z suffix, 0, 3, 6 or 9 fractional digits."""
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts.seconds))
+    text = _seconds_text(ts.seconds)
     nanos = ts.nanos
     if nanos:
         if nanos % 1_000_000 == 0:
