@@ -32,6 +32,7 @@ import java.nio.file.Files;
 import java.nio.file.Paths;
 import java.time.OffsetDateTime;
 import java.time.format.DateTimeParseException;
+import java.util.ArrayDeque;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.Optional;
@@ -169,18 +170,33 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
    * record without a readable event_time, or with one before 2000 or ahead of the wall clock, takes
    * the watermark and does not move it. The watermark
    * is the latest event time read. A partition with nothing to read (no backlog) moves on with the
-   * wall clock from the latest event time read by any partition of this worker, never past the wall
-   * clock: a quiet partition does not hold the job back, and yesterday's records are not late.
+   * wall clock, never past it: for its first CATCH_UP_AFTER_MS of quiet from its own latest event
+   * time; after that (and a partition that has read nothing, at once) from the latest event time
+   * that any partition of this worker had read CATCH_UP_AFTER_MS before. So a quiet partition does
+   * not hold the job back, yesterday's records are not late, and a partition read a moment after
+   * the others, or that has read all there is for a moment while the others are ahead of it in
+   * event time (an archive fed again faster than it happened, a producer catching up), is not
+   * moved past its own next records: KafkaIO's backlog of a partition is an estimate, 0 until its
+   * end offset is fetched again.
    */
   public static class EventTimePolicy extends TimestampPolicy<byte[], byte[]> {
     private static final Pattern EVENT_TIME =
         Pattern.compile("\"event_time\"\\s*:\\s*\"([^\"]{1,64})\"");
     /** Per partition of this worker: {latest event time read (ms), wall clock when read (ms)}. */
     private static final Map<TopicPartition, long[]> LATEST = new ConcurrentHashMap<>();
-    /** Per partition of this worker: wall clock when its read began (ms). */
-    private static final Map<TopicPartition, Long> READING_SINCE = new ConcurrentHashMap<>();
     /** The contract's earliest event_time: a record before it is invalid and moves nothing. */
     private static final long YEAR_2000 = 946684800000L;
+    /**
+     * How long a partition that has read records is quiet before the others' event time moves it,
+     * and how old the others' event time is that moves a quiet partition.
+     */
+    static final long CATCH_UP_AFTER_MS = 5000L;
+    /**
+     * The latest event time read by any partition of this worker, each time it moved: {wall clock
+     * (ms), latest event time (ms)}, oldest first; only the newest entry older than
+     * CATCH_UP_AFTER_MS is kept of those.
+     */
+    private static final ArrayDeque<long[]> LATEST_OVER_TIME = new ArrayDeque<>();
 
     private final TopicPartition partition;
     private Instant watermark;
@@ -188,7 +204,6 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
     EventTimePolicy(TopicPartition partition, Optional<Instant> previousWatermark) {
       this.partition = partition;
       this.watermark = previousWatermark.orElse(BoundedWindow.TIMESTAMP_MIN_VALUE);
-      READING_SINCE.putIfAbsent(partition, System.currentTimeMillis());
     }
 
     static Long eventTimeMillis(byte[] value) {
@@ -219,6 +234,7 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
         return watermark.isAfter(BoundedWindow.TIMESTAMP_MIN_VALUE) ? watermark : new Instant(record.getTimestamp());
       }
       LATEST.merge(partition, new long[] {event, now}, (a, b) -> a[0] >= b[0] ? new long[] {a[0], now} : b);
+      latestMoved(now, event);
       Instant at = new Instant(event);
       if (at.isAfter(watermark)) {
         watermark = at;
@@ -227,23 +243,52 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
       return watermark;
     }
 
+    /** Records that the latest event time read by any partition may have moved to `event`. */
+    private static void latestMoved(long now, long event) {
+      synchronized (LATEST_OVER_TIME) {
+        long[] newest = LATEST_OVER_TIME.peekLast();
+        if (newest == null || event > newest[1]) {
+          LATEST_OVER_TIME.addLast(new long[] {now, event});
+        }
+        latestAsOf(now - CATCH_UP_AFTER_MS); // forgets what is no longer needed
+      }
+    }
+
+    /**
+     * {wall clock when read (ms), event time (ms)} of the latest event time any partition of this
+     * worker had read at wall clock `when`; null when none had read any.
+     */
+    static long[] latestAsOf(long when) {
+      synchronized (LATEST_OVER_TIME) {
+        long[] first;
+        while ((first = LATEST_OVER_TIME.pollFirst()) != null) {
+          long[] next = LATEST_OVER_TIME.peekFirst();
+          if (next == null || next[0] > when) {
+            LATEST_OVER_TIME.addFirst(first);
+            break;
+          }
+        }
+        first = LATEST_OVER_TIME.peekFirst();
+        return first != null && first[0] <= when ? first : null;
+      }
+    }
+
     @Override
     public Instant getWatermark(PartitionContext context) {
       if (context.getMessageBacklog() == 0) {
         long now = System.currentTimeMillis();
         long[] own = LATEST.get(partition);
-        long latest = Long.MIN_VALUE;
-        for (long[] seen : LATEST.values()) {
-          latest = Math.max(latest, seen[0]);
-        }
-        if (latest != Long.MIN_VALUE) {
-          // Quiet since its last record, or, for a partition that has had none, since its read
-          // began: a partition without records must not hold the watermark at the others' latest
-          // event time, or a lone record would wait for the next one (runners such as Prism give
-          // a stateful stage its records only as the watermark moves).
-          long quietSince = own != null ? own[1] : READING_SINCE.getOrDefault(partition, now);
-          long quietFor = Math.max(0, now - quietSince);
-          Instant idle = new Instant(Math.min(now, latest + quietFor));
+        // An event time moved on with the wall clock since it was read: the partition's own when
+        // it has been quiet for a moment only (a read round that found nothing more yet), else the
+        // others'. A partition without records must not hold the watermark at the others' latest
+        // event time, or a lone record would wait for the next one (runners such as Prism give
+        // a stateful stage its records only as the watermark moves).
+        long[] from =
+            own != null && now - own[1] < CATCH_UP_AFTER_MS
+                ? new long[] {own[1], own[0]}
+                : latestAsOf(now - CATCH_UP_AFTER_MS);
+        if (from != null) {
+          Instant idle = new Instant(Math.min(now, from[1] + Math.max(0, now - from[0])));
           if (idle.isAfter(watermark)) {
             watermark = idle;
           }
