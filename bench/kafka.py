@@ -1,6 +1,7 @@
 """Benchmark: Kafka to Kafka on Prism, sustained rate and latency, against a plain-Python loop.
 
     python -m bench.kafka --records 100000 [--offered 1000 2000 5000] [--latency-seconds 60] [--partitions 4]
+                          [--feeds live replayed]
 
 In one run, on one generated data set (cached under .bench/), with a broker of its own
 (scripts/kafka.sh, on a free port on 127.0.0.1, stopped at the end):
@@ -20,11 +21,16 @@ In one run, on one generated data set (cached under .bench/), with a broker of i
    squeezed into the moment of sending, which makes far more decisions REVIEW or DECLINE (and so
    explained) than in batch; the share is printed for each run. The plain loop reads the squeezed
    feed: compare it with the first backlog run.
-3. Latency, at each --offered rate: a job of its own is started and given one record; once that
-   record is scored (the job's start, reported apart), records are produced at that rate for
-   --latency-seconds; a record's latency is its scored record's Kafka timestamp minus the
-   moment it was produced; p50, p95, p99, and p50 over the first and the last third of the feed
-   (a job that keeps up has about the same latency at the end as at the start).
+3. Latency, at each --offered rate and for each --feeds: a job of its own is started and given
+   one record; once that record is scored (the job's start, reported apart), records are produced
+   at that rate for --latency-seconds; a record's latency is its scored record's Kafka timestamp
+   minus the moment it was produced; p50, p95, p99, and p50 over the first and the last third of
+   the feed (a job that keeps up has about the same latency at the end as at the start). Two
+   feeds: `live`, event times rebased to the moment of sending (each card's month squeezed into
+   the feed's minute: most decisions REVIEW or DECLINE, with reasons), and `replayed`, the same
+   records in event-time order with their own event times (each card's history as it happened,
+   sent faster than it happened: about as many decisions explained as in batch); the warm-up
+   record of a replayed feed is given an event time just before the feed's first.
 4. CPU a record, by process (bench.cpu, from /proc): the job's Python, Prism, the Java worker
    and expansion service and the broker, as the sustained run's CPU less the small backlog's over
    the extra records (what a start costs cancels out); the plain loop's own process (its thread
@@ -38,10 +44,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import random
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 
 import yaml
 from confluent_kafka import Consumer, TopicPartition
@@ -60,6 +68,7 @@ from tools import kafka as kafka_tool
 from tools import stream_files
 
 SMALL_BACKLOG = 1000
+FEEDS = ("live", "replayed")
 
 
 def plain_loop(config: job_config.JobConfig, bootstrap: str, topic: str, n: int) -> dict:
@@ -155,13 +164,22 @@ def latency_run(
     seconds: float,
     partitions: int,
     warm_up: int,
+    feed_kind: str = "live",
 ) -> dict:
     """Records produced at `offered` records/s for `seconds` while a job runs; each one's latency
-    from its production to its scored record's Kafka timestamp."""
-    topic = f"latency-{offered:.0f}"
+    from its production to its scored record's Kafka timestamp. `feed_kind`: live or replayed
+    (the module's docstring)."""
+    topic = f"latency-{offered:.0f}" if feed_kind == "live" else f"latency-{feed_kind}-{offered:.0f}"
     kafka_tool.create_topics(bootstrap, [topic, f"{topic}-scored", f"{topic}-dead"], partitions=partitions)
     produced: list = []
     count = int(offered * seconds)
+    if feed_kind == "live":
+        first_record = next(kafka_tool.live([lines[warm_up]]))
+        records: Iterable[bytes] = kafka_tool.live(lines[:count])
+    else:
+        records = stream_files.in_event_time_order(lines[:count])
+        oldest = stream_files.oldest_event_time(records)
+        first_record = stream_files.rebase(lines[warm_up], oldest - 1, oldest, 0.0, random.Random(0))
 
     feed_cpu: list[float] = []
     startup: list[float] = []
@@ -172,13 +190,13 @@ def latency_run(
         # running job's latency; its start (Prism, the Java worker, the model and its checks) is
         # reported apart.
         launched = time.time()
-        kafka_tool.produce(bootstrap, topic, kafka_tool.live([lines[warm_up]]))
+        kafka_tool.produce(bootstrap, topic, [first_record])
         for _ in kafka_tool.consume(bootstrap, f"{topic}-scored", idle_seconds=300, max_records=1):
             startup.append(time.time() - launched)
         if not startup:
             raise RuntimeError("the job scored nothing within 300 s of its start")
         started = time.thread_time()
-        produced.extend(kafka_tool.produce(bootstrap, topic, kafka_tool.live(lines[:count]), rate=offered))
+        produced.extend(kafka_tool.produce(bootstrap, topic, records, rate=offered))
         feed_cpu.append(time.thread_time() - started)
 
     feeder = threading.Thread(target=feed)
@@ -193,6 +211,7 @@ def latency_run(
     timed = [(at - first, out_times[k] - at) for k, at in sent.items()]
     achieved = len(produced) / (produced[-1].produced_at - produced[0].produced_at) if len(produced) > 1 else 0.0
     return {
+        "feed": feed_kind,
         "offered_records_per_s": round(offered),
         "achieved_records_per_s": round(achieved),
         "seconds": seconds,
@@ -202,6 +221,7 @@ def latency_run(
         "feed_cpu_share": round(feed_cpu[0] / seconds, 3) if feed_cpu else None,
         "startup_s": round(startup[0], 1) if startup else None,
         **latency_figures(timed, seconds),
+        "late_records": summary.get("late_records", 0),
         "balanced": summary["balanced"],
         "summary": summary,
     }
@@ -212,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--offered", type=float, nargs="+", default=[1000.0, 2000.0, 5000.0], help="records/s")
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic")
+    parser.add_argument(
+        "--feeds", nargs="+", choices=FEEDS, default=list(FEEDS), help="the latency runs' feeds (module docstring)"
+    )
     args = parser.parse_args(argv)
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
@@ -269,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3. Latency at each offered rate, each with a job of its own.
         latency_rows = [
-            latency_run(work, base, bootstrap, lines, rate, args.latency_seconds, args.partitions, warm_up)
+            latency_run(work, base, bootstrap, lines, rate, args.latency_seconds, args.partitions, warm_up, kind)
+            for kind in args.feeds
             for rate in args.offered
         ]
         latency_summaries = [row.pop("summary") for row in latency_rows]
@@ -302,17 +326,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{cores * 1e6 / plain_total:,.0f} for the plain loop"
     )
     print(
-        "\n| offered records/s (achieved) | seconds | scored | with reasons | p50 s | p95 s | p99 s "
-        "| p50 s, first / last third | feed CPU | job start s |"
+        "\n| feed | offered records/s (achieved) | seconds | scored | with reasons | p50 s | p95 s | p99 s "
+        "| p50 s, first / last third | feed CPU | job start s | late |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in latency_rows:
         print(
-            f"| {row['offered_records_per_s']:,} ({row['achieved_records_per_s']:,}) | {row['seconds']:.0f} | "
+            f"| {row['feed']} | {row['offered_records_per_s']:,} ({row['achieved_records_per_s']:,}) | "
+            f"{row['seconds']:.0f} | "
             f"{row['scored']:,} | {row['with_reasons_share']:.1%} | {row['p50_s']:.2f} | {row['p95_s']:.2f} | "
             f"{row['p99_s']:.2f} | "
             f"{row['p50_first_third_s']:.2f} / {row['p50_last_third_s']:.2f} | {row['feed_cpu_share']:.0%} | "
-            f"{row['startup_s']} |"
+            f"{row['startup_s']} | {row['late_records']:,} |"
         )
     print(
         json.dumps(

@@ -72,6 +72,11 @@ def newest_event_time(lines: list[bytes]) -> float:
     return max((t for line in lines if (t := _event_seconds(line)) is not None), default=time.time())
 
 
+def oldest_event_time(lines: list[bytes]) -> float:
+    """The oldest event time of the data that is not out of range."""
+    return min((t for line in lines if (t := _event_seconds(line)) is not None), default=time.time())
+
+
 def in_event_time_order(lines: list[bytes]) -> list[bytes]:
     """The lines sorted by their event time, which they keep: a replay of the data as it happened
     (a backlog after an outage). A line without a readable event time stays after the line before
