@@ -144,6 +144,7 @@ def build_pipeline(
         expected_sha256=model.sha256,
         include_features=config.output.include_features,
         extras=scoring_extras(config, model, thresholds),
+        decisions_by_hour=not config.is_streaming,  # counters by event hour: batch only (50_predict)
     )
     refused_60 = scored | "60_sink" >> sink.WriteScored(
         output_dir=config.output.dir, num_shards=config.output.num_shards, parquet=config.output.parquet,

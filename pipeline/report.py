@@ -193,6 +193,14 @@ def _score_chart(summary: dict[str, Any], review: float, decline: float, version
 
 def _decisions_chart(summary: dict[str, Any]) -> str:
     by_hour = summary.get("decisions_by_hour") or {}
+    if not by_hour and summary.get("mode") == "streaming":
+        # 50_predict counts decisions by event hour in batch only: counters named by the hour would
+        # grow with a streaming job's age, and every one is reported again in each progress response.
+        return (
+            "<p>Decisions by hour of event time are counted in batch runs; a streaming run's decisions "
+            "over time are its throughput below, and the metrics endpoint's <code>riskpipe_decisions</code> "
+            "counters, scraped.</p>"
+        )
     hours = list(by_hour)
     fig = go.Figure()
     for decision in ("approve", "review", "decline"):

@@ -48,7 +48,11 @@ FIELDS = (
     Field("dead_letters_by_stage", "", "Dead letters per stage that refused them, then per error code."),
     Field("decisions", "", "Scored records by decision: approve, review, decline."),
     Field("score_histogram", "", "Scores in 20 bins of width 0.05 over [0, 1] (the last holds 1.0)."),
-    Field("decisions_by_hour", "", "Decisions by the hour of the records' event time (UTC), then by decision."),
+    Field(
+        "decisions_by_hour",
+        "",
+        "Batch: decisions by the hour of the records' event time (UTC), then by decision (streaming: empty).",
+    ),
     Field("duplicates", "duplicates dropped", "Redeliveries 20_dedupe dropped (same transaction_id and content)."),
     Field("late_records", "late records", "Records later than streaming.allowed_lateness_seconds."),
     Field(

@@ -117,6 +117,35 @@ def test_scoring_is_idempotent_and_batch_independent(clock):
     assert decider.decide(records[0], whole[0]) == decider.decide(records[0], whole[0])
 
 
+def test_decisions_by_event_hour_are_counted_in_batch_only(clock, monkeypatch):
+    """A counter per event hour: a batch run's report charts them; a streaming job would carry every
+    hour it ever saw in each of its worker's progress responses, so it counts none."""
+    from pipeline.shared import metrics
+
+    named: list[str] = []
+
+    class Recorder:
+        def __init__(self, name: str):
+            named.append(name)
+
+        def inc(self, n: int = 1) -> None:
+            pass
+
+    monkeypatch.setattr(metrics, "counter", Recorder)
+    records = featured(clock, 6)
+    for i, record in enumerate(records):  # six records, six hours apart
+        record.transaction.event_time.seconds += i * 6 * 3600
+    for by_hour, expected_hours in ((True, 6), (False, 0)):
+        named.clear()
+        decider = predict.Decider("m", THRESHOLDS, clock, by_hour=by_hour)
+        for record in records:
+            decider.decide(record, predict.Scored(0.5))
+        decider.flush()
+        hours = {name.split(".")[1] for name in named if name.startswith(metrics.DECISIONS_BY_HOUR_PREFIX)}
+        assert len(hours) == expected_hours
+        assert any(name.startswith(metrics.DECISIONS_PREFIX) for name in named)  # the decisions, either way
+
+
 def shipped_trees():
     from pipeline.shared.explain import tree_file
     from pipeline.shared.model_check import read_model_card

@@ -393,8 +393,14 @@ class Decider:
         feature_names: Sequence[str] = (),
         shadow_version: str = "",
         feature_set: str = "",
+        by_hour: bool = True,
     ):
         self._names = tuple(feature_names)
+        # Decisions by event hour are counters whose names grow with the hours seen. A runner's
+        # worker reports every counter it has ever had in each progress and bundle response (Beam
+        # never deletes a metric cell): in a streaming job that is a cost growing with its age, and
+        # a replay of a month made 2,071 of them and put the job behind. Batch only.
+        self._by_hour = by_hour
         self._shadow_version = shadow_version
         self._feature_set = feature_set  # the champion's, when the record's vector is a challenger's longer one
         # champion decision x challenger decision (UNSPECIFIED: no probability), and both scores' tenths
@@ -485,7 +491,8 @@ class Decider:
         if self._read_latency and ingest.seconds:
             tally.observe_latency("read", now - (ingest.seconds + ingest.nanos * 1e-9))
         tally.add(f"{metrics.SCORE_BINS_PREFIX}{min(int(score * metrics.SCORE_BINS), metrics.SCORE_BINS - 1)}")
-        tally.add(f"{metrics.DECISIONS_BY_HOUR_PREFIX}{txn.event_time.seconds // 3600}.{decision}")
+        if self._by_hour:
+            tally.add(f"{metrics.DECISIONS_BY_HOUR_PREFIX}{txn.event_time.seconds // 3600}.{decision}")
         if self._shadow_version:
             self._shadow(out, scored.shadow)
         if reasons:
@@ -541,6 +548,7 @@ class Predict(beam.PTransform):
         expected_sha256: str = "",
         include_features: bool = False,
         extras: Extras = NO_EXTRAS,
+        decisions_by_hour: bool = True,
     ):
         super().__init__()
         self._handler = model_handler(model_path, min_batch_size, max_batch_size, expected_sha256, extras)
@@ -554,6 +562,7 @@ class Predict(beam.PTransform):
             extras.feature_names,
             shadow,
             extras.feature_set,
+            decisions_by_hour,
         )
         self._clock = clock
 
