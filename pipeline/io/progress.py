@@ -219,16 +219,17 @@ def handed(source) -> None:
     sink's own delivery guarantee takes over from here)."""
     if not _TRACKER.enabled:
         return
-    if not isinstance(source, Mapping) and source.topic:  # a Kafka record: no ledger, no file to settle
-        unit_key, position = kafka_unit(source.topic, source.partition), source.offset
-        with _TRACKER.lock:
-            unit = _TRACKER.units.get(unit_key)
-            if unit is not None:
-                unit.in_flight.discard(position)
-        return
     found = unit_of(source)
-    if found is not None:
-        written([found])
+    if found is None:
+        return
+    unit_key, position = found
+    if unit_key.startswith("file:"):
+        written([found])  # a line of a file: the file is settled once all of it is accounted for
+        return
+    with _TRACKER.lock:  # a Kafka record: no ledger entry, no file to settle
+        unit = _TRACKER.units.get(unit_key)
+        if unit is not None:
+            unit.in_flight.discard(position)
 
 
 def commit_points() -> dict[tuple[str, int], int]:
