@@ -192,11 +192,13 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
      */
     static final long CATCH_UP_AFTER_MS = 5000L;
     /**
-     * The latest event time read by any partition of this worker, each time it moved: {wall clock
-     * (ms), latest event time (ms)}, oldest first; only the newest entry older than
-     * CATCH_UP_AFTER_MS is kept of those.
+     * The latest event time read by any partition of this worker, each time it moved in the last
+     * CATCH_UP_AFTER_MS: {wall clock (ms), latest event time (ms)}, oldest first. Guarded by itself,
+     * as is latestBefore: the newest such entry from before then (null: none).
      */
     private static final ArrayDeque<long[]> LATEST_OVER_TIME = new ArrayDeque<>();
+
+    private static long[] latestBefore;
 
     private final TopicPartition partition;
     private Instant watermark;
@@ -246,7 +248,7 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
     /** Records that the latest event time read by any partition may have moved to `event`. */
     private static void latestMoved(long now, long event) {
       synchronized (LATEST_OVER_TIME) {
-        long[] newest = LATEST_OVER_TIME.peekLast();
+        long[] newest = LATEST_OVER_TIME.isEmpty() ? latestBefore : LATEST_OVER_TIME.peekLast();
         if (newest == null || event > newest[1]) {
           LATEST_OVER_TIME.addLast(new long[] {now, event});
         }
@@ -260,16 +262,10 @@ public class StoppableKafkaRead implements ExternalTransformRegistrar {
      */
     static long[] latestAsOf(long when) {
       synchronized (LATEST_OVER_TIME) {
-        long[] first;
-        while ((first = LATEST_OVER_TIME.pollFirst()) != null) {
-          long[] next = LATEST_OVER_TIME.peekFirst();
-          if (next == null || next[0] > when) {
-            LATEST_OVER_TIME.addFirst(first);
-            break;
-          }
+        while (!LATEST_OVER_TIME.isEmpty() && LATEST_OVER_TIME.peekFirst()[0] <= when) {
+          latestBefore = LATEST_OVER_TIME.pollFirst();
         }
-        first = LATEST_OVER_TIME.peekFirst();
-        return first != null && first[0] <= when ? first : null;
+        return latestBefore;
       }
     }
 
