@@ -50,6 +50,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
+from datetime import datetime
 
 import yaml
 from confluent_kafka import Consumer, TopicPartition
@@ -149,8 +150,17 @@ def job_config_file(work: pathlib.Path, base: pathlib.Path, bootstrap: str, topi
 
 def scored_times(bootstrap: str, topic: str) -> dict[str, float]:
     """transaction_id -> the scored record's Kafka timestamp (seconds)."""
+    return {transaction_id: on_topic for transaction_id, (on_topic, _) in scored_moments(bootstrap, topic).items()}
+
+
+def scored_moments(bootstrap: str, topic: str) -> dict[str, tuple[float, float]]:
+    """transaction_id -> (the scored record's Kafka timestamp, its scored_at: the moment 50_predict
+    decided), in seconds."""
     return {
-        r["value"]["transaction_id"]: r["timestamp_ms"] / 1000
+        r["value"]["transaction_id"]: (
+            r["timestamp_ms"] / 1000,
+            datetime.fromisoformat(r["value"]["scored_at"]).timestamp(),
+        )
         for r in kafka_tool.consume(bootstrap, topic, idle_seconds=5)
     }
 
@@ -205,10 +215,15 @@ def latency_run(
     # after a start are slow)
     summary = run_job(job_config_file(work, base, bootstrap, topic, 60), work / f"kafka-{topic}-out")
     feeder.join()
-    out_times = scored_times(bootstrap, f"{topic}-scored")
-    sent = {key.decode(): d.produced_at for d in produced if (key := d.key) is not None and key.decode() in out_times}
+    moments = scored_moments(bootstrap, f"{topic}-scored")
+    sent = {key.decode(): d.produced_at for d in produced if (key := d.key) is not None and key.decode() in moments}
     first = min(sent.values())
-    timed = [(at - first, out_times[k] - at) for k, at in sent.items()]
+    timed = [(at - first, moments[k][0] - at) for k, at in sent.items()]
+    # Where the latency goes: from the send to 50_predict's decision (the read, the stages before
+    # it and the crossings between them), and from the decision to the scored topic (the sink's
+    # encoding, the crossing to KafkaIO's write and its bundle).
+    decided = [(at - first, moments[k][1] - at) for k, at in sent.items()]
+    written = [(at - first, moments[k][0] - moments[k][1]) for k, at in sent.items()]
     achieved = len(produced) / (produced[-1].produced_at - produced[0].produced_at) if len(produced) > 1 else 0.0
     return {
         "feed": feed_kind,
@@ -221,6 +236,8 @@ def latency_run(
         "feed_cpu_share": round(feed_cpu[0] / seconds, 3) if feed_cpu else None,
         "startup_s": round(startup[0], 1) if startup else None,
         **latency_figures(timed, seconds),
+        "to_decision": latency_figures(decided, seconds),
+        "decision_to_topic": latency_figures(written, seconds),
         "late_records": summary.get("late_records", 0),
         "balanced": summary["balanced"],
         "summary": summary,
@@ -338,6 +355,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['p99_s']:.2f} | "
             f"{row['p50_first_third_s']:.2f} / {row['p50_last_third_s']:.2f} | {row['feed_cpu_share']:.0%} | "
             f"{row['startup_s']} | {row['late_records']:,} |"
+        )
+    print("\nWhere the latency goes: send -> 50_predict's decision (scored_at) -> the scored topic, p50 / p99 s\n")
+    print("| feed | offered records/s | send to decision | decision to topic |")
+    print("|---|---|---|---|")
+    for row in latency_rows:
+        to_decision, to_topic = row["to_decision"], row["decision_to_topic"]
+        print(
+            f"| {row['feed']} | {row['offered_records_per_s']:,} | "
+            f"{to_decision['p50_s']:.2f} / {to_decision['p99_s']:.2f} | "
+            f"{to_topic['p50_s']:.2f} / {to_topic['p99_s']:.2f} |"
         )
     print(
         json.dumps(
