@@ -87,13 +87,17 @@ class CpuSampler:
         self._ticks.start()
         return self
 
+    def totals(self) -> dict[str, float]:
+        """CPU seconds by component since the start, as of the last sample (every `interval`)."""
+        totals = dict.fromkeys(self._components, 0.0)
+        for pid, (name, used) in list(self._last.items()):
+            totals[name] += used - self._baseline.get(pid, 0.0)
+        return totals
+
     def __exit__(self, *exc: object) -> None:
         self._ticks.stop()
         self._sample()
-        totals = dict.fromkeys(self._components, 0.0)
-        for pid, (name, used) in self._last.items():
-            totals[name] += used - self._baseline.get(pid, 0.0)
-        self.seconds = {name: round(value, 2) for name, value in totals.items()}
+        self.seconds = {name: round(value, 2) for name, value in self.totals().items()}
 
 
 def per_record_us(big: dict[str, float], small: dict[str, float], records: int) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Benchmark: Kafka to Kafka on Prism, sustained rate and latency, against a plain-Python loop.
 
     python -m bench.kafka --records 100000 [--offered 1000 2000 5000] [--latency-seconds 60] [--partitions 4]
-                          [--feeds live replayed]
+                          [--feeds live replayed] [--settle-seconds 30]
 
 In one run, on one generated data set (cached under .bench/), with a broker of its own
 (scripts/kafka.sh, on a free port on 127.0.0.1, stopped at the end):
@@ -30,7 +30,13 @@ In one run, on one generated data set (cached under .bench/), with a broker of i
    the feed's minute: most decisions REVIEW or DECLINE, with reasons), and `replayed`, the same
    records in event-time order with their own event times (each card's history as it happened,
    sent faster than it happened: about as many decisions explained as in batch); the warm-up
-   record of a replayed feed is given an event time just before the feed's first.
+   record of a replayed feed is given an event time just before the feed's first. Each latency
+   is also split at 50_predict's decision (the scored record's scored_at): send -> decision (the
+   read, the stages and the crossings between them) and decision -> scored topic (the sink and
+   KafkaIO's write). The figures are given once more for the records sent after the feed's first
+   --settle-seconds, beside the cores each of the job's processes used before and after that
+   moment: a started job's Java worker compiles KafkaIO's read and write while the first of the
+   feed goes through (about a core for the first 10-20 s), which the whole-feed figures include.
 4. CPU a record, by process (bench.cpu, from /proc): the job's Python, Prism, the Java worker
    and expansion service and the broker, as the sustained run's CPU less the small backlog's over
    the extra records (what a start costs cancels out); the plain loop's own process (its thread
@@ -175,10 +181,13 @@ def latency_run(
     partitions: int,
     warm_up: int,
     feed_kind: str = "live",
+    settle_seconds: float = 30.0,
 ) -> dict:
     """Records produced at `offered` records/s for `seconds` while a job runs; each one's latency
     from its production to its scored record's Kafka timestamp. `feed_kind`: live or replayed
-    (the module's docstring)."""
+    (the module's docstring). The figures are given for the whole feed and for the records sent
+    after its first `settle_seconds` (a started job's Java worker compiles KafkaIO's code while the
+    first of the feed goes through), with the CPU each of the job's processes used in each part."""
     topic = f"latency-{offered:.0f}" if feed_kind == "live" else f"latency-{feed_kind}-{offered:.0f}"
     kafka_tool.create_topics(bootstrap, [topic, f"{topic}-scored", f"{topic}-dead"], partitions=partitions)
     produced: list = []
@@ -206,15 +215,24 @@ def latency_run(
         if not startup:
             raise RuntimeError("the job scored nothing within 300 s of its start")
         started = time.thread_time()
+        marks.append((time.monotonic(), sampler.totals()))
+        settled = threading.Timer(settle_seconds, lambda: marks.append((time.monotonic(), sampler.totals())))
+        settled.start()
         produced.extend(kafka_tool.produce(bootstrap, topic, records, rate=offered))
+        settled.cancel()
+        marks.append((time.monotonic(), sampler.totals()))
         feed_cpu.append(time.thread_time() - started)
 
-    feeder = threading.Thread(target=feed)
-    feeder.start()
-    # idle 60 s: the job must not stop between its warm-up record and the feed (its first bundles
-    # after a start are slow)
-    summary = run_job(job_config_file(work, base, bootstrap, topic, 60), work / f"kafka-{topic}-out")
-    feeder.join()
+    # CPU seconds by process (bench.cpu) at the feed's start, after settle_seconds, at its end
+    marks: list[tuple[float, dict[str, float]]] = []
+    config = job_config_file(work, base, bootstrap, topic, 60)
+    with CpuSampler(job_components(str(config))) as sampler:
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        # idle 60 s: the job must not stop between its warm-up record and the feed (its first bundles
+        # after a start are slow)
+        summary = run_job(config, work / f"kafka-{topic}-out")
+        feeder.join()
     moments = scored_moments(bootstrap, f"{topic}-scored")
     sent = {key.decode(): d.produced_at for d in produced if (key := d.key) is not None and key.decode() in moments}
     first = min(sent.values())
@@ -224,6 +242,13 @@ def latency_run(
     # encoding, the crossing to KafkaIO's write and its bundle).
     decided = [(at - first, moments[k][1] - at) for k, at in sent.items()]
     written = [(at - first, moments[k][0] - moments[k][1]) for k, at in sent.items()]
+    settled = [(at - settle_seconds, latency) for at, latency in timed if at >= settle_seconds]
+    # cores each process used, in the feed's first settle_seconds and after them
+    cores: dict[str, dict[str, float]] = {}
+    for part, (begin, end) in (("first", (0, 1)), ("after", (1, 2))):
+        if len(marks) == 3:
+            (t0, used0), (t1, used1) = marks[begin], marks[end]
+            cores[part] = {name: round((used1[name] - used0[name]) / max(t1 - t0, 1e-9), 2) for name in used1}
     achieved = len(produced) / (produced[-1].produced_at - produced[0].produced_at) if len(produced) > 1 else 0.0
     return {
         "feed": feed_kind,
@@ -236,6 +261,9 @@ def latency_run(
         "feed_cpu_share": round(feed_cpu[0] / seconds, 3) if feed_cpu else None,
         "startup_s": round(startup[0], 1) if startup else None,
         **latency_figures(timed, seconds),
+        "settle_seconds": settle_seconds,
+        "after_settling": latency_figures(settled, seconds - settle_seconds),
+        "cores_by_process": cores,
         "to_decision": latency_figures(decided, seconds),
         "decision_to_topic": latency_figures(written, seconds),
         "late_records": summary.get("late_records", 0),
@@ -248,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = side_by_side_parser(__doc__, records=100_000, seed=17, invalid_fraction=0.02)
     parser.add_argument("--offered", type=float, nargs="+", default=[1000.0, 2000.0, 5000.0], help="records/s")
     parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=30.0,
+        help="the latency runs' figures are also given without the records of the feed's first SETTLE s",
+    )
     parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic")
     parser.add_argument(
         "--feeds", nargs="+", choices=FEEDS, default=list(FEEDS), help="the latency runs' feeds (module docstring)"
@@ -309,7 +343,18 @@ def main(argv: list[str] | None = None) -> int:
 
         # 3. Latency at each offered rate, each with a job of its own.
         latency_rows = [
-            latency_run(work, base, bootstrap, lines, rate, args.latency_seconds, args.partitions, warm_up, kind)
+            latency_run(
+                work,
+                base,
+                bootstrap,
+                lines,
+                rate,
+                args.latency_seconds,
+                args.partitions,
+                warm_up,
+                kind,
+                args.settle_seconds,
+            )
             for kind in args.feeds
             for rate in args.offered
         ]
@@ -355,6 +400,22 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['p99_s']:.2f} | "
             f"{row['p50_first_third_s']:.2f} / {row['p50_last_third_s']:.2f} | {row['feed_cpu_share']:.0%} | "
             f"{row['startup_s']} | {row['late_records']:,} |"
+        )
+    print(
+        f"\nAfter the feed's first {args.settle_seconds:.0f} s (records sent later), and the cores each of the "
+        "job's processes used before and after them\n"
+    )
+    print("| feed | offered records/s | p50 s | p95 s | p99 s | cores, first part | cores, after |")
+    print("|---|---|---|---|---|---|---|")
+
+    def used(cores: dict[str, float]) -> str:
+        return ", ".join(f"{name} {value:.2f}" for name, value in cores.items() if value >= 0.01)
+
+    for row in latency_rows:
+        after, cores = row["after_settling"], row["cores_by_process"]
+        print(
+            f"| {row['feed']} | {row['offered_records_per_s']:,} | {after['p50_s']:.2f} | {after['p95_s']:.2f} | "
+            f"{after['p99_s']:.2f} | {used(cores.get('first', {}))} | {used(cores.get('after', {}))} |"
         )
     print("\nWhere the latency goes: send -> 50_predict's decision (scored_at) -> the scored topic, p50 / p99 s\n")
     print("| feed | offered records/s | send to decision | decision to topic |")
