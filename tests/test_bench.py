@@ -37,6 +37,8 @@ def test_the_cpu_sampler_counts_what_a_matching_process_used_and_nothing_of_othe
     marker = "riskpipe-cpu-sampler-test"
     with CpuSampler({"burner": lambda c: marker in c, "nothing": lambda c: "no-such-process-xyz" in c}) as cpu:
         subprocess.run([sys.executable, "-c", burn, marker], check=True)
+        # while sampling: what was used so far (the child's sleep gave the sampler its final count)
+        assert 0.45 <= cpu.totals()["burner"] <= 1.0
     assert 0.45 <= cpu.seconds["burner"] <= 1.0
     assert cpu.seconds["nothing"] == 0.0
     assert per_record_us({"a": 3.0, "b": 1.0}, {"a": 1.0}, 1000) == {"a": 2000.0, "b": 1000.0}
