@@ -36,7 +36,8 @@ In one run, on one generated data set (cached under .bench/), with a broker of i
    KafkaIO's write). The figures are given once more for the records sent after the feed's first
    --settle-seconds, beside the cores each of the job's processes used before and after that
    moment: a started job's Java worker compiles KafkaIO's read and write while the first of the
-   feed goes through (about a core for the first 10-20 s), which the whole-feed figures include.
+   feed goes through (0.5-1.1 of a core in its first 5-10 s, about 0.4 over its first 30 s),
+   which the whole-feed figures include.
 4. CPU a record, by process (bench.cpu, from /proc): the job's Python, Prism, the Java worker
    and expansion service and the broker, as the sustained run's CPU less the small backlog's over
    the extra records (what a start costs cancels out); the plain loop's own process (its thread
@@ -216,10 +217,10 @@ def latency_run(
             raise RuntimeError("the job scored nothing within 300 s of its start")
         started = time.thread_time()
         marks.append((time.monotonic(), sampler.totals()))
-        settled = threading.Timer(settle_seconds, lambda: marks.append((time.monotonic(), sampler.totals())))
-        settled.start()
+        settle_mark = threading.Timer(settle_seconds, lambda: marks.append((time.monotonic(), sampler.totals())))
+        settle_mark.start()
         produced.extend(kafka_tool.produce(bootstrap, topic, records, rate=offered))
-        settled.cancel()
+        settle_mark.cancel()
         marks.append((time.monotonic(), sampler.totals()))
         feed_cpu.append(time.thread_time() - started)
 
@@ -243,11 +244,11 @@ def latency_run(
     decided = [(at - first, moments[k][1] - at) for k, at in sent.items()]
     written = [(at - first, moments[k][0] - moments[k][1]) for k, at in sent.items()]
     settled = [(at - settle_seconds, latency) for at, latency in timed if at >= settle_seconds]
-    # cores each process used, in the feed's first settle_seconds and after them
+    # cores each process used, in the feed's first settle_seconds and after them (no figures when
+    # the feed was shorter than settle_seconds)
     cores: dict[str, dict[str, float]] = {}
-    for part, (begin, end) in (("first", (0, 1)), ("after", (1, 2))):
-        if len(marks) == 3:
-            (t0, used0), (t1, used1) = marks[begin], marks[end]
+    if len(marks) == 3:
+        for part, ((t0, used0), (t1, used1)) in (("first", marks[:2]), ("after", marks[1:])):
             cores[part] = {name: round((used1[name] - used0[name]) / max(t1 - t0, 1e-9), 2) for name in used1}
     achieved = len(produced) / (produced[-1].produced_at - produced[0].produced_at) if len(produced) > 1 else 0.0
     return {
