@@ -141,9 +141,23 @@ appender.file.fileName=$STATE/broker.log
 appender.file.layout.type=PatternLayout
 appender.file.layout.pattern=[%d] %p %m (%c)%n
 EOF
-  java -cp "$lib/*" kafka.tools.StorageTool format -t "$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')" \
+  java -cp "$lib/*" kafka.tools.StorageTool format -t "$(cluster_id)" \
     -c "$STATE/server.properties" >"$STATE/format.log" 2>&1 || { cat "$STATE/format.log" >&2; die "formatting the log folder failed"; }
   launch "$lib" "$port"
+}
+
+# New cluster ids (one, or $1): 16 random bytes in URL-safe base64, never starting with '-', which
+# the storage tool's argument parser would take for an option (Kafka's own Uuid.randomUuid avoids it).
+cluster_id() {
+  python3 - "${1:-1}" <<'PY'
+import base64, sys, uuid
+wanted = int(sys.argv[1])
+while wanted:
+    text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not text.startswith("-"):
+        print(text)
+        wanted -= 1
+PY
 }
 
 launch() {
