@@ -34,7 +34,7 @@ from pipeline.local import runners
 from pipeline.local.monitoring import Facts, Monitor, ProgressLine, progress_wanted
 from pipeline.local.streaming import StreamingWatch, in_main_thread
 from pipeline.local.watchdog import WorkerWatchdog, worker_processes
-from pipeline.shared import drift, feature_sets, model_check, model_versions
+from pipeline.shared import drift, feature_sets, metrics, model_check, model_versions
 from pipeline.shared.errors import ConfigError
 from pipeline.shared.explain import tree_file
 from pipeline.shared.model_card import file_digest
@@ -353,9 +353,14 @@ def launch(
                 if config.source.kind == "kafka" and kafka_commit(config, runner_name) == "written"
                 else contextlib.nullcontext()
             )
-            with committer, monitor(config, model, runner_name, properties):
+            # On Prism the workers run in this process: the summary counts what they counted
+            # (pipeline.summary.worker_counts), not the runner's metrics.
+            counted_here = runners.runs_here(runner_name)
+            tally = metrics.live() if counted_here else contextlib.nullcontext()
+            with committer, tally, monitor(config, model, runner_name, properties):
                 result = _run_to_end(pipeline, config, properties, write_summary, worker_lost)
-        summary = run_summary.summarize(result)
+                here = metrics.live_counts() if counted_here else None
+        summary = run_summary.summarize(result, here)
         if resume is not None:
             summary["restart"] = {**resume.describe(), "already_written_skipped": summary.pop("already_written", 0)}
         else:

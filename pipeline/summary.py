@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from apache_beam.metrics.metric import MetricsFilter
@@ -15,6 +17,8 @@ from pipeline import beam_compat
 from pipeline.shared import metrics
 from pipeline.shared.version import PIPELINE_VERSION
 from pipeline.stages import STAGES
+
+_LOG = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_UNBALANCED = 1
@@ -106,9 +110,34 @@ FIELDS = (
 )
 
 
-def summarize(result: Any) -> dict[str, Any]:
+def summarize(result: Any, counted_here: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The run's summary from the runner's committed metrics; with `counted_here` (the live tally
+    of a run whose workers ran in this process: Prism), its counters from that tally instead, and
+    any counter on which the runner's total differs logged."""
     found = beam_compat.fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE))
-    return summarize_counters(*committed(found))
+    counters, distributions = committed(found)
+    if counted_here is not None:
+        counters = worker_counts(counters, counted_here)
+    return summarize_counters(counters, distributions)
+
+
+def worker_counts(runner: Mapping[str, int], here: Mapping[str, int]) -> dict[str, int]:
+    """The counters as the workers in this process counted them. Where the runner's total differs
+    (Prism v2.77 keeps one pending value per counter whose name it has not learnt yet, so that the
+    value of a second bundle that reports the counter before the name comes overwrites the first's),
+    the difference is logged: the runner's own view of the job (its metrics) is short."""
+    counted = {name: n for name, n in here.items() if name not in metrics.LIVE_ONLY}
+    differing = sorted(name for name in counted.keys() | runner.keys() if counted.get(name, 0) != runner.get(name, 0))
+    if differing:
+        shown = ", ".join(f"{name} {runner.get(name, 0)} (counted {counted.get(name, 0)})" for name in differing[:8])
+        more = f" and {len(differing) - 8} more" if len(differing) > 8 else ""
+        _LOG.warning(
+            "the runner's metrics differ from what the job's workers counted: %s%s; "
+            "the summary gives the workers' counts",
+            shown,
+            more,
+        )
+    return counted
 
 
 def committed(found: dict[str, list]) -> tuple[dict[str, int], dict[str, Any]]:

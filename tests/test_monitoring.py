@@ -9,6 +9,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline import runner
+from pipeline import summary as run_summary
 from pipeline.io.kafka_expansion import free_port
 from pipeline.local import monitoring
 from pipeline.shared import metrics
@@ -126,3 +127,37 @@ def test_progress_on_writes_a_final_line(dataset, tmp_path, capsys):
     summary = runner.run(["--config", job_config(dataset, out, run__progress="on"), "--runner=FnApiRunner"])
     err = capsys.readouterr().err
     assert f"read: files 1/1, records {summary['read']:,}" in err
+
+
+def test_the_live_tally_is_shared_and_off_once_its_last_user_leaves():
+    with metrics.live():
+        metrics.counter("a").inc(2)
+        with metrics.live():  # a metrics endpoint inside a Prism run's tally: the same one
+            metrics.counter("a").inc(3)
+        assert metrics.live_counts() == {"a": 5}, "the inner user leaving does not turn it off"
+    assert metrics.live_counts() == {}
+    with metrics.live():
+        assert metrics.live_counts() == {}, "a new first user starts from zero"
+
+
+def test_the_summary_gives_the_workers_counts_and_says_where_the_runner_differs(caplog):
+    here = {
+        metrics.RECORDS_READ: 10,
+        metrics.SCORED_WRITTEN: 8,
+        metrics.DEAD_LETTERS_WRITTEN: 2,
+        metrics.BYTES_READ: 900,
+    }
+    runner_view = {metrics.RECORDS_READ: 10, metrics.SCORED_WRITTEN: 8, metrics.DEAD_LETTERS_WRITTEN: 1}
+    with caplog.at_level("WARNING", logger="pipeline.summary"):
+        counts = run_summary.worker_counts(runner_view, here)
+    assert counts == {metrics.RECORDS_READ: 10, metrics.SCORED_WRITTEN: 8, metrics.DEAD_LETTERS_WRITTEN: 2}
+    assert run_summary.summarize_counters(counts)["balanced"]
+    assert not run_summary.summarize_counters(runner_view)["balanced"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "the runner's metrics differ from what the job's workers counted: dead_letters_written 1 (counted 2); "
+        "the summary gives the workers' counts"
+    ]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipeline.summary"):
+        assert run_summary.worker_counts(counts, here) == counts
+    assert not caplog.records, "nothing said when they agree"

@@ -186,7 +186,8 @@ class Monitor:
         self._server: Any = None
 
     def __enter__(self) -> Monitor:
-        metrics.set_live(True)
+        self._tally = contextlib.ExitStack()
+        self._tally.enter_context(metrics.live())
         if self._port:
             self._server, _ = start_http_server(self._port, addr=self._host, registry=self._registry)
         if self._progress is not None:
@@ -201,7 +202,7 @@ class Monitor:
             self._server.shutdown()
             self._server.server_close()
         self._facts.close()
-        metrics.set_live(False)
+        self._tally.close()
 
 
 def _duration(seconds: float) -> str:

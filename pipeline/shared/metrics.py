@@ -1,17 +1,21 @@
 """Metric names shared by the stages and the run summary, and the job's counters.
 
 Every counter is a Beam counter (the runner aggregates it; the summary reads it from the result).
-While `live` is on (a run that serves metrics or shows progress, pipeline.local.monitoring), each
-increment is also added to a tally in this process, where the workers of a run here (FnApiRunner,
-Prism) run: what a scrape or a progress line reads while the job runs. The tally counts what the
-workers did, retried bundles included; the summary's figures are the runner's committed ones.
+While the live tally is on (`live()`: a run that serves metrics or shows progress,
+pipeline.local.monitoring, and every run on Prism, whose workers run in this process), each
+increment is also added to a tally in this process: what a scrape or a progress line reads while
+the job runs, and what a Prism run's summary counts (pipeline.summary: Prism v2.77's metrics store
+keeps one value per counter it has not yet learnt the name of, so that a second bundle's value
+overwrites the first's and the runner's total comes out short). The tally counts what the workers
+did, retried bundles included (Prism and the FnApiRunner retry none).
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from apache_beam.metrics import Metrics
 
@@ -73,16 +77,30 @@ LATENCY_BOUNDS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
 BYTES_READ = "bytes_read"
 FILES_READ = "files_read"
 FILES_TAKEN = "files_taken"
+LIVE_ONLY = frozenset((BYTES_READ, FILES_READ, FILES_TAKEN))
 
 _LOCK = threading.Lock()
 _LIVE: dict[str, int] | None = None
+_USERS = [0]
 
 
-def set_live(on: bool) -> None:
-    """Turns the process's live tally on (from zero) or off."""
+@contextlib.contextmanager
+def live() -> Iterator[None]:
+    """The process's live tally, on while any user is inside this block: the first to enter turns
+    it on from zero, the last to leave turns it off (a run's summary and its metrics endpoint share
+    one tally)."""
     global _LIVE
     with _LOCK:
-        _LIVE = {} if on else None
+        _USERS[0] += 1
+        if _USERS[0] == 1:
+            _LIVE = {}
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _USERS[0] -= 1
+            if _USERS[0] == 0:
+                _LIVE = None
 
 
 def live_counts() -> dict[str, int]:
