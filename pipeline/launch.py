@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -358,7 +359,8 @@ def launch(
             counted_here = runners.runs_here(runner_name)
             tally = metrics.live() if counted_here else contextlib.nullcontext()
             with committer, tally, monitor(config, model, runner_name, properties):
-                result = _run_to_end(pipeline, config, properties, write_summary, worker_lost)
+                tallied = metrics.live_counts if counted_here else None
+                result = _run_to_end(pipeline, config, properties, write_summary, worker_lost, tallied)
                 here = metrics.live_counts() if counted_here else None
         summary = run_summary.summarize(result, here)
         if resume is not None:
@@ -530,9 +532,15 @@ def submit(options: PipelineOptions, config: JobConfig, runner_name: str, model:
 
 
 def _run_to_end(
-    pipeline: beam.Pipeline, config: JobConfig, properties: dict[str, str], write_summary, worker_lost
+    pipeline: beam.Pipeline,
+    config: JobConfig,
+    properties: dict[str, str],
+    write_summary,
+    worker_lost,
+    counted_here: Callable[[], dict[str, int]] | None = None,
 ) -> Any:
-    """Runs the job until it finishes (a streaming one: until it drains); RunFailedError otherwise."""
+    """Runs the job until it finishes (a streaming one: until it drains); RunFailedError otherwise.
+    `counted_here`: the workers' live tally (Prism), which the live summaries count from."""
     try:
         with WorkerWatchdog(worker_lost):
             if config.is_streaming:
@@ -557,7 +565,7 @@ def _run_to_end(
                 )
                 with watch_lag as lag:
                     pending = (lambda: lag.pending(progress.read_positions())) if lag is not None else None
-                    with StreamingWatch(result, interval, write_summary, idle, pending):
+                    with StreamingWatch(result, interval, write_summary, idle, pending, counted_here):
                         result.wait_until_finish()
             else:
                 result = pipeline.run()

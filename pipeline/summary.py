@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from apache_beam.metrics.metric import MetricsFilter
@@ -114,11 +114,20 @@ def summarize(result: Any, counted_here: Mapping[str, int] | None = None) -> dic
     """The run's summary from the runner's committed metrics; with `counted_here` (the live tally
     of a run whose workers ran in this process: Prism), its counters from that tally instead, and
     any counter on which the runner's total differs logged."""
-    found = beam_compat.fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE))
-    counters, distributions = committed(found)
+    counters, distributions = runner_metrics(result)
     if counted_here is not None:
         counters = worker_counts(counters, counted_here)
     return summarize_counters(counters, distributions)
+
+
+def runner_metrics(result: Any) -> tuple[dict[str, int], dict[str, Any]]:
+    found = beam_compat.fresh_metrics(result).query(MetricsFilter().with_namespace(metrics.NAMESPACE))
+    return committed(found)
+
+
+def counted(here: Mapping[str, int]) -> dict[str, int]:
+    """The live tally's job counters (without the figures only a live view has)."""
+    return {name: n for name, n in here.items() if name not in metrics.LIVE_ONLY}
 
 
 def worker_counts(runner: Mapping[str, int], here: Mapping[str, int]) -> dict[str, int]:
@@ -126,10 +135,10 @@ def worker_counts(runner: Mapping[str, int], here: Mapping[str, int]) -> dict[st
     (Prism v2.77 keeps one pending value per counter whose name it has not learnt yet, so that the
     value of a second bundle that reports the counter before the name comes overwrites the first's),
     the difference is logged: the runner's own view of the job (its metrics) is short."""
-    counted = {name: n for name, n in here.items() if name not in metrics.LIVE_ONLY}
-    differing = sorted(name for name in counted.keys() | runner.keys() if counted.get(name, 0) != runner.get(name, 0))
+    workers = counted(here)
+    differing = sorted(name for name in workers.keys() | runner.keys() if workers.get(name, 0) != runner.get(name, 0))
     if differing:
-        shown = ", ".join(f"{name} {runner.get(name, 0)} (counted {counted.get(name, 0)})" for name in differing[:8])
+        shown = ", ".join(f"{name} {runner.get(name, 0)} (counted {workers.get(name, 0)})" for name in differing[:8])
         more = f" and {len(differing) - 8} more" if len(differing) > 8 else ""
         _LOG.warning(
             "the runner's metrics differ from what the job's workers counted: %s%s; "
@@ -137,7 +146,7 @@ def worker_counts(runner: Mapping[str, int], here: Mapping[str, int]) -> dict[st
             shown,
             more,
         )
-    return counted
+    return workers
 
 
 def committed(found: dict[str, list]) -> tuple[dict[str, int], dict[str, Any]]:
@@ -297,11 +306,15 @@ def shadow_summary(counters: dict[str, int]) -> dict[str, Any] | None:
     }
 
 
-def live_summary(result: Any) -> dict[str, Any] | None:
-    """The summary of a job still running, from the runner's metrics so far; None where the runner
-    cannot tell yet."""
+def live_summary(result: Any, counted_here: Callable[[], Mapping[str, int]] | None = None) -> dict[str, Any] | None:
+    """The summary of a job still running, from the runner's metrics so far, or with `counted_here`
+    from the workers' live tally (ahead of the runner's committed figures while bundles run: not
+    compared); None where the runner cannot tell yet."""
     try:
-        return summarize(result)
+        counters, distributions = runner_metrics(result)
+        if counted_here is not None:
+            counters = counted(counted_here())
+        return summarize_counters(counters, distributions)
     except Exception:  # noqa: BLE001 - a runner without live metrics: no refresh, the final summary still comes
         return None
 

@@ -161,3 +161,17 @@ def test_the_summary_gives_the_workers_counts_and_says_where_the_runner_differs(
     with caplog.at_level("WARNING", logger="pipeline.summary"):
         assert run_summary.worker_counts(counts, here) == counts
     assert not caplog.records, "nothing said when they agree"
+
+
+def test_a_live_summary_on_prism_counts_from_the_workers_tally():
+    class NothingCommittedYet:  # a running job whose runner has committed no bundle yet
+        def metrics(self):
+            return self
+
+        def query(self, _filter):
+            return {"counters": [], "distributions": []}
+
+    here = {metrics.RECORDS_READ: 40, metrics.SCORED_WRITTEN: 30, metrics.FILES_TAKEN: 2}
+    live = run_summary.live_summary(NothingCommittedYet(), lambda: here)
+    assert (live["read"], live["scored"]) == (40, 30)
+    assert run_summary.live_summary(NothingCommittedYet())["read"] == 0, "without the tally: the runner's figures"

@@ -16,8 +16,9 @@ class StreamingWatch:
     """While a streaming job runs: summary.json refreshed every `interval` seconds, and Ctrl-C asks
     the job to drain (a second Ctrl-C stops at once, losing what is in flight)."""
 
-    def __init__(self, result: Any, interval: float, write, idle_seconds: float = 0.0, pending=None):
+    def __init__(self, result: Any, interval: float, write, idle_seconds: float = 0.0, pending=None, counted_here=None):
         self._result = result
+        self._counted_here = counted_here  # () -> the workers' live tally (Prism), or None: the runner's metrics
         self._write = write
         self._idle = idle_seconds
         self._pending = pending  # () -> records waiting at the source (-1: unknown); None: not asked
@@ -66,7 +67,7 @@ class StreamingWatch:
                 return
 
     def _refresh(self) -> None:
-        summary = live_summary(self._result)
+        summary = live_summary(self._result, self._counted_here)
         if summary is not None:
             summary["running"] = True
             self._write(summary)
