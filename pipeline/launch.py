@@ -356,12 +356,11 @@ def launch(
             )
             # On Prism the workers run in this process: the summary counts what they counted
             # (pipeline.summary.worker_counts), not the runner's metrics.
-            counted_here = runners.runs_here(runner_name)
-            tally = metrics.live() if counted_here else contextlib.nullcontext()
+            counted_here = metrics.live_counts if runners.runs_here(runner_name) else None
+            tally = metrics.live() if counted_here is not None else contextlib.nullcontext()
             with committer, tally, monitor(config, model, runner_name, properties):
-                tallied = metrics.live_counts if counted_here else None
-                result = _run_to_end(pipeline, config, properties, write_summary, worker_lost, tallied)
-                here = metrics.live_counts() if counted_here else None
+                result = _run_to_end(pipeline, config, properties, write_summary, worker_lost, counted_here)
+                here = counted_here() if counted_here is not None else None
         summary = run_summary.summarize(result, here)
         if resume is not None:
             summary["restart"] = {**resume.describe(), "already_written_skipped": summary.pop("already_written", 0)}
