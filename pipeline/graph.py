@@ -66,21 +66,28 @@ class Model(NamedTuple):
 
 class Run(NamedTuple):
     """What a launch adds to the configuration: the run's id, its Kafka read and expansion service
-    (pipeline.launch resolves kafka.commit for the runner), and what an earlier streaming run of the
-    same output folder wrote."""
+    (pipeline.launch resolves kafka.commit for the runner), what an earlier streaming run of the
+    same output folder wrote, and where the stateful stages keep their shards on a runner whose
+    state dies with the job."""
 
     run_id: str = ""
     kafka_read: Any = None  # pipeline.io.kafka's read request, when source.kind is kafka
     expansion: JavaExpansion | None = None
     kafka_properties: dict[str, str] | None = None  # read once for the read and every topic sink
     resume: Resume | None = None
+    state_dir: str = ""  # pipeline.io.shard_files; "" where the runner's state is durable
 
 
 def featurize(
-    raw: beam.PCollection, config: JobConfig, clock: RunClock, feature_set: str = feature_sets.DEFAULT
+    raw: beam.PCollection,
+    config: JobConfig,
+    clock: RunClock,
+    feature_set: str = feature_sets.DEFAULT,
+    state_dir: str = "",
 ) -> tuple[beam.PCollection, list[beam.PCollection]]:
     """10_validate to 40_features: raw records -> EnrichedTransactions with the feature set's vector,
-    and each stage's dead letters."""
+    and each stage's dead letters. `state_dir`: where the stateful stages keep their shards for a
+    restart (pipeline.io.shard_files), "" for none."""
     lateness_s = config.streaming.allowed_lateness_seconds
     valid, refused_10 = raw | "10_validate" >> validate.Validate(
         clock=clock,
@@ -90,7 +97,7 @@ def featurize(
     streaming = config.streaming
     unique, refused_20 = valid | "20_dedupe" >> dedupe.Dedupe(
         horizon_seconds=config.dedupe.horizon_seconds, clock=clock, order=streaming.order,
-        shards=streaming.state_shards, margin_seconds=lateness_s,
+        shards=streaming.state_shards, margin_seconds=lateness_s, state_dir=state_dir,
     )  # fmt: skip
     on_time, refused_25 = unique | "25_lateness" >> lateness.ApplyLatePolicy(
         allowed_lateness_seconds=lateness_s, late_policy=config.streaming.late_policy, clock=clock
@@ -106,7 +113,7 @@ def featurize(
     if feature_sets.uses_velocity(feature_set):  # a stateless model's job has no 35_velocity
         enriched, refused_35 = enriched | "35_velocity" >> velocity.Velocity(
             clock=clock, order_wait_seconds=config.order_wait_seconds, order=streaming.order,
-            shards=streaming.state_shards,
+            shards=streaming.state_shards, state_dir=state_dir,
         )  # fmt: skip
         refused.append(refused_35)
     featured, refused_40 = enriched | "40_features" >> features.ComputeFeatures(clock=clock, feature_set=feature_set)
@@ -132,7 +139,7 @@ def build_pipeline(
         )  # fmt: skip
     else:
         raw, refused_00 = raw_records, p | "00_source" >> beam.Create([]).with_output_types(DeadLetter)
-    featured, refused = featurize(raw, config, clock, model.computed_set)
+    featured, refused = featurize(raw, config, clock, model.computed_set, run.state_dir)
     thresholds = predict.Thresholds(config.thresholds.version, config.thresholds.review, config.thresholds.decline)
     scored, refused_50 = featured | "50_predict" >> predict.Predict(
         model_path=model.path or config.predict.model,

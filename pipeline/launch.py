@@ -28,7 +28,7 @@ from pipeline import report as run_report
 from pipeline import summary as run_summary
 from pipeline.config import JobConfig
 from pipeline.graph import Model, Run, build_pipeline
-from pipeline.io import drain, files, kafka, kafka_client, profile_store, progress
+from pipeline.io import drain, files, kafka, kafka_client, profile_store, progress, shard_files
 from pipeline.io.kafka_expansion import JavaExpansion, KafkaSetupError
 from pipeline.io.output_folder import OutputFolder
 from pipeline.local import runners
@@ -466,7 +466,10 @@ def _run_parts(
     if config.source.kind == "kafka":
         assert java is not None, "a Kafka source needs the run's expansion service"
         read = kafka_read(config, java, runner_name, properties)
-    return Run(kafka_read=read, expansion=java, kafka_properties=properties, resume=resume)
+    # A run that tracks its progress (a streaming run here, into a local folder) keeps the
+    # stateful stages' shards beside its outputs: this runner's state dies with the job.
+    state_dir = os.path.join(config.output.dir, shard_files.FOLDER) if resume is not None else ""
+    return Run(kafka_read=read, expansion=java, kafka_properties=properties, resume=resume, state_dir=state_dir)
 
 
 def restart_point(config: JobConfig, properties: dict[str, str]) -> progress.Resume:
@@ -490,7 +493,7 @@ def restart_point(config: JobConfig, properties: dict[str, str]) -> progress.Res
             + f"; {facts['inputs_done']:,} input files done, {facts['output_files']:,} output files, "
             f"{facts['output_files_read_back']:,} read back, {facts['unfinished_window_files_removed']:,} unfinished "
             f"window files removed: {facts['positions_already_written']:,} records already written are skipped if "
-            "read again",
+            f"read again; 20_dedupe's and 35_velocity's memory goes on from {facts['state_files']:,} kept shard files",
             file=sys.stderr,
             flush=True,
         )

@@ -189,3 +189,32 @@ def dataflow_dry_run(config_path: str, *args: str):
     result = p.run()
     assert result.state == PipelineState.DONE
     return p, result.job
+
+
+class FakeBag:
+    """A bag state object as a stateful DoFn sees it; counts reads."""
+
+    def __init__(self):
+        self.items: list = []
+        self.reads = 0
+
+    def read(self):
+        self.reads += 1
+        return list(self.items)
+
+    def add(self, item):
+        self.items.append(item)
+
+    def clear(self):
+        self.items = []
+
+
+class FakeValue:
+    def __init__(self):
+        self.value = None
+
+    def read(self):
+        return self.value
+
+    def write(self, value):
+        self.value = value

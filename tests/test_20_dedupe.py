@@ -1,7 +1,9 @@
 """20_dedupe in batch, on the FnApiRunner: redeliveries dropped and counted, conflicts refused,
 the first copy chosen the same way whatever the order the copies come in. In streaming on Prism:
 the same under streaming.order event_time; on arrival (the default) the first copy to come is kept
-at once, and the rest is the same; an id is forgotten only past its horizon."""
+at once, and the rest is the same; an id is forgotten only past its horizon. Kept in files
+(pipeline/io/shard_files.py), a restarted stage still knows the ids its last run kept: a
+redelivery is a duplicate, and the kept copy read again from its own position is kept again."""
 
 from __future__ import annotations
 
@@ -19,10 +21,11 @@ from apache_beam.utils.timestamp import Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import ErrorCode
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
+from pipeline.io.shard_files import ShardFiles
 from pipeline.local import runners
 from pipeline.shared import metrics
 from pipeline.stages import s20_dedupe as dedupe
-from tests.helpers import transaction
+from tests.helpers import FakeBag, FakeValue, transaction
 
 
 def at(t: Transaction) -> float:
@@ -159,3 +162,40 @@ def test_an_id_is_forgotten_only_once_the_shard_has_seen_its_horizon_and_the_mar
     kept = {entry[0] for entry in ids.snapshot()}
     assert kept == {"b", "c"}
     assert ids.see("a", b"other", 3 * hour) is None  # a new record: past the horizon anyway
+
+
+def test_the_kept_copy_read_again_from_its_own_position_is_kept_again_and_others_are_copies():
+    ids = dedupe.IdsShard(horizon_micros=3_600_000_000, margin_micros=0)
+    assert ids.see("a", b"p", 0, "file:x@1") is None
+    assert ids.see("a", b"p", 0, "file:x@1") is None  # a restart read it again: not a copy of itself
+    assert ids.see("a", b"p", 5, "file:x@9") == b"p"  # a redelivery
+    assert ids.see("a", b"p", 0, "file:x@1") is None  # still the kept copy's position
+    assert [entry[3] for entry in ids.snapshot()] == ["file:x@1"]
+
+
+def test_a_restarted_stage_knows_the_ids_its_last_run_kept(clock, tmp_path):
+    folder = str(tmp_path / "state" / dedupe.STAGE)
+
+    def bundle(fn, state, txns):
+        fn.start_bundle()
+        out = []
+        for txn in txns:
+            log, version = state.setdefault(0, (FakeBag(), FakeValue()))
+            out += list(fn.process((0, txn), Timestamp(txn.event_time.seconds), log, version))
+        fn.finish_bundle()
+        return out
+
+    first = dedupe.ArrivalDedupeFn(3600, clock, keeper=ShardFiles(folder, 1))
+    first.setup()
+    a, b = transaction("a", line=1), transaction("b", line=2)
+    assert bundle(first, {}, [a, b]) == [a, b]
+    # A restart: the runner's state is empty. b was not written, so it is read again from its own
+    # line; a comes again from another line (a redelivery), and once with other content.
+    again = dedupe.ArrivalDedupeFn(3600, clock, keeper=ShardFiles(folder, 1))
+    again.setup()
+    redelivered, changed = transaction("a", line=7), transaction("a", minor=1, line=8)
+    out = bundle(again, {}, [b, redelivered, changed])
+    assert out[0] == b  # kept again
+    refused = [o.value for o in out[1:]]
+    assert [d.error_code for d in refused] == [ErrorCode.ERROR_CODE_TRANSACTION_ID_CONFLICT]
+    assert refused[0].source.line == 8

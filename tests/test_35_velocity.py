@@ -11,7 +11,8 @@
   records that came after a later one of their card differ from batch, and those are counted.
 - The sharded state (pipeline/shared/shard_state.py): a shard is read back only when another
   writer wrote it last, its log is rewritten when it outgrows its contents, quiet cards are
-  forgotten then (counted).
+  forgotten then (counted). Kept in files (pipeline/io/shard_files.py), a restarted stage goes on
+  from its cards' histories, and a record read again is scored as before and remembered once.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils.timestamp import Timestamp
 
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction, MerchantProfile, ProfileKind
+from pipeline.io.shard_files import ShardFiles
 from pipeline.local import runners
 from pipeline.shared import metrics, shard_state, velocity
 from pipeline.shared.features import MISSING, haversine_km
 from pipeline.stages import s35_velocity as stage
-from tests.helpers import transaction
+from tests.helpers import FakeBag, FakeValue, transaction
 
 T0 = 1793700000  # 2026-11-03T11:20:00Z
 PLACES = {  # merchant -> (country, lat, lon)
@@ -457,35 +459,6 @@ def test_on_arrival_in_a_shuffled_order_only_the_records_behind_a_later_one_diff
     assert out_of_order(result) == len(behind)
 
 
-class FakeBag:
-    """A bag state object as a stateful DoFn sees it; counts reads."""
-
-    def __init__(self):
-        self.items: list = []
-        self.reads = 0
-
-    def read(self):
-        self.reads += 1
-        return list(self.items)
-
-    def add(self, item):
-        self.items.append(item)
-
-    def clear(self):
-        self.items = []
-
-
-class FakeValue:
-    def __init__(self):
-        self.value = None
-
-    def read(self):
-        return self.value
-
-    def write(self, value):
-        self.value = value
-
-
 def run_bundle(fn, state, records):
     fn.start_bundle()
     out = []
@@ -493,6 +466,7 @@ def run_bundle(fn, state, records):
         log, version = state.setdefault(shard, (FakeBag(), FakeValue()))
         for item in fn.process((shard, record), Timestamp(record.transaction.event_time.seconds), log, version):
             out.append(item.value)
+    fn.finish_bundle()
     return out
 
 
@@ -538,3 +512,41 @@ def test_the_log_is_rewritten_when_it_outgrows_the_contents_and_quiet_cards_are_
     run_bundle(fn, state, [(0, r) for r in later])
     cards = {entry[0] for entry in state[0][0].items}
     assert cards == {"c0"}
+
+
+def test_a_restarted_stage_goes_on_from_the_kept_shards_and_remembers_a_record_read_again_once(clock, tmp_path):
+    folder = str(tmp_path / "state" / stage.STAGE)
+    first = stage.ArrivalVelocityFn(clock, ShardFiles(folder, 2))
+    first.setup()
+    before = run_bundle(first, {}, [(0, r) for r in HISTORY[:4]])
+    # A restart: a new worker, the runner's state empty; what was not written is read again.
+    again = stage.ArrivalVelocityFn(clock, ShardFiles(folder, 2))
+    again.setup()
+    state: dict = {}
+    reread = run_bundle(again, state, [(0, HISTORY[3])])
+    after = run_bundle(again, state, [(0, r) for r in HISTORY[4:]])
+    assert [view(e) for e in before + after] == expected_view()  # as one run
+    # scored as the first time (the amount's z-score to rounding: its own amount taken back out)
+    assert [view(e) for e in reread] == [view(before[3])]
+    # The kept entries went to the runner's state too, and the records read again were not added.
+    entries = state[0][0].items
+    assert len(entries) == len(HISTORY) and len({entry[1][2] for entry in entries}) == len(HISTORY)
+    rebuilt = stage.CardsShard(metrics.counter(metrics.VELOCITY_CARDS_FORGOTTEN))
+    for entry in ShardFiles(folder, 2).load(0):
+        rebuilt.replay(entry)
+    held = again.shard(0, state[0][0], state[0][1])
+    assert {c: h.events for c, h in rebuilt.cards.items()} == {c: h.events for c, h in held.cards.items()}
+
+
+def test_a_rewritten_log_rewrites_the_kept_file(clock, monkeypatch, tmp_path):
+    monkeypatch.setattr(shard_state, "COMPACT_SLACK", 8)
+    keeper = ShardFiles(str(tmp_path / "state"), 1)
+    fn = stage.ArrivalVelocityFn(clock, keeper)
+    fn.setup()
+    state: dict = {}
+    many = [enriched(f"t{i:03d}", i * 1800, 10, "m1", card=f"c{i % 3}") for i in range(200)]
+    for part in range(0, 200, 20):  # ten bundles
+        run_bundle(fn, state, [(0, r) for r in many[part : part + 20]])
+    # the file holds what the runner's log holds: rewritten with it, appended after it
+    assert keeper.load(0) == state[0][0].items
+    assert len(state[0][0].items) < 200

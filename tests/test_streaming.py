@@ -337,3 +337,35 @@ def test_yesterdays_files_dropped_into_a_watched_folder_are_scored_not_late(data
     ids = {m.group(1).decode() for line in old if (m := re.search(rb'"transaction_id":"([^"]+)"', line))}
     scored = {orjson.loads(line)["transaction_id"] for line in read_jsonl(out / "scored")}
     assert scored == ids & valid
+
+
+def test_a_restarted_watch_job_goes_on_with_what_its_stateful_stages_remembered(dataset, tmp_path, prism_binary):
+    """Prism's state dies with the job; the shards kept beside the outputs (pipeline.io.shard_files)
+    do not: started again on the same output folder, the job knows the ids 20_dedupe kept (a
+    redelivery of a record the first run scored is a duplicate) and the card histories of
+    35_velocity (a card's next transaction counts the ones scored before the restart)."""
+    watch, out = tmp_path / "watch", tmp_path / "out"
+    watch.mkdir()
+    t0 = time.time() - 3600
+    first = [
+        record(1, "k-1", t0, card_id="c-restart"),
+        record(2, "k-2", t0 + 30, card_id="c-restart"),
+        record(3, "once", t0 + 40, card_id="c-other"),
+    ]
+    # the next file: the card's third transaction, and "once" redelivered byte for byte
+    second = [record(1, "k-3", t0 + 90, card_id="c-restart"), first[2]]
+    config = watch_config(dataset, out, watch, output__include_features=True, streaming__stop_after_idle_seconds=4)
+    runs = []
+    for name, records in (("a.jsonl", first), ("b.jsonl", second)):
+        stream_files.write_file(watch, name, [r.payload + b"\n" for r in records])
+        _, stderr = start_job(config).communicate(timeout=300)
+        runs.append((json.loads((out / "summary.json").read_text()), stderr.decode()))
+        assert runs[-1][0]["balanced"], stderr.decode()[-3000:]
+    (before, _), (after, said) = runs
+    assert before["scored"] == 3 and before["duplicates"] == 0
+    assert after["read"] == 2 and after["scored"] == 1 and after["duplicates"] == 1
+    assert after["restart"]["state_files"] >= 2 and "kept shard files" in said
+    scored = [orjson.loads(line) for line in read_jsonl(out / "scored")]
+    assert sorted(s["transaction_id"] for s in scored) == ["k-1", "k-2", "k-3", "once"]
+    features = {s["transaction_id"]: s["features"] for s in scored}
+    assert features["k-3"]["v_count_10m"] == 2 and features["k-3"]["v_seconds_since_prev"] == 60

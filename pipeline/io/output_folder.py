@@ -19,7 +19,8 @@ A streaming run appends instead (`appending`): it writes into DIR itself, one fi
 each file renamed into place whole (pipeline.io.windowed_files), and a restarted run adds to
 the same DIR; summary.json is replaced whole (written beside it, then renamed) at every refresh, and
 ledger.jsonl lists what has been written (pipeline.io.progress) so that a restart after a crash
-reads nothing twice.
+reads nothing twice, and state/ holds what the stateful stages remember (pipeline.io.shard_files)
+so that a restart goes on with it.
 A batch run never replaces a streaming run's DIR, nor a streaming run a batch run's, unless
 `overwrite` is set.
 
@@ -40,10 +41,20 @@ from typing import IO
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.io import shard_files
 from pipeline.shared.errors import ConfigError
 
 OURS = frozenset(
-    {"scored", "dead_letters", "scored_parquet", "summary.json", "report.html", ".riskpipe-run", "ledger.jsonl"}
+    {
+        "scored",
+        "dead_letters",
+        "scored_parquet",
+        "summary.json",
+        "report.html",
+        ".riskpipe-run",
+        "ledger.jsonl",
+        shard_files.FOLDER,
+    }
 )
 MARKER = ".riskpipe-run"
 

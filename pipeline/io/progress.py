@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from pipeline.io import shard_files
 from pipeline.shared.periodic import Every
 
 LEDGER = "ledger.jsonl"
@@ -270,6 +271,7 @@ class Resume:
     files_read_back: int = 0
     output_files: int = 0
     unfinished_files: int = 0  # window files a crash left half written (hidden .tmp): removed
+    state_files: int = 0  # the stateful stages' shards kept for a restart (pipeline.io.shard_files)
 
     @property
     def fresh(self) -> bool:
@@ -293,6 +295,7 @@ class Resume:
             "output_files_read_back": self.files_read_back,
             "unfinished_window_files_removed": self.unfinished_files,
             "positions_already_written": sum(len(p) for p in self.written.values()),
+            "state_files": self.state_files,
         }
 
     @classmethod
@@ -302,6 +305,7 @@ class Resume:
         resume = cls()
         if "://" in output_dir or not os.path.isdir(output_dir):
             return resume
+        resume.state_files = shard_files.kept_files(os.path.join(output_dir, shard_files.FOLDER))
         with contextlib.suppress(OSError, ValueError), open(os.path.join(output_dir, "summary.json"), "rb") as f:
             resume.previous_summary = json.loads(f.read())
         indexed: dict[str, dict[str, list[int]]] = {}

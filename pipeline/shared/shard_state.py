@@ -21,6 +21,11 @@ read and replayed. Either way the bundle writes a new version before it changes 
 shard costs one read, one write and one append per bundle on any runner, with or without the
 runner's state cache tokens, and the contents are never stale: a worker that did not write the
 last version reads the log again.
+
+On a runner whose state dies with the job (Prism), a `keeper` (pipeline.io.shard_files) also keeps
+each shard's log in a file: a shard the job has not written yet starts from its file (and its
+entries go to the Beam log, as a rewrite would put them), each bundle's new entries are appended to
+the file at the bundle's end, and a rewrite of the log rewrites the file.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import threading
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import apache_beam as beam
 from apache_beam.coders import BytesCoder, PickleCoder
@@ -45,6 +50,16 @@ COMPACT_SLACK = 2048
 def shard_of(key: str, shards: int) -> int:
     """The shard of `key`: stable across processes and runs (not Python's salted hash)."""
     return zlib.crc32(key.encode()) % shards
+
+
+class Keeper(Protocol):
+    """Where a shard's log is kept beyond the runner's state (pipeline.io.shard_files.ShardFiles)."""
+
+    def load(self, shard: int) -> list[Any]: ...
+
+    def append(self, shard: int, entries: list[Any]) -> None: ...
+
+    def rewrite(self, shard: int, entries: Iterable[Any]) -> None: ...
 
 
 class Contents:
@@ -90,15 +105,16 @@ class ShardedStateFn(beam.DoFn):
     LOG = BagStateSpec("log", PickleCoder())
     VERSION = ReadModifyWriteStateSpec("version", BytesCoder())
 
-    def __init__(self) -> None:
+    def __init__(self, keeper: Keeper | None = None) -> None:
         self._cache_id = uuid.uuid4().hex  # the same in every copy of this DoFn: it is pickled with it
+        self._keeper = keeper
 
     def new_contents(self) -> Contents:
         raise NotImplementedError
 
     def step(self, contents: Any, element: Any, at: Timestamp) -> tuple[Any, Iterable[Any]]:
-        """Takes one element into the shard's contents; returns (the entry that replays it, the
-        outputs)."""
+        """Takes one element into the shard's contents; returns (the entry that replays it, or None
+        when the contents did not change, and the outputs)."""
         raise NotImplementedError
 
     def process(
@@ -110,7 +126,8 @@ class ShardedStateFn(beam.DoFn):
     ):
         shard, element = keyed
         entry, outputs = self.step(self.shard(shard, log, version), element, at)
-        self.add(shard, entry, log)
+        if entry is not None:
+            self.add(shard, entry, log)
         yield from outputs
 
     def setup(self) -> None:
@@ -126,6 +143,12 @@ class ShardedStateFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._bundles += 1
         self._in_bundle: dict[int, _Held] = {}
+        self._to_keep: dict[int, list[Any]] = {}
+
+    def finish_bundle(self) -> None:
+        if self._keeper is not None:
+            for shard, entries in self._to_keep.items():
+                self._keeper.append(shard, entries)
 
     def shard(self, shard: int, log, version) -> Contents:
         """The shard's contents, read once per bundle; the bundle's new version is written."""
@@ -141,6 +164,11 @@ class ShardedStateFn(beam.DoFn):
                 for entry in log.read():
                     contents.replay(entry)
                     logged += 1
+            elif self._keeper is not None:  # what an earlier run of the job kept
+                for entry in self._keeper.load(shard):
+                    contents.replay(entry)
+                    log.add(entry)
+                    logged += 1
             held = _Held(contents, logged, None)
         held.version = self._writer + b":%d" % self._bundles
         version.write(held.version)
@@ -154,10 +182,15 @@ class ShardedStateFn(beam.DoFn):
         held = self._in_bundle[shard]
         log.add(entry)
         held.logged += 1
+        if self._keeper is not None:
+            self._to_keep.setdefault(shard, []).append(entry)
         if held.logged > 2 * held.floor + COMPACT_SLACK:
             log.clear()
             held.logged = 0
-            for kept in held.contents.snapshot():
+            snapshot = list(held.contents.snapshot())
+            for kept in snapshot:
                 log.add(kept)
-                held.logged += 1
-            held.floor = held.logged
+            held.logged = held.floor = len(snapshot)
+            if self._keeper is not None:
+                self._keeper.rewrite(shard, snapshot)
+                self._to_keep.pop(shard, None)

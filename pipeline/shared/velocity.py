@@ -274,6 +274,27 @@ class CardHistory:
         days = max(0.0, (event.seconds - self.first) / DAY) if self.events else 0.0
         return [*values, z, days]
 
+    def holds(self, event: Event) -> bool:
+        """The card remembers this very transaction (same event time and transaction_id)."""
+        at = bisect.bisect_left(self.events, event[:3])
+        return at < len(self.events) and self.events[at][:3] == event[:3]
+
+    def score_again(self, event: Event) -> list[float]:
+        """Features of a transaction the card already remembers (read again after a restart): from
+        the transactions before it, and the amount's z-score against the summary less its own
+        amount (the summary cannot drop the card's later transactions it has taken since)."""
+        values = self.score(event)
+        if event.eur >= 0:
+            n = self.count - 1
+            z = MISSING
+            if n >= 2:
+                x = math.log1p(event.eur)
+                mean = (self.count * self.mean - x) / n
+                m2 = max(self.m2 - (x - mean) * (x - self.mean), 0.0)
+                z = (x - mean) / max(math.sqrt(m2 / (n - 1)), MIN_LOG_STD)
+            values[-2] = z
+        return values
+
     def take(self, event: Event) -> list[float]:
         """Features of `event`, which is then remembered: the step every caller takes, in order."""
         values = self.score(event)

@@ -43,6 +43,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
 from pipeline.io import progress
+from pipeline.io.shard_files import ShardFiles, stage_folder
 from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock, beam_time, stamped
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, make_dead_letter
@@ -184,25 +185,29 @@ class FirstCopiesFn(_FirstCopyFn):
 
 class IdsShard(Contents):
     """A shard's transaction ids: id -> (the kept copy's fingerprint, the latest event time in
-    microseconds of a copy seen). The log's entries are (id, fingerprint, event micros), one per
-    copy as it came; the clock is the latest event time seen, by which a rewrite of the log forgets
-    the ids whose horizon (plus `margin_micros`, the allowed lateness) has passed."""
+    microseconds of a copy seen, the kept copy's source position). The log's entries are (id,
+    fingerprint, event micros, source position), one per copy as it came; the clock is the latest
+    event time seen, by which a rewrite of the log forgets the ids whose horizon (plus
+    `margin_micros`, the allowed lateness) has passed. The kept copy read again from its own source
+    position (a restart reads again what it had not written) is kept again, not judged a copy."""
 
     def __init__(self, horizon_micros: int, margin_micros: int):
-        self.ids: dict[str, tuple[bytes, int]] = {}
+        self.ids: dict[str, tuple[bytes, int, str]] = {}
         self.clock = 0
         self._horizon = horizon_micros
         self._margin = margin_micros
 
-    def see(self, txn_id: str, its_print: bytes, micros: int) -> bytes | None:
+    def see(self, txn_id: str, its_print: bytes, micros: int, where: str = "") -> bytes | None:
         """Remembers a copy; returns the kept copy's fingerprint when the id is within the horizon of
         one seen before (a later copy), None when this copy is kept."""
         self.clock = max(self.clock, micros)
         known = self.ids.get(txn_id)
         if known is not None and abs(micros - known[1]) < self._horizon:
-            self.ids[txn_id] = (known[0], max(known[1], micros))
+            if where and where == known[2]:
+                return None  # the kept copy itself, read again
+            self.ids[txn_id] = (known[0], max(known[1], micros), known[2])
             return known[0]
-        self.ids[txn_id] = (its_print, micros)
+        self.ids[txn_id] = (its_print, micros, where)
         return None
 
     def replay(self, entry) -> None:
@@ -211,8 +216,8 @@ class IdsShard(Contents):
     def snapshot(self):
         past = self.clock - self._horizon - self._margin
         self.ids = {txn_id: kept for txn_id, kept in self.ids.items() if kept[1] > past}
-        for txn_id, (its_print, micros) in self.ids.items():
-            yield txn_id, its_print, micros
+        for txn_id, (its_print, micros, where) in self.ids.items():
+            yield txn_id, its_print, micros, where
 
 
 class ArrivalDedupeFn(_FirstCopyFn, ShardedStateFn):
@@ -220,9 +225,11 @@ class ArrivalDedupeFn(_FirstCopyFn, ShardedStateFn):
     and goes on at once; a later copy within the horizon of the id's copies is judged against it
     (pipeline.shared.shard_state: the shard read once per bundle at most, its log appended blind)."""
 
-    def __init__(self, horizon_seconds: int, clock: RunClock, margin_seconds: int = 0):
+    def __init__(
+        self, horizon_seconds: int, clock: RunClock, margin_seconds: int = 0, keeper: ShardFiles | None = None
+    ):
         _FirstCopyFn.__init__(self, horizon_seconds, clock)
-        ShardedStateFn.__init__(self)
+        ShardedStateFn.__init__(self, keeper)
         self._margin_micros = margin_seconds * 1_000_000
 
     def setup(self) -> None:
@@ -234,7 +241,8 @@ class ArrivalDedupeFn(_FirstCopyFn, ShardedStateFn):
 
     def step(self, ids: IdsShard, txn: Transaction, at: Timestamp):
         its_print = fingerprint(txn)
-        entry = (txn.transaction_id, its_print, at.micros)
+        position = progress.unit_of(txn.origin.source)
+        entry = (txn.transaction_id, its_print, at.micros, f"{position[0]}@{position[1]}" if position else "")
         kept = ids.see(*entry)
         return entry, [txn] if kept is None else list(self._judge(txn, its_print, kept))
 
@@ -246,8 +254,9 @@ def _id_of(txn: Transaction) -> str:
 class Dedupe(beam.PTransform):
     """Transactions -> (Transactions, DeadLetters): redeliveries dropped and counted, conflicts refused.
     Streaming `order`: arrival (the first copy to come is kept, state in `shards` shards; ids are
-    remembered `margin_seconds` past their horizon) or event_time (copies held until the watermark,
-    the earliest kept)."""
+    remembered `margin_seconds` past their horizon; with `state_dir`, the shards are also kept in
+    files there for a restart, pipeline.io.shard_files) or event_time (copies held until the
+    watermark, the earliest kept)."""
 
     def __init__(
         self,
@@ -256,8 +265,10 @@ class Dedupe(beam.PTransform):
         order: str = "arrival",
         shards: int = DEFAULT_SHARDS,
         margin_seconds: int = 0,
+        state_dir: str = "",
     ):
         super().__init__()
+        self._state_dir = state_dir
         self._horizon = horizon_seconds
         self._clock = clock
         self._order = order
@@ -267,7 +278,8 @@ class Dedupe(beam.PTransform):
     def expand(self, transactions: beam.PCollection):
         if not transactions.is_bounded and self._order == "arrival":
             keyed_by_shard = by_shard(transactions, _id_of, self._shards, Transaction)
-            fn = ArrivalDedupeFn(self._horizon, self._clock, self._margin)
+            keeper = ShardFiles(stage_folder(self._state_dir, STAGE), self._shards) if self._state_dir else None
+            fn = ArrivalDedupeFn(self._horizon, self._clock, self._margin, keeper)
             return apply_stage(keyed_by_shard, "FirstToCome", fn, Transaction)
         keyed = transactions | "ById" >> beam.Map(lambda t: (t.transaction_id, t)).with_output_types(
             tuple[str, Transaction]

@@ -48,6 +48,7 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
+from pipeline.io.shard_files import ShardFiles, stage_folder
 from pipeline.shared import metrics, velocity
 from pipeline.shared.clock import RunClock, beam_time, stamped
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, feature_error
@@ -221,9 +222,9 @@ class ArrivalVelocityFn(_ReleaseFn, ShardedStateFn):
     history as it stands (pipeline.shared.shard_state: the shard read once per bundle at most, its
     log appended blind)."""
 
-    def __init__(self, clock: RunClock):
+    def __init__(self, clock: RunClock, keeper: ShardFiles | None = None):
         _ReleaseFn.__init__(self, clock)
-        ShardedStateFn.__init__(self)
+        ShardedStateFn.__init__(self, keeper)
 
     def setup(self) -> None:
         _ReleaseFn.setup(self)
@@ -236,7 +237,10 @@ class ArrivalVelocityFn(_ReleaseFn, ShardedStateFn):
     def step(self, cards: CardsShard, enriched: EnrichedTransaction, at: Timestamp):
         card = enriched.transaction.card_id
         event = velocity.event_of(enriched)
-        outputs = list(self._release(cards.history(card), [(at, enriched)]))
+        history = cards.history(card)
+        if history.holds(event):  # read again after a restart: scored from the history before it
+            return None, [self._with_features(enriched, history.score_again(event), at)]
+        outputs = list(self._release(history, [(at, enriched)]))
         cards.clock = max(cards.clock, event.seconds)
         return (card, tuple(event)), outputs
 
@@ -252,9 +256,15 @@ class Velocity(beam.PTransform):
     event-time order); batch is always in event-time order."""
 
     def __init__(
-        self, clock: RunClock, order_wait_seconds: int = 0, order: str = "arrival", shards: int = DEFAULT_SHARDS
+        self,
+        clock: RunClock,
+        order_wait_seconds: int = 0,
+        order: str = "arrival",
+        shards: int = DEFAULT_SHARDS,
+        state_dir: str = "",
     ):
         super().__init__()
+        self._state_dir = state_dir
         self._clock = clock
         self._wait = order_wait_seconds
         self._order = order
@@ -263,7 +273,9 @@ class Velocity(beam.PTransform):
     def expand(self, enriched: beam.PCollection):
         if not enriched.is_bounded and self._order == "arrival":
             keyed_by_shard = by_shard(enriched, _card_of, self._shards, EnrichedTransaction)
-            return apply_stage(keyed_by_shard, "OnArrival", ArrivalVelocityFn(self._clock), EnrichedTransaction)
+            keeper = ShardFiles(stage_folder(self._state_dir, STAGE), self._shards) if self._state_dir else None
+            fn = ArrivalVelocityFn(self._clock, keeper)
+            return apply_stage(keyed_by_shard, "OnArrival", fn, EnrichedTransaction)
         keyed = enriched | "ByCard" >> beam.Map(lambda e: (e.transaction.card_id, e)).with_output_types(
             tuple[str, EnrichedTransaction]
         )
