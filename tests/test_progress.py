@@ -62,7 +62,7 @@ def test_a_watched_file_is_done_once_every_range_is_read_and_every_record_writte
         progress.range_read("/in/a.jsonl")
         progress.written([("file:/in/a.jsonl", 3)], "dead_letters/w.jsonl")
         entries = [orjson.loads(x) for x in (tmp_path / progress.LEDGER).read_bytes().splitlines()]
-        assert entries[-1] == {"done": "/in/a.jsonl", "size": 300, "records": 3}
+        assert entries[-1] == {"done": "/in/a.jsonl", "size": 300, "mtime_ns": 0, "records": 3}
     finally:
         progress.disable()
 
@@ -86,6 +86,7 @@ def test_a_restart_reads_back_only_the_files_that_may_hold_records_read_again(tm
     # Not in the ledger (a crash between the rename and the ledger's line): read back.
     (out / "dead_letters" / "w3.jsonl").write_bytes(
         line(uri="/in/b.jsonl", line=7)
+        + line(uri="/in/a.jsonl", line=2)  # a done file: not read again, and a new file of its name is new
         + orjson.dumps({"error_code": "ERROR_CODE_SOURCE_UNREADABLE", "source": {"uri": "/in/b.jsonl", "line": 8}})
         + b"\n"
     )
@@ -102,11 +103,12 @@ def test_a_restart_reads_back_only_the_files_that_may_hold_records_read_again(tm
     )
     (out / "summary.json").write_bytes(orjson.dumps({"read": 9, "scored": 3, "running": True}))
     resume = progress.Resume.load(str(out), {("tx", 0): 10})
-    assert resume.done_inputs == {"/in/a.jsonl": 10}
+    assert resume.done_inputs == {"/in/a.jsonl": (10, 0)}  # a line without mtime_ns: size alone
     assert resume.already_written(unit, 20) and resume.already_written(unit, 21)
     assert not resume.already_written(unit, 5) and not resume.already_written(unit, 22)
     assert resume.already_written("file:/in/b.jsonl", 7)
     assert not resume.already_written("file:/in/b.jsonl", 8)  # a source error is not a record
+    assert not resume.already_written("file:/in/a.jsonl", 2)
     assert not (out / "scored" / ".w4.jsonl.tmp").exists()
     facts = resume.describe()
     assert facts["previous_run_finished"] is False and facts["previous_run"] == {

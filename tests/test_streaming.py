@@ -343,7 +343,8 @@ def test_a_restarted_watch_job_goes_on_with_what_its_stateful_stages_remembered(
     """Prism's state dies with the job; the shards kept beside the outputs (pipeline.io.shard_files)
     do not: started again on the same output folder, the job knows the ids 20_dedupe kept (a
     redelivery of a record the first run scored is a duplicate) and the card histories of
-    35_velocity (a card's next transaction counts the ones scored before the restart)."""
+    35_velocity (a card's next transaction counts the ones scored before the restart). A done
+    file is not read again, but a new file put under its name, even of the same size, is."""
     watch, out = tmp_path / "watch", tmp_path / "out"
     watch.mkdir()
     t0 = time.time() - 3600
@@ -354,18 +355,27 @@ def test_a_restarted_watch_job_goes_on_with_what_its_stateful_stages_remembered(
     ]
     # the next file: the card's third transaction, and "once" redelivered byte for byte
     second = [record(1, "k-3", t0 + 90, card_id="c-restart"), first[2]]
+    # then a new file under the first one's name, of the same size: new records, read
+    third = [
+        record(1, "k-4", t0 + 150, card_id="c-restart"),
+        record(2, "k-5", t0 + 180, card_id="c-restart"),
+        record(3, "more", t0 + 200, card_id="c-other"),
+    ]
+    assert sum(len(r.payload) for r in third) == sum(len(r.payload) for r in first)
     config = watch_config(dataset, out, watch, output__include_features=True, streaming__stop_after_idle_seconds=4)
     runs = []
-    for name, records in (("a.jsonl", first), ("b.jsonl", second)):
+    for name, records in (("a.jsonl", first), ("b.jsonl", second), ("a.jsonl", third)):
         stream_files.write_file(watch, name, [r.payload + b"\n" for r in records])
         _, stderr = start_job(config).communicate(timeout=300)
         runs.append((json.loads((out / "summary.json").read_text()), stderr.decode()))
         assert runs[-1][0]["balanced"], stderr.decode()[-3000:]
-    (before, _), (after, said) = runs
+    (before, _), (after, said), (last, _) = runs
     assert before["scored"] == 3 and before["duplicates"] == 0
     assert after["read"] == 2 and after["scored"] == 1 and after["duplicates"] == 1
     assert after["restart"]["state_files"] >= 2 and "kept shard files" in said
+    assert last["read"] == 3 and last["scored"] == 3
     scored = [orjson.loads(line) for line in read_jsonl(out / "scored")]
-    assert sorted(s["transaction_id"] for s in scored) == ["k-1", "k-2", "k-3", "once"]
+    assert sorted(s["transaction_id"] for s in scored) == ["k-1", "k-2", "k-3", "k-4", "k-5", "more", "once"]
     features = {s["transaction_id"]: s["features"] for s in scored}
     assert features["k-3"]["v_count_10m"] == 2 and features["k-3"]["v_seconds_since_prev"] == 60
+    assert features["k-5"]["v_count_10m"] == 4 and features["k-5"]["v_seconds_since_prev"] == 30

@@ -73,6 +73,7 @@ class OversizedLine(NamedTuple):
 class FileEntry(NamedTuple):
     path: str
     size: int
+    mtime_ns: int = 0  # watched files: with the size, tells a new file under a done file's name
 
 
 class _DamagedError(Exception):
@@ -345,7 +346,7 @@ class SplitFileFn(beam.DoFn):
 
     def process(self, entry: FileEntry) -> Iterator[LineRange]:
         ranges = list(split_file(entry.path, entry.size, self._split_bytes))
-        progress.file_ranges(display_uri(entry.path), entry.size, len(ranges))
+        progress.file_ranges(display_uri(entry.path), entry.size, len(ranges), entry.mtime_ns)
         yield from ranges
 
 

@@ -13,7 +13,7 @@ is renamed into place (20_dedupe and 35_velocity hold it until the watermark pas
 - **The ledger**, `<output.dir>/ledger.jsonl`, appended as the run goes: one line per output file
   renamed into place (`{"out": "scored/NAME", "units": {UNIT: [first, last]}}`: the source positions
   it holds), and one per watched input file whose every record is written (`{"done": PATH, "size":
-  N, "records": N}`).
+  N, "mtime_ns": N, "records": N}`).
 
 A restart reads the ledger (`Resume.load`): a watched file marked done is not read again; the
 output files that may hold records read again (those the ledger does not list, and those with
@@ -82,6 +82,7 @@ class _Unit:
     next_read: int = -1  # Kafka: the offset after the last one read
     # Watched files: the file's size, how many line ranges it was cut into and how many are read.
     size: int = -1
+    mtime_ns: int = 0
     ranges: int = 0
     ranges_read: int = 0
     records: int = 0
@@ -131,13 +132,13 @@ def _append(entries: list[dict]) -> None:
         os.close(fd)
 
 
-def file_ranges(uri: str, size: int, ranges: int) -> None:
+def file_ranges(uri: str, size: int, ranges: int, mtime_ns: int = 0) -> None:
     """A watched file was cut into `ranges` line ranges (00_source)."""
     if not _TRACKER.enabled:
         return
     with _TRACKER.lock:
         unit = _TRACKER.units.setdefault(f"file:{uri}", _Unit())
-        unit.size, unit.ranges = size, ranges
+        unit.size, unit.ranges, unit.mtime_ns = size, ranges, mtime_ns
 
 
 def taken(unit_key: str, positions: Iterable[int]) -> None:
@@ -181,7 +182,7 @@ def _settle_file(uri: str, unit: _Unit) -> list[dict]:
     if unit.done or unit.ranges == 0 or unit.ranges_read < unit.ranges or unit.in_flight:
         return []
     unit.done = True
-    return [{"done": uri, "size": unit.size, "records": unit.records}]
+    return [{"done": uri, "size": unit.size, "mtime_ns": unit.mtime_ns, "records": unit.records}]
 
 
 def written(positions: Iterable[tuple[str, int]], out: str = "") -> None:
@@ -265,7 +266,7 @@ class Resume:
     """What an earlier run of the same output folder left: the inputs it finished, the positions
     already written (to skip when read again) and its last summary."""
 
-    done_inputs: dict[str, int] = field(default_factory=dict)  # path -> size
+    done_inputs: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (size, mtime_ns)
     written: dict[str, frozenset[int]] = field(default_factory=dict)  # unit -> positions
     previous_summary: dict | None = None
     files_read_back: int = 0
@@ -316,7 +317,7 @@ class Resume:
                 except orjson.JSONDecodeError:
                     continue  # a line cut short by a crash
                 if "done" in entry:
-                    resume.done_inputs[entry["done"]] = int(entry.get("size", -1))
+                    resume.done_inputs[entry["done"]] = (int(entry.get("size", -1)), int(entry.get("mtime_ns", 0)))
                 elif "out" in entry:
                     indexed[entry["out"]] = entry.get("units", {})
         committed = committed or {}
@@ -343,6 +344,8 @@ class Resume:
                 resume.files_read_back += 1
                 with open(path, "rb") as f:
                     for unit_key, position in positions_of_lines(f):
+                        if unit_key.startswith("file:") and unit_key[5:] in resume.done_inputs:
+                            continue  # not read again; a new file put under its name is not skipped
                         written.setdefault(unit_key, set()).add(position)
         resume.written = {k: frozenset(v) for k, v in written.items()}
         return resume

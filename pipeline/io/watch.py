@@ -66,7 +66,7 @@ def list_folder(folder: str, settle_seconds: float, now: float) -> tuple[list[Fi
         if in_progress(name) or not stat.S_ISREG(info.st_mode):
             continue
         if now - changed >= settle_seconds:
-            complete.append(FileEntry(path, info.st_size))
+            complete.append(FileEntry(path, info.st_size, info.st_mtime_ns))
     return complete, latest
 
 
@@ -164,8 +164,9 @@ class WatchFolderFn(beam.DoFn):
     the event times of the files taken (EventTimeWatermark); a file's records carry the watermark
     as it stood when it was taken (or the file's own event times, where they are later) as their
     Beam timestamp, so that a record is late only when it is behind the records taken before it.
-    A file that an earlier run wrote out whole (`done`: path -> size, from the output folder's
-    ledger) is not taken again. Ends after `idle_seconds` without a change in the folder (0:
+    A file that an earlier run wrote out whole (`done`: path -> (size, modification time in ns),
+    from the output folder's ledger) is not taken again; a file put under its name since (another
+    modification time) is. Ends after `idle_seconds` without a change in the folder (0:
     never) or when a drain is requested."""
 
     def __init__(
@@ -175,7 +176,7 @@ class WatchFolderFn(beam.DoFn):
         idle_seconds: float,
         clock: RunClock | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-        done: dict[str, int] | None = None,
+        done: dict[str, tuple[int, int]] | None = None,
     ):
         self._poll = poll_seconds
         self._settle = settle_seconds
@@ -186,7 +187,7 @@ class WatchFolderFn(beam.DoFn):
 
     def setup(self) -> None:
         self._started = time.time()
-        self._emitted: set[tuple[str, int]] = set(self._done.items())  # (display path, size)
+        self._emitted: set[tuple[str, int]] = set()  # (display path, size)
         self._event_time = EventTimeWatermark()
 
     @beam.DoFn.unbounded_per_element()
@@ -202,8 +203,9 @@ class WatchFolderFn(beam.DoFn):
         now = time.time()
         files, latest_change = list_folder(folder, self._settle, now)
         current = watermark.current_watermark()
-        new = [e for e in files if (display_uri(e.path), e.size) not in self._emitted]
-        self._emitted.update((display_uri(e.path), e.size) for e in new)
+        listed = [e for e in files if (display_uri(e.path), e.size) not in self._emitted]
+        self._emitted.update((display_uri(e.path), e.size) for e in listed)
+        new = [e for e in listed if not self._was_done(e)]
         metrics.live_add(metrics.FILES_TAKEN, len(new))  # files waiting: taken, not yet read to their end
         for entry in new:
             earliest, latest = event_time_bounds(entry, self._clock, self._max_record_bytes)
@@ -220,6 +222,11 @@ class WatchFolderFn(beam.DoFn):
             tracker.try_claim(_POLLS - 1)  # the rest of the sequence: the input ends here
             return
         tracker.defer_remainder(Duration.of(self._poll))
+
+    def _was_done(self, entry: FileEntry) -> bool:
+        done = self._done.get(display_uri(entry.path))
+        # a ledger line without a modification time (an older run's): the size alone
+        return done is not None and done[0] == entry.size and done[1] in (0, entry.mtime_ns)
 
 
 class TakeOnceFn(beam.DoFn):
