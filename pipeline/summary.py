@@ -75,7 +75,12 @@ FIELDS = (
     Field("input_complete", "", "No source error: the whole input was read."),
     Field("profile_store", "", "Profile-store lookups, queries, cache hits and misses, retries, failures (postgres)."),
     Field("on_disk", "", "Streaming: lines in window files already renamed into place, per output folder."),
-    Field("restart", "", "Streaming: what an earlier run of the output folder left, and what was skipped."),
+    Field(
+        "restart",
+        "",
+        "Streaming: what an earlier run of the output folder left (its last summary, input files done, output "
+        "files read back, the stateful stages' kept shard files: state_files), and what was skipped.",
+    ),
     Field("stage_msecs", "", "Milliseconds spent in each stage (runners that sample execution time)."),
     Field(
         "latency",
