@@ -166,11 +166,11 @@ def test_an_id_is_forgotten_only_once_the_shard_has_seen_its_horizon_and_the_mar
 
 def test_the_kept_copy_read_again_from_its_own_position_is_kept_again_and_others_are_copies():
     ids = dedupe.IdsShard(horizon_micros=3_600_000_000, margin_micros=0)
-    assert ids.see("a", b"p", 0, "file:x@1") is None
-    assert ids.see("a", b"p", 0, "file:x@1") is None  # a restart read it again: not a copy of itself
-    assert ids.see("a", b"p", 5, "file:x@9") == b"p"  # a redelivery
-    assert ids.see("a", b"p", 0, "file:x@1") is None  # still the kept copy's position
-    assert [entry[3] for entry in ids.snapshot()] == ["file:x@1"]
+    assert ids.see("a", b"p", 0, ("file:x", 1)) is None
+    assert ids.see("a", b"p", 0, ("file:x", 1)) is None  # a restart read it again: not a copy of itself
+    assert ids.see("a", b"p", 5, ("file:x", 9)) == b"p"  # a redelivery
+    assert ids.see("a", b"p", 0, ("file:x", 1)) is None  # still the kept copy's position
+    assert [entry[3] for entry in ids.snapshot()] == [("file:x", 1)]
 
 
 def test_a_restarted_stage_knows_the_ids_its_last_run_kept(clock, tmp_path):

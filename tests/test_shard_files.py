@@ -14,13 +14,13 @@ from pipeline.io.shard_files import ShardFiles
 def test_appends_come_back_in_order_and_a_rewrite_replaces_them(tmp_path):
     files = ShardFiles(str(tmp_path / "state" / "20_dedupe"), 4)
     assert files.load(1) == []
-    files.append(1, [("a", b"p", 1, "file:x@1"), ("b", b"q", 2, "")])
+    files.append(1, [("a", b"p", 1, ("file:x", 1)), ("b", b"q", 2, None)])
     files.append(1, [])
-    files.append(1, [("c", b"r", 3, "kafka:t:0@5")])
-    files.append(2, [("d", b"s", 4, "")])
+    files.append(1, [("c", b"r", 3, ("kafka:t:0", 5))])
+    files.append(2, [("d", b"s", 4, None)])
     assert [e[0] for e in files.load(1)] == ["a", "b", "c"]
-    files.rewrite(1, [("c", b"r", 3, "kafka:t:0@5")])
-    files.append(1, [("e", b"t", 5, "")])
+    files.rewrite(1, [("c", b"r", 3, ("kafka:t:0", 5))])
+    files.append(1, [("e", b"t", 5, None)])
     assert [e[0] for e in ShardFiles(files.folder, 4).load(1)] == ["c", "e"]
     assert [e[0] for e in files.load(2)] == ["d"]
     assert shard_files.kept_files(str(tmp_path / "state")) == 2
@@ -42,7 +42,7 @@ def test_a_record_cut_short_by_a_crash_is_cut_off(tmp_path, caplog):
 
 def test_a_run_with_another_shard_count_starts_without_them_and_says_so(tmp_path, caplog):
     folder = str(tmp_path / "20_dedupe")
-    ShardFiles(folder, 16).append(0, [("a", b"p", 1, "")])
+    ShardFiles(folder, 16).append(0, [("a", b"p", 1, None)])
     with caplog.at_level(logging.WARNING):
         assert ShardFiles(folder, 8).load(0) == []
     assert "16 shards" in caplog.text and "streaming.state_shards" in caplog.text

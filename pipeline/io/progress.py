@@ -322,10 +322,13 @@ class Resume:
                     indexed[entry["out"]] = entry.get("units", {})
         committed = committed or {}
 
+        def done_file(unit_key: str) -> bool:
+            return unit_key.startswith("file:") and unit_key[5:] in resume.done_inputs
+
         def settled(unit_key: str, span: list[int]) -> bool:
             partition = _partition_of(unit_key)
             if partition is None:
-                return unit_key[5:] in resume.done_inputs
+                return done_file(unit_key)
             return span[1] < committed.get(partition, -1)
 
         written: dict[str, set[int]] = {}
@@ -344,7 +347,7 @@ class Resume:
                 resume.files_read_back += 1
                 with open(path, "rb") as f:
                     for unit_key, position in positions_of_lines(f):
-                        if unit_key.startswith("file:") and unit_key[5:] in resume.done_inputs:
+                        if done_file(unit_key):
                             continue  # not read again; a new file put under its name is not skipped
                         written.setdefault(unit_key, set()).add(position)
         resume.written = {k: frozenset(v) for k, v in written.items()}

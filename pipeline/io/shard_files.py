@@ -40,10 +40,6 @@ _LENGTH = struct.Struct(">I")
 _LOG = logging.getLogger(__name__)
 
 
-def stage_folder(state_dir: str, stage: str) -> str:
-    return os.path.join(state_dir, stage)
-
-
 class ShardFiles:
     """The files of one stage's shards. Picklable (it travels with the stage's DoFn); it holds no
     open file."""
@@ -118,6 +114,11 @@ class ShardFiles:
                 ", ".join(others),
                 self.shards,
             )
+
+
+def for_stage(state_dir: str, stage: str, shards: int) -> ShardFiles | None:
+    """The files of `stage`'s shards under `state_dir`; None when no state is kept ("")."""
+    return ShardFiles(os.path.join(state_dir, stage), shards) if state_dir else None
 
 
 def kept_files(state_dir: str) -> int:

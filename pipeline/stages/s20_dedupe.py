@@ -42,8 +42,8 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from contracts.riskpipe.v1.dead_letter_pb2 import DeadLetter, ErrorCode
 from contracts.riskpipe.v1.transaction_pb2 import Transaction
-from pipeline.io import progress
-from pipeline.io.shard_files import ShardFiles, stage_folder
+from pipeline.io import progress, shard_files
+from pipeline.io.shard_files import ShardFiles
 from pipeline.shared import metrics
 from pipeline.shared.clock import RunClock, beam_time, stamped
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, make_dead_letter
@@ -192,18 +192,18 @@ class IdsShard(Contents):
     position (a restart reads again what it had not written) is kept again, not judged a copy."""
 
     def __init__(self, horizon_micros: int, margin_micros: int):
-        self.ids: dict[str, tuple[bytes, int, str]] = {}
+        self.ids: dict[str, tuple[bytes, int, tuple[str, int] | None]] = {}
         self.clock = 0
         self._horizon = horizon_micros
         self._margin = margin_micros
 
-    def see(self, txn_id: str, its_print: bytes, micros: int, where: str = "") -> bytes | None:
+    def see(self, txn_id: str, its_print: bytes, micros: int, where: tuple[str, int] | None = None) -> bytes | None:
         """Remembers a copy; returns the kept copy's fingerprint when the id is within the horizon of
         one seen before (a later copy), None when this copy is kept."""
         self.clock = max(self.clock, micros)
         known = self.ids.get(txn_id)
         if known is not None and abs(micros - known[1]) < self._horizon:
-            if where and where == known[2]:
+            if where is not None and where == known[2]:
                 return None  # the kept copy itself, read again
             self.ids[txn_id] = (known[0], max(known[1], micros), known[2])
             return known[0]
@@ -241,8 +241,7 @@ class ArrivalDedupeFn(_FirstCopyFn, ShardedStateFn):
 
     def step(self, ids: IdsShard, txn: Transaction, at: Timestamp):
         its_print = fingerprint(txn)
-        position = progress.unit_of(txn.origin.source)
-        entry = (txn.transaction_id, its_print, at.micros, f"{position[0]}@{position[1]}" if position else "")
+        entry = (txn.transaction_id, its_print, at.micros, progress.unit_of(txn.origin.source))
         kept = ids.see(*entry)
         return entry, [txn] if kept is None else list(self._judge(txn, its_print, kept))
 
@@ -278,7 +277,7 @@ class Dedupe(beam.PTransform):
     def expand(self, transactions: beam.PCollection):
         if not transactions.is_bounded and self._order == "arrival":
             keyed_by_shard = by_shard(transactions, _id_of, self._shards, Transaction)
-            keeper = ShardFiles(stage_folder(self._state_dir, STAGE), self._shards) if self._state_dir else None
+            keeper = shard_files.for_stage(self._state_dir, STAGE, self._shards)
             fn = ArrivalDedupeFn(self._horizon, self._clock, self._margin, keeper)
             return apply_stage(keyed_by_shard, "FirstToCome", fn, Transaction)
         keyed = transactions | "ById" >> beam.Map(lambda t: (t.transaction_id, t)).with_output_types(

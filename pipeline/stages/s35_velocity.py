@@ -48,7 +48,8 @@ from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateS
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from contracts.riskpipe.v1.enriched_transaction_pb2 import EnrichedTransaction
-from pipeline.io.shard_files import ShardFiles, stage_folder
+from pipeline.io import shard_files
+from pipeline.io.shard_files import ShardFiles
 from pipeline.shared import metrics, velocity
 from pipeline.shared.clock import RunClock, beam_time, stamped
 from pipeline.shared.dead_letter import DEAD_LETTER, apply_stage, feature_error
@@ -273,7 +274,7 @@ class Velocity(beam.PTransform):
     def expand(self, enriched: beam.PCollection):
         if not enriched.is_bounded and self._order == "arrival":
             keyed_by_shard = by_shard(enriched, _card_of, self._shards, EnrichedTransaction)
-            keeper = ShardFiles(stage_folder(self._state_dir, STAGE), self._shards) if self._state_dir else None
+            keeper = shard_files.for_stage(self._state_dir, STAGE, self._shards)
             fn = ArrivalVelocityFn(self._clock, keeper)
             return apply_stage(keyed_by_shard, "OnArrival", fn, EnrichedTransaction)
         keyed = enriched | "ByCard" >> beam.Map(lambda e: (e.transaction.card_id, e)).with_output_types(
